@@ -1,0 +1,323 @@
+"""Backup: split files into fixed-size chunks, store the blobs the store lacks, then write
+the manifest.
+
+The work is a two-stage pipeline on a :class:`~pitreos.parallel.TaskWindow`: workers
+read and hash chunks; the main thread decides, from the catalog, which chunks are new;
+workers compress and store those. The catalog is touched only from the main thread, and
+only after the store write it records. The manifest is written last, so an interrupted
+or failed backup leaves blobs (which a later backup reuses) but never a manifest.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import structlog
+
+from . import manifest as mf
+from .catalog import Catalog, FileRecord, NewBlob
+from .errors import CollisionError, PitreosError, SourceChanged
+from .hashing import ChunkDigest, digest
+from .parallel import TaskWindow
+from .progress import NoProgress, Progress
+from .repository import Repository
+from .sparse import data_extents, is_zero, overlaps, pread_exact
+from .walk import PathFilter, SourceEntry, scan
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_CHUNK_SIZE = 8 << 20
+MIN_CHUNK_SIZE = 64 << 10
+MAX_CHUNK_SIZE = 256 << 20
+_CATALOG_BATCH = 256
+
+
+@dataclass
+class BackupOptions:
+    tag: str = "default"
+    meta: dict[str, str] = field(default_factory=dict)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    workers: int = 4
+    incremental: bool = False
+    path_filter: PathFilter = field(default_factory=PathFilter)
+
+
+@dataclass
+class BackupStats:
+    files: int = 0
+    files_unchanged: int = 0
+    chunks: int = 0
+    chunks_empty: int = 0
+    chunks_known: int = 0
+    blobs_stored: int = 0
+    bytes_read: int = 0
+    bytes_stored: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class BackupResult:
+    manifest: mf.Manifest
+    stats: BackupStats
+
+
+@dataclass
+class _FileJob:
+    """A file being read: its open descriptor, identity and the chunks resolved so far."""
+
+    source: SourceEntry
+    fd: int
+    chunks: list[mf.Chunk | None]
+    reads_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadResult:
+    job: _FileJob
+    index: int
+    data: bytes | None  # None: all zeros
+    digest: ChunkDigest | None
+
+
+@dataclass(frozen=True, slots=True)
+class _StoreResult:
+    blob: NewBlob
+    written: bool
+    existing_blake3: str | None  # for a blob that was already there and not in the catalog
+
+
+def run_backup(
+    source: Path,
+    repo: Repository,
+    catalog: Catalog,
+    options: BackupOptions,
+    progress: Progress | None = None,
+) -> BackupResult:
+    """Back up ``source``; returns the manifest written and what it cost."""
+    return _Backup(source, repo, catalog, options, progress or NoProgress()).run()
+
+
+class _Backup:
+    def __init__(self, source: Path, repo: Repository, catalog: Catalog,
+                 options: BackupOptions, progress: Progress) -> None:
+        self.source = source
+        self.repo = repo
+        self.catalog = catalog
+        self.options = options
+        self.progress = progress
+        self.stats = BackupStats()
+        self.pending_uploads: dict[str, str] = {}  # sha1 -> blake3, being stored now
+        self.stored_now: dict[str, str] = {}  # sha1 -> blake3, stored by this backup
+        self.new_blobs: list[NewBlob] = []
+
+    def run(self) -> BackupResult:
+        started = time.monotonic()
+        mf.validate_tag(self.options.tag)
+        entries = scan(self.source, self.options.path_filter)
+        previous = self._previous_files() if self.options.incremental else {}
+        manifest_entries: list[mf.Entry] = []
+        jobs: list[_FileJob] = []
+        try:
+            for src in entries:
+                entry = self._entry_for(src)
+                manifest_entries.append(entry)
+                if src.type == "file":
+                    job = self._plan_file(src, entry, previous.get(src.path))
+                    if job is not None:
+                        jobs.append(job)
+            self.progress.start("backup", sum(self._bytes_to_read(j) for j in jobs))
+            self._pipeline(jobs)
+        finally:
+            for job in jobs:
+                if job.fd >= 0:
+                    os.close(job.fd)
+            self._flush_blobs(force=True)
+            self.progress.finish()
+        by_path = {j.source.path: j for j in jobs}
+        for entry in manifest_entries:
+            job = by_path.get(entry.path)
+            if job is not None:
+                entry.chunks = [c for c in job.chunks if c is not None]
+        manifest = self._write_manifest(manifest_entries)
+        self.stats.seconds = time.monotonic() - started
+        log.info("backup.done", backup=manifest.name, files=self.stats.files,
+                 read=self.stats.bytes_read, stored=self.stats.bytes_stored,
+                 new_blobs=self.stats.blobs_stored, seconds=round(self.stats.seconds, 3))
+        return BackupResult(manifest, self.stats)
+
+    def _previous_files(self) -> dict[str, FileRecord]:
+        records = self.catalog.backups(tag=self.options.tag)
+        if not records:
+            log.info("backup.no_previous", tag=self.options.tag)
+            return {}
+        return self.catalog.files_of(records[0].name)
+
+    def _entry_for(self, src: SourceEntry) -> mf.Entry:
+        st = src.st
+        entry = mf.Entry(path=src.path, type=src.type, mode=st.st_mode & 0o7777,
+                         mtime_ns=st.st_mtime_ns)
+        if src.type == "symlink":
+            entry.target = os.readlink(src.abspath)
+        elif src.type == "file":
+            entry.size = st.st_size
+            entry.inode = st.st_ino
+        return entry
+
+    def _plan_file(self, src: SourceEntry, entry: mf.Entry,
+                   previous: FileRecord | None) -> _FileJob | None:
+        """Reuse an unchanged file's chunks, or open it and list the chunks to read."""
+        self.stats.files += 1
+        size, step = entry.size, self.options.chunk_size
+        count = -(-size // step)
+        if (previous is not None and previous.size == size and previous.chunk_size == step
+                and previous.mtime_ns == entry.mtime_ns and previous.inode == entry.inode):
+            entry.chunks = previous.chunks
+            self.stats.files_unchanged += 1
+            self.stats.chunks += count
+            return None
+        try:
+            fd = os.open(src.abspath, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise PitreosError(f"cannot read {src.abspath}: {exc.strerror}") from exc
+        job = _FileJob(src, fd, [None] * count, 0)
+        extents = data_extents(fd, size)
+        for index in range(count):
+            start = index * step
+            if not overlaps(extents, start, min(start + step, size)):
+                job.chunks[index] = mf.Chunk(start, None)
+                self.stats.chunks_empty += 1
+        job.reads_left = sum(1 for c in job.chunks if c is None)
+        self.stats.chunks += count
+        return job
+
+    def _bytes_to_read(self, job: _FileJob) -> int:
+        step, size = self.options.chunk_size, job.source.st.st_size
+        return sum(min(step, size - i * step) for i, c in enumerate(job.chunks) if c is None)
+
+    # The pipeline
+    def _pipeline(self, jobs: list[_FileJob]) -> None:
+        reads = [(job, i) for job in jobs for i, c in enumerate(job.chunks) if c is None]
+        reads.reverse()
+        for job in jobs:
+            if job.reads_left == 0:
+                self._finish_file(job)
+        workers = self.options.workers
+        with TaskWindow[_ReadResult | _StoreResult](workers, workers + 2) as window:
+            while reads or len(window):
+                while reads and not window.full:
+                    job, index = reads.pop()
+                    window.submit(self._read_chunk, job, index)
+                result = window.next_done()
+                if isinstance(result, _ReadResult):
+                    self._on_read(result, window)
+                else:
+                    self._on_stored(result)
+
+    def _read_chunk(self, job: _FileJob, index: int) -> _ReadResult:
+        step = self.options.chunk_size
+        start = index * step
+        length = min(step, job.source.st.st_size - start)
+        try:
+            data = pread_exact(job.fd, length, start)
+        except EOFError as exc:
+            raise SourceChanged(f"{job.source.abspath} shrank while it was backed up "
+                                f"({exc})") from exc
+        except OSError as exc:
+            raise PitreosError(f"cannot read {job.source.abspath} at offset {start}: "
+                               f"{exc.strerror}") from exc
+        if is_zero(data):
+            return _ReadResult(job, index, None, None)
+        return _ReadResult(job, index, data, digest(data))
+
+    def _on_read(self, r: _ReadResult, window: TaskWindow[_ReadResult | _StoreResult]) -> None:
+        start = r.index * self.options.chunk_size
+        self.progress.advance(len(r.data) if r.data is not None else
+                              min(self.options.chunk_size, r.job.source.st.st_size - start))
+        if r.data is None or r.digest is None:
+            r.job.chunks[r.index] = mf.Chunk(start, None)
+            self.stats.chunks_empty += 1
+        else:
+            self.stats.bytes_read += len(r.data)
+            r.job.chunks[r.index] = mf.Chunk(start, r.digest)
+            if self._needs_storing(r.digest, r.job, start):
+                self.pending_uploads[r.digest.sha1] = r.digest.blake3
+                window.submit(self._store_blob, r.digest, r.data)
+            else:
+                self.stats.chunks_known += 1
+        r.job.reads_left -= 1
+        if r.job.reads_left == 0:
+            self._finish_file(r.job)
+
+    def _needs_storing(self, d: ChunkDigest, job: _FileJob, start: int) -> bool:
+        """Whether the blob must be stored; raises on a sha1 collision."""
+        other = self.pending_uploads.get(d.sha1) or self.stored_now.get(d.sha1)
+        if other is None:
+            known = self.catalog.known_blob(d.sha1)
+            if known is None:
+                return True
+            other = known.blake3
+            if other == d.blake3 and known.missing:
+                return True
+        if other != d.blake3:
+            raise CollisionError(
+                f"sha1 collision at {job.source.abspath} offset {start}: sha1 {d.sha1} "
+                f"has blake3 {d.blake3} here and {other} in the catalog; nothing was "
+                "overwritten"
+            )
+        return False
+
+    def _store_blob(self, d: ChunkDigest, data: bytes) -> _StoreResult:
+        blob = self.repo.codec.encode(data, d)
+        written = self.repo.put_blob(d.sha1, blob)
+        existing = None if written else self.repo.blob_header(d.sha1).blake3
+        return _StoreResult(NewBlob(d.sha1, d.blake3, len(data), len(blob)), written, existing)
+
+    def _on_stored(self, r: _StoreResult) -> None:
+        b = r.blob
+        del self.pending_uploads[b.sha1]
+        if r.existing_blake3 is not None and r.existing_blake3 != b.blake3:
+            raise CollisionError(
+                f"sha1 collision: blob {b.sha1} in store {self.repo.url} has blake3 "
+                f"{r.existing_blake3}, new data has blake3 {b.blake3}; nothing was overwritten"
+            )
+        self.stored_now[b.sha1] = b.blake3
+        self.new_blobs.append(b)
+        if r.written:
+            self.stats.blobs_stored += 1
+            self.stats.bytes_stored += b.stored_size
+        self._flush_blobs()
+
+    def _flush_blobs(self, force: bool = False) -> None:
+        if self.new_blobs and (force or len(self.new_blobs) >= _CATALOG_BATCH):
+            self.catalog.add_blobs(self.new_blobs)
+            self.new_blobs = []
+
+    def _finish_file(self, job: _FileJob) -> None:
+        """All chunks read: the file must be as it was when we started."""
+        before = job.source.st
+        after = os.fstat(job.fd)
+        os.close(job.fd)
+        job.fd = -1
+        if (after.st_size, after.st_mtime_ns, after.st_ino) != (
+                before.st_size, before.st_mtime_ns, before.st_ino):
+            raise SourceChanged(
+                f"{job.source.abspath} changed while it was backed up (size "
+                f"{before.st_size} -> {after.st_size}); no backup was written: stop the "
+                "writer or back up a snapshot"
+            )
+
+    def _write_manifest(self, entries: list[mf.Entry]) -> mf.Manifest:
+        created = datetime.now(UTC).replace(microsecond=0)
+        for _ in range(60):
+            manifest = mf.Manifest(
+                name=mf.backup_name(created, self.options.tag), tag=self.options.tag,
+                created=created, chunk_size=self.options.chunk_size, entries=entries,
+                meta=dict(self.options.meta),
+            )
+            if self.repo.write_manifest(manifest):
+                self.catalog.add_backup(manifest)
+                return manifest
+            created += timedelta(seconds=1)  # a backup of that name exists: take the next
+        raise PitreosError(f"could not find a free backup name in store {self.repo.url}")

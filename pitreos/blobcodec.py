@@ -1,0 +1,101 @@
+"""Encoding of a chunk into a stored blob, and decoding with full verification.
+
+A blob is a 37-byte header followed by the payload::
+
+    b"PTB1" | codec (1 byte: 0 raw, 1 zstd) | blake3 of the plain chunk (32 bytes) | payload
+
+The header makes every blob self-describing: a blob found in a bucket can be checked
+without its manifest, and a backup that meets an existing blob it did not write can
+compare blake3 hashes to detect a sha1 collision. Chunks that do not shrink under zstd
+are stored raw.
+"""
+
+import threading
+from dataclasses import dataclass
+
+import zstandard
+
+from .errors import IntegrityError
+from .hashing import ChunkDigest, digest
+
+MAGIC = b"PTB1"
+CODEC_RAW = 0
+CODEC_ZSTD = 1
+HEADER_SIZE = len(MAGIC) + 1 + 32
+
+
+@dataclass(frozen=True, slots=True)
+class BlobHeader:
+    codec: int
+    blake3: str
+
+
+def parse_header(blob: bytes, name: str) -> BlobHeader:
+    """Read a blob's header; ``name`` identifies the blob in errors."""
+    if len(blob) < HEADER_SIZE or blob[: len(MAGIC)] != MAGIC:
+        raise IntegrityError(f"blob {name} is truncated or not a pitreos blob")
+    codec = blob[len(MAGIC)]
+    if codec not in (CODEC_RAW, CODEC_ZSTD):
+        raise IntegrityError(f"blob {name} has unknown codec {codec}")
+    return BlobHeader(codec=codec, blake3=blob[len(MAGIC) + 1 : HEADER_SIZE].hex())
+
+
+class BlobCodec:
+    """Compresses and decompresses blobs; safe to share between threads.
+
+    zstandard's (de)compressor objects must not be used by two threads at once, so each
+    thread keeps its own in a ``threading.local``.
+    """
+
+    def __init__(self, level: int = 3, max_chunk_size: int = 1 << 30) -> None:
+        self.level = level
+        self.max_chunk_size = max_chunk_size
+        self._local = threading.local()
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        comp = getattr(self._local, "compressor", None)
+        if comp is None:
+            comp = zstandard.ZstdCompressor(level=self.level)
+            self._local.compressor = comp
+        return comp
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        dec = getattr(self._local, "decompressor", None)
+        if dec is None:
+            dec = zstandard.ZstdDecompressor()
+            self._local.decompressor = dec
+        return dec
+
+    def encode(self, data: bytes | memoryview, chunk: ChunkDigest) -> bytes:
+        """Build the blob for ``data``, whose digest the caller computed."""
+        compressed = self._compressor().compress(data)
+        if len(compressed) < len(data):
+            codec, payload = CODEC_ZSTD, compressed
+        else:
+            codec, payload = CODEC_RAW, bytes(data)
+        return b"".join((MAGIC, bytes((codec,)), bytes.fromhex(chunk.blake3), payload))
+
+    def decode(self, blob: bytes, expected: ChunkDigest) -> bytes:
+        """Return the chunk a blob holds, after checking its header and both hashes."""
+        header = parse_header(blob, expected.sha1)
+        if header.blake3 != expected.blake3:
+            raise IntegrityError(
+                f"blob {expected.sha1} has blake3 {header.blake3}, expected {expected.blake3}"
+            )
+        payload = memoryview(blob)[HEADER_SIZE:]
+        if header.codec == CODEC_ZSTD:
+            try:
+                data = self._decompressor().decompress(
+                    payload, max_output_size=self.max_chunk_size
+                )
+            except zstandard.ZstdError as exc:
+                raise IntegrityError(f"blob {expected.sha1} does not decompress: {exc}") from exc
+        else:
+            data = bytes(payload)
+        actual = digest(data)
+        if actual != expected:
+            raise IntegrityError(
+                f"blob {expected.sha1} holds data with sha1 {actual.sha1} "
+                f"and blake3 {actual.blake3}, expected {expected.sha1} / {expected.blake3}"
+            )
+        return data

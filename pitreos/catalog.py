@@ -1,0 +1,345 @@
+"""The local SQLite catalog: every manifest of one store, and each blob's reference count.
+
+The catalog is a cache of the store, never the other way round: it is written only after
+the store write it describes succeeded, each change in one transaction, and
+:func:`pitreos.sync.sync_catalog` rebuilds it from the store alone.
+"""
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import platformdirs
+import sqlite_utils
+
+from . import manifest as mf
+from .errors import CatalogError, CollisionError
+from .hashing import ChunkDigest
+
+SCHEMA_VERSION = 1
+
+
+def default_catalog_path(store_url: str) -> Path:
+    """One catalog per store, under the user's cache dir (it can always be rebuilt)."""
+    key = hashlib.sha256(store_url.encode()).hexdigest()[:16]
+    return Path(platformdirs.user_cache_dir("pitreos")) / "catalogs" / f"{key}.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class KnownBlob:
+    sha1: str
+    blake3: str
+    missing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewBlob:
+    """A blob this machine just stored; recorded with no references until a manifest is."""
+
+    sha1: str
+    blake3: str
+    size: int
+    stored_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackupRecord:
+    name: str
+    tag: str
+    created: datetime
+    chunk_size: int
+    tool: str
+    file_count: int
+    apparent_size: int
+    data_size: int
+    meta: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A file as a previous backup saw it, for incremental backups."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int | None
+    chunk_size: int
+    chunks: list[mf.Chunk]
+
+
+class Catalog:
+    def __init__(self, path: Path, store_url: str) -> None:
+        self.path = path
+        self.store_url = store_url
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=60)
+            self.db = sqlite_utils.Database(conn)
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(
+                f"catalog {path} is unreadable ({exc}); run 'pitreos catalog sync --rebuild'"
+            ) from exc
+        except OSError as exc:
+            raise CatalogError(f"cannot open catalog {path}: {exc.strerror}") from exc
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection = self.db.conn
+        return conn
+
+    def _setup(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise CatalogError(
+                f"catalog {self.path} has schema version {version}, newer than this pitreos "
+                f"reads ({SCHEMA_VERSION}): upgrade pitreos or use another --catalog"
+            )
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        if version < SCHEMA_VERSION:
+            sql = resources.files("pitreos.schema").joinpath("catalog.sql").read_text()
+            with self.transaction():
+                _run_script(self.conn, sql)
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO settings (key, value) VALUES ('store_url', ?)",
+                    (self.store_url,),
+                )
+        row = self.conn.execute("SELECT value FROM settings WHERE key = 'store_url'").fetchone()
+        if row is None or row[0] != self.store_url:
+            raise CatalogError(
+                f"catalog {self.path} mirrors store {row[0] if row else '?'}, "
+                f"not {self.store_url}: use another --catalog"
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # Blobs
+    def known_blob(self, sha1: str) -> KnownBlob | None:
+        row = self.conn.execute(
+            "SELECT blake3, missing FROM blobs WHERE sha1 = ?", (sha1,)
+        ).fetchone()
+        return KnownBlob(sha1, row[0], bool(row[1])) if row else None
+
+    def add_blobs(self, blobs: Iterable[NewBlob]) -> None:
+        """Record blobs just stored (no references yet); clears a 'missing' mark."""
+        now = time.time()
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT INTO blobs (sha1, blake3, size, stored_size, added_unix) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha1) DO UPDATE SET missing = 0, "
+                "stored_size = excluded.stored_size",
+                [(b.sha1, b.blake3, b.size, b.stored_size, now) for b in blobs],
+            )
+
+    # Backups
+    def backup_names(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT name FROM backups")}
+
+    def add_backup(self, manifest: mf.Manifest) -> None:
+        """Mirror a manifest that is in the store, and count its references."""
+        with self.transaction():
+            self._insert_backup(manifest)
+
+    def _insert_backup(self, m: mf.Manifest) -> None:
+        files = m.files()
+        cur = self.conn.execute(
+            "INSERT INTO backups (name, tag, created, created_unix, chunk_size, tool, "
+            "file_count, apparent_size, data_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.name, m.tag, m.created.astimezone(UTC).isoformat(), m.created.timestamp(),
+                m.chunk_size, m.tool, len(files), sum(e.size for e in files),
+                sum(e.data_size for e in files),
+            ),
+        )
+        backup_id = cur.lastrowid
+        self.conn.executemany(
+            "INSERT INTO backup_meta (backup_id, key, value) VALUES (?, ?, ?)",
+            [(backup_id, k, v) for k, v in m.meta.items()],
+        )
+        incoming: dict[str, tuple[str, int]] = {}
+        chunk_rows: list[tuple[int, int, str]] = []
+        for entry in m.entries:
+            cur = self.conn.execute(
+                "INSERT INTO files (backup_id, path, type, size, mode, mtime_ns, inode, "
+                "target, data_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (backup_id, entry.path, entry.type, entry.size, entry.mode, entry.mtime_ns,
+                 entry.inode, entry.target, entry.data_size),
+            )
+            file_id = cur.lastrowid
+            assert file_id is not None
+            for index, chunk in enumerate(entry.chunks):
+                if chunk.digest is None:
+                    continue
+                size = min(m.chunk_size, entry.size - chunk.start)
+                incoming[chunk.digest.sha1] = (chunk.digest.blake3, size)
+                chunk_rows.append((file_id, index, chunk.digest.sha1))
+                if incoming[chunk.digest.sha1][0] != chunk.digest.blake3:
+                    raise CollisionError(f"manifest {m.name} lists sha1 {chunk.digest.sha1} "
+                                         "with two different blake3 hashes")
+        self._merge_blobs(m.name, incoming)
+        self.conn.executemany(
+            "INSERT INTO chunks (file_id, idx, blob_id) "
+            "SELECT ?, ?, id FROM blobs WHERE sha1 = ?",
+            chunk_rows,
+        )
+        self._adjust_refcounts(backup_id, +1)
+
+    def _merge_blobs(self, source: str, incoming: dict[str, tuple[str, int]]) -> None:
+        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS incoming "
+                          "(sha1 TEXT PRIMARY KEY, blake3 TEXT, size INTEGER)")
+        self.conn.execute("DELETE FROM incoming")
+        self.conn.executemany(
+            "INSERT INTO incoming VALUES (?, ?, ?)",
+            [(sha1, b3, size) for sha1, (b3, size) in incoming.items()],
+        )
+        clash = self.conn.execute(
+            "SELECT i.sha1, i.blake3, b.blake3 FROM incoming i JOIN blobs b USING (sha1) "
+            "WHERE b.blake3 != i.blake3 LIMIT 1"
+        ).fetchone()
+        if clash:
+            raise CollisionError(
+                f"sha1 collision: {source} has blob {clash[0]} with blake3 {clash[1]}, "
+                f"the catalog has it with blake3 {clash[2]}"
+            )
+        self.conn.execute(
+            "INSERT INTO blobs (sha1, blake3, size, added_unix) "
+            "SELECT sha1, blake3, size, ? FROM incoming WHERE true "
+            "ON CONFLICT (sha1) DO NOTHING",
+            (time.time(),),
+        )
+
+    def _adjust_refcounts(self, backup_id: int | None, sign: int) -> None:
+        self.conn.execute(
+            "UPDATE blobs SET refcount = refcount + ? * c.n FROM ("
+            " SELECT blob_id, count(*) AS n FROM chunks"
+            " WHERE file_id IN (SELECT id FROM files WHERE backup_id = ?) GROUP BY blob_id"
+            ") AS c WHERE blobs.id = c.blob_id",
+            (sign, backup_id),
+        )
+
+    def remove_backup(self, name: str) -> None:
+        """Forget a backup whose manifest left the store; its blobs lose references."""
+        with self.transaction():
+            row = self.conn.execute("SELECT id FROM backups WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return
+            self._adjust_refcounts(row[0], -1)
+            self.conn.execute("DELETE FROM backups WHERE id = ?", (row[0],))
+
+    def recount_references(self) -> None:
+        """Recompute every reference count from the chunk table."""
+        with self.transaction():
+            self.conn.execute("UPDATE blobs SET refcount = 0")
+            self.conn.execute(
+                "UPDATE blobs SET refcount = c.n FROM (SELECT blob_id, count(*) AS n "
+                "FROM chunks GROUP BY blob_id) AS c WHERE blobs.id = c.blob_id"
+            )
+
+    def mark_presence(self, present: dict[str, int]) -> int:
+        """Apply a full listing of the store's blobs (sha1 -> stored size).
+
+        Blobs the listing lacks are marked missing (so backups store them again) or,
+        when nothing references them, forgotten. Returns how many referenced blobs are
+        missing.
+        """
+        with self.transaction():
+            self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS listed "
+                              "(sha1 TEXT PRIMARY KEY, stored_size INTEGER)")
+            self.conn.execute("DELETE FROM listed")
+            self.conn.executemany("INSERT INTO listed VALUES (?, ?)", present.items())
+            self.conn.execute(
+                "UPDATE blobs SET missing = 0, stored_size = l.stored_size "
+                "FROM listed AS l WHERE blobs.sha1 = l.sha1"
+            )
+            self.conn.execute(
+                "UPDATE blobs SET missing = 1 WHERE sha1 NOT IN (SELECT sha1 FROM listed)"
+            )
+            self.conn.execute("DELETE FROM blobs WHERE missing = 1 AND refcount = 0")
+            row = self.conn.execute("SELECT count(*) FROM blobs WHERE missing = 1").fetchone()
+            self.conn.execute("DELETE FROM listed")
+        return int(row[0])
+
+    # Queries
+    def backups(self, tag: str | None = None) -> list[BackupRecord]:
+        """Backups, newest first, optionally of one tag."""
+        sql = "SELECT * FROM backups"
+        params: list[object] = []
+        if tag is not None:
+            sql += " WHERE tag = ?"
+            params.append(tag)
+        sql += " ORDER BY created_unix DESC, name DESC"
+        meta: dict[int, dict[str, str]] = {}
+        for backup_id, key, value in self.conn.execute("SELECT * FROM backup_meta"):
+            meta.setdefault(backup_id, {})[key] = value
+        return [
+            BackupRecord(
+                name=r["name"], tag=r["tag"],
+                created=datetime.fromisoformat(r["created"]), chunk_size=r["chunk_size"],
+                tool=r["tool"], file_count=r["file_count"], apparent_size=r["apparent_size"],
+                data_size=r["data_size"], meta=meta.get(r["id"], {}),
+            )
+            for r in self.db.query(sql, params)
+        ]
+
+    def files_of(self, backup_name: str) -> dict[str, FileRecord]:
+        """Regular files of a backup with their chunk lists, for incremental backups."""
+        rows = self.conn.execute(
+            "SELECT f.id, f.path, f.size, f.mtime_ns, f.inode, b.chunk_size FROM files f "
+            "JOIN backups b ON b.id = f.backup_id WHERE b.name = ? AND f.type = 'file'",
+            (backup_name,),
+        ).fetchall()
+        digests: dict[int, dict[int, ChunkDigest]] = {}
+        for file_id, idx, sha1, b3 in self.conn.execute(
+            "SELECT c.file_id, c.idx, bl.sha1, bl.blake3 FROM chunks c "
+            "JOIN blobs bl ON bl.id = c.blob_id JOIN files f ON f.id = c.file_id "
+            "JOIN backups b ON b.id = f.backup_id WHERE b.name = ?",
+            (backup_name,),
+        ):
+            digests.setdefault(file_id, {})[idx] = ChunkDigest(sha1, b3)
+        records: dict[str, FileRecord] = {}
+        for file_id, path, size, mtime_ns, inode, chunk_size in rows:
+            by_index = digests.get(file_id, {})
+            count = -(-size // chunk_size)
+            chunks = [mf.Chunk(i * chunk_size, by_index.get(i)) for i in range(count)]
+            records[path] = FileRecord(path, size, mtime_ns, inode, chunk_size, chunks)
+        return records
+
+    def blob_stats(self) -> dict[str, int]:
+        row = self.conn.execute(
+            "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(stored_size), 0), "
+            "coalesce(sum(refcount), 0) FROM blobs WHERE refcount > 0"
+        ).fetchone()
+        return {"blobs": row[0], "size": row[1], "stored_size": row[2], "references": row[3]}
+
+
+def _run_script(conn: sqlite3.Connection, sql: str) -> None:
+    """Run a schema script statement by statement, inside the caller's transaction
+    (``executescript`` would commit it)."""
+    statement = ""
+    for line in sql.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""

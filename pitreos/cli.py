@@ -1,0 +1,346 @@
+"""The command line: parses arguments, calls the engine, prints. Nothing else."""
+
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import structlog
+
+from . import __version__
+from . import log as logsetup
+from .backup import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, BackupOptions, run_backup
+from .catalog import BackupRecord, default_catalog_path
+from .errors import PitreosError, UsageError
+from .manifest import Manifest, validate_meta_key, validate_tag
+from .progress import NoProgress, Progress, RichProgress
+from .restore import RestoreOptions, execute_restore, plan_restore
+from .select import BackupFilter, choose, parse_time, parse_where
+from .stores import default_store_url
+from .walk import PathFilter
+from .workspace import Workspace
+
+F = TypeVar("F", bound=Callable[..., Any])
+_SIZE_RE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
+
+
+class Settings:
+    """Global options, passed to every command."""
+
+    def __init__(self, store: str, catalog: Path | None, parallel: int | None) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.parallel = parallel
+
+    @contextmanager
+    def workspace(self, *, create: bool = False, sync: bool = True,
+                  compression_level: int = 3) -> Iterator[Workspace]:
+        ws = Workspace.open(self.store, catalog_path=self.catalog, create=create,
+                            workers=self.parallel, compression_level=compression_level)
+        try:
+            if sync:
+                ws.sync()
+            yield ws
+        finally:
+            ws.close()
+
+
+def parse_size(text: str, flag: str) -> int:
+    match = _SIZE_RE.fullmatch(text.strip())
+    if not match:
+        raise UsageError(f"invalid {flag} {text!r}: use bytes or a size such as 4MiB")
+    unit = (match.group(2) or "B").upper()[0]
+    return int(match.group(1)) << {"B": 0, "K": 10, "M": 20, "G": 30}[unit]
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def make_progress() -> Progress:
+    return RichProgress() if sys.stderr.isatty() else NoProgress()
+
+
+def filter_options(func: F) -> F:
+    """--tag, --before, --where: shared by the commands that choose backups."""
+    func = click.option("--where", "where", multiple=True, metavar="KEY<OP>VALUE",
+                        help="Metadata condition, e.g. 'block<=123456' (= != < <= > >=; "
+                        "numeric when both sides are numbers). Repeatable: all must hold.")(func)
+    func = click.option("--before", metavar="TIME",
+                        help="Only backups made at or before TIME: RFC 3339 "
+                        "(2026-11-26T10:00:00Z) or a duration ago (2h, 1d).")(func)
+    return click.option("--tag", help="Only backups of this tag.")(func)
+
+
+def path_options(func: F) -> F:
+    func = click.option("--exclude", multiple=True, metavar="GLOB",
+                        help="Leave out paths matching GLOB ('**' spans directories). "
+                        "Repeatable.")(func)
+    return click.option("--include", multiple=True, metavar="GLOB",
+                        help="Only paths matching GLOB, e.g. 'state/**'. Repeatable.")(func)
+
+
+def make_filter(tag: str | None, before: str | None, where: tuple[str, ...]) -> BackupFilter:
+    return BackupFilter(
+        tag=validate_tag(tag) if tag else None,
+        before=parse_time(before, "--before") if before else None,
+        where=tuple(parse_where(w) for w in where),
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pitreos")
+@click.option("--store", envvar="PITREOS_STORE", default=default_store_url, show_default=True,
+              metavar="URL", help="Where backups live: file:///path, gs://bucket/prefix, "
+              "s3://bucket/prefix, azblob://container/prefix, https://host/prefix "
+              "(read-only). Env: PITREOS_STORE.")
+@click.option("--catalog", envvar="PITREOS_CATALOG", type=click.Path(path_type=Path),
+              help="The local SQLite catalog [default: one per store under the user's cache "
+              "dir]. Env: PITREOS_CATALOG.")
+@click.option("--parallel", type=click.IntRange(1, 256), metavar="N",
+              help="Worker threads [default: 2 per core for a local store, 16+ for object "
+              "stores].")
+@click.option("-v", "--verbose", count=True, help="More log events on stderr (-v, -vv).")
+@click.option("--log-json", is_flag=True, help="Log events as JSON lines.")
+@click.pass_context
+def cli(ctx: click.Context, store: str, catalog: Path | None, parallel: int | None,
+        verbose: int, log_json: bool) -> None:
+    """Point-in-time backup and restore for very large, sparse and append-only files.
+
+    Typical use: `pitreos backup --incremental DIR` from cron, `pitreos gc --keep-last 48`,
+    and on a new machine `pitreos catalog sync` then `pitreos restore latest DIR`.
+    """
+    logsetup.configure(verbose, log_json)
+    ctx.obj = Settings(store, catalog, parallel)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--tag", default="default", show_default=True,
+              help="Kind of backup (e.g. standard, history); tags are listed and chosen "
+              "separately but share blobs.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE",
+              help="Free metadata stored in the manifest. Repeatable.")
+@click.option("--incremental", is_flag=True,
+              help="Build on the newest backup of the same tag: unchanged files are not "
+              "read again.")
+@click.option("--chunk-size", default=f"{DEFAULT_CHUNK_SIZE >> 20}MiB", show_default=True,
+              metavar="SIZE", help="Chunk size (64KiB to 256MiB).")
+@click.option("--compression-level", type=click.IntRange(-7, 22), default=3,
+              show_default=True, help="zstd level.")
+@path_options
+@click.pass_obj
+def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
+           incremental: bool, chunk_size: str, compression_level: int,
+           include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+    """Back up DIRECTORY. Prints the new backup's name on stdout."""
+    size = parse_size(chunk_size, "--chunk-size")
+    if not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
+        raise UsageError(f"invalid --chunk-size {chunk_size}: must be 64KiB to 256MiB")
+    meta_values: dict[str, str] = {}
+    for item in meta:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"invalid --meta {item!r}: use KEY=VALUE")
+        meta_values[validate_meta_key(key)] = value
+    options = BackupOptions(
+        tag=validate_tag(tag), meta=meta_values, chunk_size=size, incremental=incremental,
+        path_filter=PathFilter(include, exclude),
+    )
+    with settings.workspace(create=True, compression_level=compression_level) as ws:
+        options.workers = ws.workers
+        result = run_backup(directory, ws.repo, ws.catalog, options, make_progress())
+    s = result.stats
+    click.echo(
+        f"backed up {s.files} files ({s.files_unchanged} unchanged): read {human(s.bytes_read)},"
+        f" stored {s.blobs_stored} new blobs ({human(s.bytes_stored)}) in {s.seconds:.1f}s",
+        err=True,
+    )
+    click.echo(result.manifest.name)
+
+
+@cli.command()
+@click.argument("args", nargs=-1, required=True, metavar="[BACKUP|latest] DIRECTORY")
+@filter_options
+@path_options
+@click.option("--delete", "delete_extra", is_flag=True,
+              help="Remove local files the backup does not have.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would be fetched, holed, truncated and deleted; change nothing.")
+@click.pass_obj
+def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: str | None,
+            where: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
+            delete_extra: bool, dry_run: bool) -> None:
+    """Restore a backup (default: latest) into DIRECTORY, in place: only chunks that
+    differ from the local files are fetched."""
+    if len(args) > 2:
+        raise UsageError("restore takes [BACKUP|latest] DIRECTORY")
+    name, dest = ("latest", args[0]) if len(args) == 1 else args
+    backup_filter = make_filter(tag, before, where)
+    with settings.workspace() as ws:
+        record = choose(ws.catalog.backups(), name, backup_filter)
+        manifest = ws.repo.read_manifest(record.name)
+        options = RestoreOptions(workers=ws.workers, delete_extra=delete_extra,
+                                 path_filter=PathFilter(include, exclude))
+        unused = options.path_filter.unused([e.path for e in manifest.entries])
+        for pattern in unused:
+            structlog.get_logger().warning("restore.glob_matches_nothing", glob=pattern)
+        plan = plan_restore(manifest, Path(dest), options, make_progress())
+        if dry_run:
+            _print_plan(plan)
+            return
+        stats = execute_restore(plan, ws.repo, options, make_progress())
+    click.echo(
+        f"restored {record.name} into {dest}: {stats.files} files; chunks checked "
+        f"{stats.chunks_checked}, kept {stats.chunks_kept}, fetched {stats.chunks_fetched}, "
+        f"holed {stats.chunks_holed}; fetched {human(stats.bytes_fetched)}, wrote "
+        f"{human(stats.bytes_written)} in {stats.seconds:.1f}s",
+        err=True,
+    )
+    if plan.extra and not delete_extra:
+        click.echo(f"{len(plan.extra)} local paths are not in the backup (--delete removes "
+                   "them):", err=True)
+        for rel in plan.extra:
+            click.echo(f"  {rel}", err=True)
+
+
+def _print_plan(plan: Any) -> None:
+    step = plan.manifest.chunk_size
+    click.echo(f"dry run: restore {plan.manifest.name} into {plan.dest}")
+    for fp in plan.files:
+        fetch = sum(min(step, fp.entry.size - i * step) for i in fp.fetch)
+        hole = sum(min(step, fp.entry.size - i * step) for i in fp.punch)
+        if fetch or hole or fp.local_size != fp.entry.size:
+            line = f"  {fp.entry.path}: fetch {len(fp.fetch)} chunks ({fetch} bytes)"
+            line += f", hole {len(fp.punch)} chunks ({hole} bytes)"
+            if fp.local_size is not None and fp.local_size > fp.entry.size:
+                line += f", truncate {fp.local_size - fp.entry.size} bytes"
+            click.echo(line)
+    click.echo(f"total: fetch {plan.bytes_to_fetch()} bytes, hole {plan.bytes_to_punch()} "
+               f"bytes, truncate {len(plan.truncated())} files")
+    for rel in plan.extra:
+        click.echo(f"  not in backup (deleted with --delete): {rel}")
+
+
+def _record_json(r: BackupRecord) -> dict[str, Any]:
+    return {"name": r.name, "tag": r.tag, "created": r.created.isoformat(),
+            "files": r.file_count, "apparent_size": r.apparent_size,
+            "data_size": r.data_size, "chunk_size": r.chunk_size, "meta": r.meta}
+
+
+@cli.command("list")
+@filter_options
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def list_backups(settings: Settings, tag: str | None, before: str | None,
+                 where: tuple[str, ...], as_json: bool) -> None:
+    """List backups, newest first."""
+    with settings.workspace() as ws:
+        records = make_filter(tag, before, where).apply(ws.catalog.backups())
+    if as_json:
+        click.echo(json.dumps([_record_json(r) for r in records], indent=2))
+        return
+    for r in records:
+        meta = " ".join(f"{k}={v}" for k, v in sorted(r.meta.items()))
+        click.echo(f"{r.name}  {r.tag:<10} {r.file_count:>6} files  "
+                   f"{human(r.data_size):>10} data  {meta}".rstrip())
+
+
+def _manifest_totals(m: Manifest) -> dict[str, int]:
+    files = m.files()
+    return {"files": len(files), "apparent_size": sum(e.size for e in files),
+            "data_size": sum(e.data_size for e in files), "unique_blobs": len(m.digests())}
+
+
+@cli.command()
+@click.argument("name", metavar="BACKUP")
+@click.option("--json", "as_json", is_flag=True, help="JSON output (without chunk lists).")
+@click.pass_obj
+def show(settings: Settings, name: str, as_json: bool) -> None:
+    """Show a backup's manifest and totals."""
+    from .manifest import dump
+
+    with settings.workspace() as ws:
+        record = choose(ws.catalog.backups(), name, BackupFilter())
+        manifest = ws.repo.read_manifest(record.name)
+    totals = _manifest_totals(manifest)
+    if as_json:
+        click.echo(json.dumps({**_record_json(record), "totals": totals}, indent=2))
+        return
+    click.echo(dump(manifest).decode(), nl=False)
+    click.echo(f"# files: {totals['files']}, apparent size: {totals['apparent_size']}, "
+               f"data size: {totals['data_size']}, unique blobs: {totals['unique_blobs']}")
+
+
+@cli.command()
+@click.argument("name", metavar="BACKUP")
+@click.pass_obj
+def files(settings: Settings, name: str) -> None:
+    """List a backup's files with apparent size and data size."""
+    with settings.workspace() as ws:
+        record = choose(ws.catalog.backups(), name, BackupFilter())
+        manifest = ws.repo.read_manifest(record.name)
+    for e in manifest.entries:
+        if e.type == "file":
+            click.echo(f"{e.size:>15} {e.data_size:>15}  {e.path}")
+        elif e.type == "symlink":
+            click.echo(f"{'':>15} {'':>15}  {e.path} -> {e.target}")
+
+
+@cli.group()
+def catalog() -> None:
+    """The local catalog that mirrors the store."""
+
+
+@catalog.command("sync")
+@click.option("--rebuild", is_flag=True, help="Start from an empty catalog.")
+@click.pass_obj
+def catalog_sync(settings: Settings, rebuild: bool) -> None:
+    """Bring the catalog level with the store (rebuilds it on a fresh machine)."""
+    if rebuild:
+        from .stores import open_store
+
+        path = settings.catalog or default_catalog_path(open_store(settings.store).url)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with settings.workspace(sync=False) as ws:
+        report = ws.sync(list_blobs=True)
+        stats = ws.catalog.blob_stats()
+    click.echo(f"catalog {ws.catalog.path}: {report.added} backups added, {report.removed} "
+               f"removed; {stats['blobs']} referenced blobs; {report.missing_blobs} missing",
+               err=True)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False, prog_name="pitreos")
+    except PitreosError as exc:
+        click.echo(f"pitreos: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("pitreos: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("pitreos: interrupted; nothing incomplete looks complete: run the command "
+                   "again", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
+    except Exception as exc:  # a bug: one line, and the traceback only when asked for
+        if os.environ.get("PITREOS_TRACEBACK"):
+            raise
+        click.echo(f"pitreos: internal error: {type(exc).__name__}: {exc} "
+                   "(set PITREOS_TRACEBACK=1 for details)", err=True)
+        sys.exit(70)

@@ -1,0 +1,65 @@
+"""Exceptions raised by the engine.
+
+Every error a user can cause derives from :class:`PitreosError`; the CLI prints its
+message on one line and exits non-zero. Messages name the file, flag or object at fault.
+"""
+
+
+class PitreosError(Exception):
+    """Base of every expected failure; its message is shown to the user as is."""
+
+    exit_code = 1
+
+
+class UsageError(PitreosError):
+    """A flag or argument is invalid."""
+
+    exit_code = 2
+
+
+class StoreError(PitreosError):
+    """The store could not be reached or answered with an error."""
+
+
+class StoreNotFound(StoreError):
+    """The store (directory, bucket, container) does not exist."""
+
+
+class ReadOnlyStore(StoreError):
+    """A write was attempted on a store that only supports reading."""
+
+
+class BlobNotFound(StoreError):
+    """An object the caller expected is absent from the store."""
+
+    def __init__(self, key: str, store: str) -> None:
+        super().__init__(f"object {key} not found in store {store}")
+        self.key = key
+
+
+class IntegrityError(PitreosError):
+    """Data does not match the hashes recorded for it."""
+
+
+class CollisionError(IntegrityError):
+    """Two different chunks share a sha1: their blake3 hashes differ."""
+
+
+class ManifestError(PitreosError):
+    """A manifest does not parse, has an unknown version or unsafe paths."""
+
+
+class CatalogError(PitreosError):
+    """The local catalog is corrupt, from a newer schema, or inconsistent."""
+
+
+class BackupNotFound(PitreosError):
+    """No backup matches the name or filters given."""
+
+
+class SourceChanged(PitreosError):
+    """A file changed while it was being backed up."""
+
+
+class RestoreError(PitreosError):
+    """A restore could not complete."""

@@ -1,0 +1,25 @@
+"""The two hashes every chunk carries: sha1 names the blob, blake3 guards against collisions.
+
+Both hash functions release the GIL on large buffers, so worker threads hash in parallel.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+import blake3
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDigest:
+    """The identity of a chunk's bytes: sha1 (the blob's name) and blake3 (its check)."""
+
+    sha1: str
+    blake3: str
+
+
+def digest(data: bytes | memoryview) -> ChunkDigest:
+    """Hash ``data`` with sha1 and blake3 (single-threaded blake3: callers parallelise)."""
+    return ChunkDigest(
+        sha1=hashlib.sha1(data, usedforsecurity=False).hexdigest(),
+        blake3=blake3.blake3(data).hexdigest(),
+    )

@@ -1,0 +1,99 @@
+"""The repository: how backups and blobs are laid out in a store.
+
+Layout (documented in ``schema/manifest.md``)::
+
+    blobs/<sha1[:2]>/<sha1>       one chunk, encoded by :mod:`pitreos.blobcodec`
+    manifests/<name>.yaml         one backup, written after all its blobs
+    index/manifests.txt           names of the manifests, for stores that cannot list
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import manifest as mf
+from .blobcodec import BlobCodec, BlobHeader, parse_header
+from .errors import BackupNotFound, BlobNotFound, ManifestError
+from .hashing import ChunkDigest
+from .stores.base import Store
+
+BLOB_PREFIX = "blobs/"
+MANIFEST_PREFIX = "manifests/"
+MANIFEST_SUFFIX = ".yaml"
+INDEX_KEY = "index/manifests.txt"
+
+
+def blob_key(sha1: str) -> str:
+    return f"{BLOB_PREFIX}{sha1[:2]}/{sha1}"
+
+
+def manifest_key(name: str) -> str:
+    return f"{MANIFEST_PREFIX}{name}{MANIFEST_SUFFIX}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    sha1: str
+    stored_size: int
+
+
+class Repository:
+    """Blob and manifest operations on top of a :class:`~pitreos.stores.base.Store`."""
+
+    def __init__(self, store: Store, codec: BlobCodec | None = None) -> None:
+        self.store = store
+        self.codec = codec or BlobCodec()
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    # Blobs
+    def put_blob(self, sha1: str, blob: bytes) -> bool:
+        """Store an encoded blob unless present; True when this call wrote it."""
+        return self.store.put(blob_key(sha1), blob)
+
+    def get_blob(self, sha1: str) -> bytes:
+        return self.store.get(blob_key(sha1))
+
+    def read_chunk(self, chunk: ChunkDigest) -> bytes:
+        """Fetch a blob and return its chunk, both hashes checked."""
+        return self.codec.decode(self.get_blob(chunk.sha1), chunk)
+
+    def blob_header(self, sha1: str) -> BlobHeader:
+        return parse_header(self.get_blob(sha1), sha1)
+
+    def list_blobs(self) -> Iterator[StoredBlob]:
+        for info in self.store.list(BLOB_PREFIX):
+            sha1 = info.key.rpartition("/")[2]
+            if len(sha1) == 40:
+                yield StoredBlob(sha1, info.size)
+
+    def delete_blob(self, sha1: str) -> None:
+        self.store.delete(blob_key(sha1))
+
+    # Manifests
+    def manifest_names(self) -> list[str]:
+        """Names of every complete backup in the store, oldest first."""
+        names = [
+            info.key[len(MANIFEST_PREFIX) : -len(MANIFEST_SUFFIX)]
+            for info in self.store.list(MANIFEST_PREFIX)
+            if info.key.endswith(MANIFEST_SUFFIX) and "/" not in info.key[len(MANIFEST_PREFIX):]
+        ]
+        return sorted(names)
+
+    def read_manifest(self, name: str) -> mf.Manifest:
+        try:
+            data = self.store.get(manifest_key(name))
+        except BlobNotFound as exc:
+            raise BackupNotFound(f"no backup named {name!r} in store {self.url}") from exc
+        manifest = mf.load(data, name)
+        if manifest.name != name:
+            raise ManifestError(f"manifest {name} names itself {manifest.name!r}")
+        return manifest
+
+    def write_manifest(self, manifest: mf.Manifest) -> bool:
+        """Write a manifest unless one of that name exists; True when written."""
+        return self.store.put(manifest_key(manifest.name), mf.dump(manifest))
+
+    def delete_manifest(self, name: str) -> None:
+        self.store.delete(manifest_key(name))

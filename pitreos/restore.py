@@ -1,0 +1,392 @@
+"""Restore, in place: plan what differs, then fetch only that.
+
+Planning is read-only: for each file it compares the local data with the backup,
+hashing (sha1 and blake3) every local chunk that holds data where the backup has data.
+Execution then fetches the chunks that differ, checks both hashes of each blob before
+writing, writes only the non-zero blocks (holes stay holes), punches holes where the
+backup is empty and the local file is not, and sets modes and mtimes last.
+
+While a restore runs, ``DIR/.pitreos-restore`` names the backup being restored; it is
+removed only when everything is written and synced, so a failed or interrupted restore
+never looks finished. Running the same restore again completes it.
+"""
+
+import json
+import os
+import shutil
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from . import manifest as mf
+from .errors import PitreosError, RestoreError, UsageError
+from .hashing import digest
+from .parallel import TaskWindow
+from .progress import NoProgress, Progress
+from .repository import Repository
+from .sparse import (
+    data_extents,
+    nonzero_runs,
+    overlaps,
+    pread_exact,
+    punch_hole,
+    pwrite_all,
+)
+from .walk import RESTORE_MARKER, PathFilter
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class RestoreOptions:
+    workers: int = 4
+    delete_extra: bool = False
+    path_filter: PathFilter = field(default_factory=PathFilter)
+
+
+@dataclass
+class FilePlan:
+    """What restoring one file takes. Chunk lists hold chunk numbers."""
+
+    entry: mf.Entry
+    local_size: int | None  # None: no regular file there now
+    in_the_way: bool = False  # a directory or symlink occupies the path
+    fetch: list[int] = field(default_factory=list)
+    punch: list[int] = field(default_factory=list)
+    local_data: set[int] = field(default_factory=set)  # chunks where the local file has data
+    kept: int = 0
+    checked: int = 0
+
+
+@dataclass
+class RestorePlan:
+    manifest: mf.Manifest
+    dest: Path
+    entries: list[mf.Entry]
+    files: list[FilePlan]
+    extra: list[str]  # local paths the backup does not have
+
+    def bytes_to_fetch(self) -> int:
+        step = self.manifest.chunk_size
+        return sum(min(step, p.entry.size - i * step) for p in self.files for i in p.fetch)
+
+    def bytes_to_punch(self) -> int:
+        step = self.manifest.chunk_size
+        return sum(min(step, p.entry.size - i * step) for p in self.files for i in p.punch)
+
+    def truncated(self) -> list[FilePlan]:
+        return [p for p in self.files if p.local_size is not None
+                and p.local_size > p.entry.size]
+
+
+@dataclass
+class RestoreStats:
+    chunks_checked: int = 0
+    chunks_kept: int = 0
+    chunks_fetched: int = 0
+    chunks_holed: int = 0
+    bytes_fetched: int = 0  # as stored (compressed)
+    bytes_written: int = 0
+    files: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+
+
+def plan_restore(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
+                 progress: Progress | None = None) -> RestorePlan:
+    """Compare ``dest`` with the backup; reads and hashes local data, changes nothing."""
+    progress = progress or NoProgress()
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"destination {dest} exists and is not a directory")
+    kept_paths = options.path_filter.apply([e.path for e in manifest.entries])
+    entries = [e for e in manifest.entries if e.path in kept_paths]
+    if options.path_filter.include and not any(e.type == "file" for e in entries):
+        log.warning("restore.filter_matches_nothing", include=options.path_filter.include)
+    files = [_inspect(dest, e, manifest.chunk_size) for e in entries if e.type == "file"]
+    checks = [(p, i) for p in files for i in sorted(p.local_data)
+              if p.entry.chunks[i].digest is not None]
+    step = manifest.chunk_size
+    progress.start("check", sum(min(step, p.entry.size - i * step) for p, i in checks))
+    try:
+        _check_local_chunks(dest, checks, step, options.workers, progress)
+    finally:
+        progress.finish()
+    extra = _extra_paths(dest, {e.path for e in manifest.entries}, options.path_filter)
+    return RestorePlan(manifest, dest, entries, files, extra)
+
+
+def _inspect(dest: Path, entry: mf.Entry, step: int) -> FilePlan:
+    path = dest / entry.path
+    st = os.lstat(path) if _inside_real_dirs(dest, entry.path) else None
+    plan = FilePlan(entry, None)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        plan.in_the_way = True
+        st = None
+    extents: list[tuple[int, int]] = []
+    if st is not None:
+        plan.local_size = st.st_size
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            extents = data_extents(fd, st.st_size)
+        finally:
+            os.close(fd)
+    for index, chunk in enumerate(entry.chunks):
+        start = chunk.start
+        has_local = overlaps(extents, start, min(start + step, entry.size))
+        if has_local:
+            plan.local_data.add(index)
+        if chunk.digest is None:
+            if has_local:
+                plan.punch.append(index)
+        elif not has_local:
+            plan.fetch.append(index)
+    return plan
+
+
+def _inside_real_dirs(dest: Path, rel: str) -> bool:
+    """Whether ``dest/rel`` exists and every directory above it is a real directory
+    (not a symlink): local data seen through a symlink is never trusted."""
+    current = dest
+    parts = rel.split("/")
+    for part in parts[:-1]:
+        current = current / part
+        try:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                return False
+        except FileNotFoundError:
+            return False
+    return os.path.lexists(current / parts[-1])
+
+
+def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, int]], step: int,
+                        workers: int, progress: Progress) -> None:
+    """Hash local chunks; those whose sha1 and blake3 both match are kept."""
+    fds: dict[str, int] = {}
+    try:
+        for plan, _ in checks:
+            if plan.entry.path not in fds:
+                fds[plan.entry.path] = os.open(dest / plan.entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+
+        def check(plan: FilePlan, index: int) -> tuple[FilePlan, int, bool]:
+            chunk = plan.entry.chunks[index]
+            length = min(step, plan.entry.size - chunk.start)
+            assert plan.local_size is not None
+            if plan.local_size < chunk.start + length:
+                return plan, index, False
+            data = pread_exact(fds[plan.entry.path], length, chunk.start)
+            progress.advance(length)
+            return plan, index, digest(data) == chunk.digest
+
+        with TaskWindow[tuple[FilePlan, int, bool]](workers) as window:
+            queue = list(reversed(checks))
+            while queue or len(window):
+                while queue and not window.full:
+                    window.submit(check, *queue.pop())
+                plan, index, same = window.next_done()
+                plan.checked += 1
+                if same:
+                    plan.kept += 1
+                else:
+                    plan.fetch.append(index)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    for plan, _ in checks:
+        plan.fetch.sort()
+
+
+def _extra_paths(dest: Path, wanted: set[str], path_filter: PathFilter) -> list[str]:
+    """Local paths under ``dest`` that the backup lacks (within the filter's scope)."""
+    if not dest.is_dir():
+        return []
+    extra: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(dest):
+        rel_dir = os.path.relpath(dirpath, dest).replace(os.sep, "/")
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        for name in sorted(dirnames + filenames):
+            rel = rel_dir + name
+            if rel == RESTORE_MARKER or rel in wanted:
+                continue
+            if path_filter.excludes(rel) or not path_filter.includes(rel):
+                continue
+            extra.append(rel)
+        # do not descend into directories that are extra as a whole
+        dirnames[:] = [d for d in dirnames if rel_dir + d in wanted]
+    return sorted(extra)
+
+
+def execute_restore(plan: RestorePlan, repo: Repository, options: RestoreOptions,
+                    progress: Progress | None = None) -> RestoreStats:
+    """Carry out a plan made by :func:`plan_restore`."""
+    progress = progress or NoProgress()
+    started = time.monotonic()
+    dest = plan.dest
+    stats = RestoreStats()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RestoreError(f"cannot create destination {dest}: {exc.strerror}") from exc
+    marker = dest / RESTORE_MARKER
+    if marker.exists():
+        log.warning("restore.resuming", destination=str(dest),
+                    previous=marker.read_text(errors="replace").strip())
+    marker.write_text(json.dumps({"restoring": plan.manifest.name, "started": time.time()}))
+    _fsync_dir(dest)
+    try:
+        _restore_entries(plan, repo, options, stats, progress)
+    except (PitreosError, OSError) as exc:
+        raise RestoreError(
+            f"restore of {plan.manifest.name} into {dest} failed: {exc}; the files there are "
+            "incomplete: run the same restore again to finish it"
+        ) from exc
+    marker.unlink()
+    _fsync_dir(dest)
+    stats.seconds = time.monotonic() - started
+    log.info("restore.done", backup=plan.manifest.name, destination=str(dest),
+             fetched=stats.chunks_fetched, kept=stats.chunks_kept, holed=stats.chunks_holed,
+             seconds=round(stats.seconds, 3))
+    return stats
+
+
+def _restore_entries(plan: RestorePlan, repo: Repository, options: RestoreOptions,
+                     stats: RestoreStats, progress: Progress) -> None:
+    dest = plan.dest
+    for entry in plan.entries:
+        if entry.type == "dir":
+            _ensure_dir(dest, entry.path)
+    fds: dict[str, int] = {}
+    try:
+        for fp in plan.files:
+            fds[fp.entry.path] = _open_for_restore(dest, fp)
+            stats.files += 1
+            stats.chunks_checked += fp.checked
+            stats.chunks_kept += fp.kept
+        progress.start("restore", plan.bytes_to_fetch())
+        try:
+            _fetch_and_write(plan, repo, fds, options.workers, stats, progress)
+        finally:
+            progress.finish()
+        for fp in plan.files:
+            fd = fds[fp.entry.path]
+            os.fsync(fd)
+            os.fchmod(fd, fp.entry.mode)
+            os.utime(fd, ns=(fp.entry.mtime_ns, fp.entry.mtime_ns))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    for entry in plan.entries:
+        if entry.type == "symlink":
+            _restore_symlink(dest, entry)
+    if options.delete_extra:
+        for rel in reversed(plan.extra):
+            _remove(dest / rel)
+            stats.deleted += 1
+            log.info("restore.deleted", path=rel)
+    for entry in reversed(plan.entries):  # children before parents: mtimes stick
+        if entry.type == "dir":
+            path = dest / entry.path
+            os.chmod(path, entry.mode)
+            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+
+
+def _fetch_and_write(plan: RestorePlan, repo: Repository, fds: dict[str, int], workers: int,
+                     stats: RestoreStats, progress: Progress) -> None:
+    step = plan.manifest.chunk_size
+
+    def punch(fp: FilePlan, index: int) -> tuple[int, int]:
+        start = index * step
+        punch_hole(fds[fp.entry.path], start, min(step, fp.entry.size - start))
+        return 0, 0
+
+    def fetch(fp: FilePlan, index: int) -> tuple[int, int]:
+        chunk = fp.entry.chunks[index]
+        assert chunk.digest is not None
+        blob = repo.get_blob(chunk.digest.sha1)
+        data = repo.codec.decode(blob, chunk.digest)
+        fd = fds[fp.entry.path]
+        written = 0
+        previous_end = 0
+        had_data = index in fp.local_data
+        for run_start, run_end in nonzero_runs(data):
+            if had_data and run_start > previous_end:
+                punch_hole(fd, chunk.start + previous_end, run_start - previous_end)
+            pwrite_all(fd, memoryview(data)[run_start:run_end], chunk.start + run_start)
+            written += run_end - run_start
+            previous_end = run_end
+        if had_data and previous_end < len(data):
+            punch_hole(fd, chunk.start + previous_end, len(data) - previous_end)
+        progress.advance(len(data))
+        return len(blob), written
+
+    tasks = [(punch, fp, i) for fp in plan.files for i in fp.punch]
+    tasks += [(fetch, fp, i) for fp in plan.files for i in fp.fetch]
+    tasks.reverse()
+    stats.chunks_holed = sum(len(fp.punch) for fp in plan.files)
+    with TaskWindow[tuple[int, int]](workers) as window:
+        while tasks or len(window):
+            while tasks and not window.full:
+                fn, fp, index = tasks.pop()
+                window.submit(fn, fp, index)
+            fetched, written = window.next_done()
+            if fetched:
+                stats.chunks_fetched += 1
+                stats.bytes_fetched += fetched
+                stats.bytes_written += written
+
+
+def _open_for_restore(dest: Path, fp: FilePlan) -> int:
+    path = dest / fp.entry.path
+    _ensure_dir(dest, fp.entry.path.rpartition("/")[0])
+    if fp.in_the_way:
+        _remove(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    if fp.local_size != fp.entry.size:
+        os.ftruncate(fd, fp.entry.size)
+    return fd
+
+
+def _ensure_dir(dest: Path, rel: str) -> None:
+    """Make ``dest/rel`` a real directory, never following a symlink on the way: a
+    symlink or file in the way of a directory the backup has is replaced."""
+    current = dest
+    for part in rel.split("/") if rel else []:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            current.mkdir()
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            _remove(current)
+            current.mkdir()
+
+
+def _restore_symlink(dest: Path, entry: mf.Entry) -> None:
+    path = dest / entry.path
+    _ensure_dir(dest, entry.path.rpartition("/")[0])
+    assert entry.target is not None
+    if os.path.islink(path) and os.readlink(path) == entry.target:
+        pass
+    else:
+        if os.path.lexists(path):
+            _remove(path)
+        os.symlink(entry.target, path)
+    os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,102 @@
+"""A store in a local directory (``file:///path``): one file per object.
+
+Writes go to a temporary file that is fsynced and then linked into place, so a reader
+never sees half an object, and ``link`` gives create-only-if-absent for free.
+"""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import BlobNotFound, StoreError, StoreNotFound
+from .base import ObjectInfo
+
+
+class LocalStore:
+    read_only = False
+
+    def __init__(self, root: Path, *, create: bool = False) -> None:
+        self.root = root
+        self.url = root.as_uri()
+        self.create = create
+
+    def check(self) -> None:
+        if self.create:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create store {self.url}: {exc.strerror}") from exc
+        if not self.root.is_dir():
+            raise StoreNotFound(f"store {self.url} does not exist (no such directory)")
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise BlobNotFound(key, self.url) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read {key} from store {self.url}: {exc.strerror}") from exc
+
+    def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if overwrite:
+                    os.replace(tmp, path)
+                    return True
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+                return True
+            finally:
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+        except OSError as exc:
+            raise StoreError(f"cannot write {key} to store {self.url}: {exc.strerror}") from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            os.stat(self._path(key))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"cannot check {key} in store {self.url}: {exc.strerror}") from exc
+        return True
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        directory = prefix.rpartition("/")[0]
+        base = self._path(directory) if directory else self.root
+        for dirpath, _dirnames, filenames in os.walk(base, onerror=self._walk_error):
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            rel = "" if rel == "." else rel + "/"
+            for filename in filenames:
+                key = rel + filename
+                if filename.startswith(".tmp-") or not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, filename))
+                except FileNotFoundError:  # deleted while listing
+                    continue
+                yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def _walk_error(self, exc: OSError) -> None:
+        if not isinstance(exc, FileNotFoundError):
+            raise StoreError(f"cannot list store {self.url}: {exc.strerror}") from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot delete {key} from store {self.url}: {exc.strerror}") from exc

@@ -1,0 +1,41 @@
+"""A store opened together with its catalog: the usual starting point of every command."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .blobcodec import BlobCodec
+from .catalog import Catalog, default_catalog_path
+from .repository import Repository
+from .stores import open_store
+from .sync import SyncReport, sync_catalog
+
+
+@dataclass
+class Workspace:
+    repo: Repository
+    catalog: Catalog
+    workers: int
+
+    @classmethod
+    def open(cls, store_url: str, *, catalog_path: Path | None = None, create: bool = False,
+             workers: int | None = None, compression_level: int = 3) -> "Workspace":
+        store = open_store(store_url, create=create)
+        store.check()
+        repo = Repository(store, BlobCodec(level=compression_level))
+        catalog = Catalog(catalog_path or default_catalog_path(store.url), store.url)
+        return cls(repo, catalog, workers or default_workers(store.url))
+
+    def sync(self, *, list_blobs: bool = False) -> SyncReport:
+        return sync_catalog(self.catalog, self.repo, list_blobs=list_blobs,
+                            workers=self.workers)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+def default_workers(store_url: str) -> int:
+    """Local disks are CPU-bound: two threads a core. Object stores are latency-bound:
+    more requests in flight hide the round trips."""
+    cores = os.cpu_count() or 2
+    return max(4, 2 * cores) if store_url.startswith("file:") else max(16, 4 * cores)

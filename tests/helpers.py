@@ -1,0 +1,97 @@
+"""Helpers shared by the tests: CLI results, sparse files, tree comparisons."""
+
+import os
+import stat
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pitreos.sparse import allocated_bytes
+
+CHUNK = 64 * 1024  # small chunks, so small files span many
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def ok(self) -> "Result":
+        assert self.returncode == 0, f"exit {self.returncode}\n{self.stderr}"
+        return self
+
+    def fails(self, *fragments: str, code: int | None = None) -> "Result":
+        """A clean failure: non-zero exit, one-line error naming what is wrong."""
+        assert self.returncode != 0, f"expected a failure, got exit 0\n{self.stderr}"
+        if code is not None:
+            assert self.returncode == code, self.stderr
+        assert "Traceback" not in self.stderr, self.stderr
+        errors = [line for line in self.stderr.splitlines() if line.startswith("pitreos: ")]
+        assert len(errors) == 1, self.stderr
+        for fragment in fragments:
+            assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+        return self
+
+
+Runner = Callable[..., Result]
+
+
+def write_at(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+
+def make_sparse(path: Path, size: int, runs: list[tuple[int, bytes]]) -> None:
+    """A file of ``size`` bytes, holes everywhere but the given ``(offset, data)`` runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+    for offset, data in runs:
+        write_at(path, offset, data)
+
+
+
+def snapshot(root: Path) -> dict[str, tuple[object, ...]]:
+    """What a restore must reproduce: type, mode, content, link target, file mtimes."""
+    out: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if rel == ".pitreos-restore":
+                continue
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("symlink", os.readlink(path), st.st_mtime_ns)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            else:
+                out[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_mtime_ns,
+                            path.read_bytes())
+    return out
+
+
+
+def assert_same_tree(src: Path, dst: Path) -> None:
+    a, b = snapshot(src), snapshot(dst)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key] == b[key], key
+
+
+
+def assert_no_more_disk(src: Path, dst: Path) -> None:
+    """Every restored file uses no more disk than the original (holes kept)."""
+    for path in src.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            restored = dst / path.relative_to(src)
+            assert allocated_bytes(restored) <= allocated_bytes(path), path
+
+
+def sparse_copy(src: Path, dst: Path) -> None:
+    """Copy a tree keeping holes (shutil.copytree would fill them with zeros)."""
+    subprocess.run(["cp", "-a", "--sparse=always", str(src), str(dst)], check=True)

@@ -1,0 +1,123 @@
+"""Backup and restore through the CLI on the local store: bytes, modes, links, holes."""
+
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+from pitreos.sparse import allocated_bytes
+
+from .helpers import (
+    CHUNK,
+    Runner,
+    assert_no_more_disk,
+    assert_same_tree,
+    sparse_copy,
+    write_at,
+)
+
+NAME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ--[\w.-]+$")
+
+
+def backup(run: Runner, src: Path, *args: str) -> str:
+    result = run("backup", str(src), "--chunk-size", str(CHUNK), *args).ok()
+    name = result.stdout.strip()
+    assert NAME_RE.match(name), result.stdout  # the name is all stdout carries
+    return name
+
+
+def restore_summary(stderr: str) -> dict[str, int]:
+    m = re.search(r"chunks checked (\d+), kept (\d+), fetched (\d+), holed (\d+)", stderr)
+    assert m, stderr
+    return dict(zip(["checked", "kept", "fetched", "holed"], map(int, m.groups()), strict=True))
+
+
+def test_backup_and_restore_to_empty_dir(run: Runner, tree: Path, tmp_path: Path) -> None:
+    name = backup(run, tree)
+    dst = tmp_path / "dst" / "nested"  # created with its parents
+    result = run("restore", name, str(dst)).ok()
+    assert_same_tree(tree, dst)
+    assert_no_more_disk(tree, dst)
+    assert not (dst / ".pitreos-restore").exists()
+    # only data chunks were fetched: the sparse state file's holes were never sent
+    fetched = restore_summary(result.stderr)["fetched"]
+    assert 0 < fetched < 40 + 16
+    # the state file's data sits in 4 chunks (3 of random data, 1 partial); others are holes
+    assert allocated_bytes(dst / "state/shared_memory.bin") <= 4 * CHUNK
+
+
+def test_store_holds_each_chunk_once_and_no_zero_chunks(run: Runner, tree: Path,
+                                                        tmp_path: Path) -> None:
+    write_at(tree / "small.txt", 0, b"x")
+    (tree / "copy.bin").write_bytes((tree / "blocks/blocks.index").read_bytes())
+    name = backup(run, tree)
+    manifest = yaml.safe_load((tmp_path / f"store/manifests/{name}.yaml").read_text())
+    sha1s = {line.split()[1] for f in manifest["files"] for line in f.get("chunks", [])
+             if line.split()[1] != "-"}
+    blobs = list((tmp_path / "store/blobs").rglob("*"))
+    stored = {p.name for p in blobs if p.is_file()}
+    assert stored == sha1s  # the copy's chunks were not stored twice
+    chunks = {f["path"]: f["chunks"] for f in manifest["files"] if f["type"] == "file"}
+    state = chunks["state/shared_memory.bin"]
+    assert state[0] == "0 -" and state[30] == f"{30 * CHUNK} -"  # hole and zero chunk
+    assert chunks["empty.bin"] == []
+
+
+def test_restore_over_modified_copy_moves_only_differences(run: Runner, tree: Path,
+                                                           tmp_path: Path) -> None:
+    name = backup(run, tree)
+    dst = tmp_path / "dst"
+    sparse_copy(tree, dst)
+    state = dst / "state/shared_memory.bin"
+    write_at(state, 6 * CHUNK + 10, b"changed")  # a data chunk changed
+    write_at(state, 12 * CHUNK, os.urandom(CHUNK))  # data where the backup has a hole
+    with open(dst / "blocks/blocks.log", "ab") as f:  # longer than the backup
+        f.write(b"tail" * 1000)
+    os.truncate(dst / "blocks/blocks.index", CHUNK)  # shorter than the backup
+    (dst / "small.txt").unlink()
+    os.chmod(dst / "protected", 0o644)
+    (dst / "extra.txt").write_text("not in the backup")
+    (dst / "state/link").unlink()
+    (dst / "state/link").symlink_to("elsewhere")
+    result = run("restore", name, str(dst)).ok()
+    summary = restore_summary(result.stderr)
+    assert summary["fetched"] <= 6  # state chunk, log tail chunk, index chunks, small.txt
+    assert summary["kept"] > 0 and summary["holed"] == 1
+    assert "extra.txt" in result.stderr  # listed, not deleted
+    assert (dst / "extra.txt").exists()
+    run("restore", name, str(dst), "--delete").ok()
+    assert_same_tree(tree, dst)
+    assert_no_more_disk(tree, dst)
+
+
+def test_second_restore_is_a_no_op(run: Runner, tree: Path, tmp_path: Path) -> None:
+    name = backup(run, tree)
+    dst = tmp_path / "dst"
+    run("restore", name, str(dst)).ok()
+    summary = restore_summary(run("restore", name, str(dst)).ok().stderr)
+    assert summary["fetched"] == 0 and summary["holed"] == 0 and summary["kept"] > 0
+    assert_same_tree(tree, dst)
+
+
+def test_latest_and_list(run: Runner, tree: Path, tmp_path: Path) -> None:
+    first = backup(run, tree, "--tag", "standard")
+    (tree / "small.txt").write_text("second version\n")
+    second = backup(run, tree, "--tag", "standard", "--meta", "block=42")
+    assert first != second
+    listing = run("list").ok().stdout.splitlines()
+    assert [line.split()[0] for line in listing] == [second, first]  # newest first
+    assert "block=42" in listing[0]
+    dst = tmp_path / "dst"
+    run("restore", str(dst)).ok()  # 'latest' is the default
+    assert (dst / "small.txt").read_text() == "second version\n"
+    shown = run("show", first).ok().stdout
+    assert "# files: 7" in shown and "unique blobs:" in shown
+
+
+def test_unchanged_backup_stores_nothing_new(run: Runner, tree: Path, tmp_path: Path) -> None:
+    backup(run, tree)
+    blobs = {p.name for p in (tmp_path / "store/blobs").rglob("*") if p.is_file()}
+    result = run("backup", str(tree), "--chunk-size", str(CHUNK)).ok()
+    assert "stored 0 new blobs" in result.stderr
+    assert {p.name for p in (tmp_path / "store/blobs").rglob("*") if p.is_file()} == blobs

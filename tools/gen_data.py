@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Generate a node-like data directory for demos, tests and benchmarks.
+
+    python3 tools/gen_data.py SCALE DIR [--seed N]
+
+SCALE is tiny (a few MiB), small (4 GiB sparse state, ~1 GiB of it data, 1 GiB log) or
+large (32 GiB sparse state holding 4 GiB of data, 4 GiB log). The directory holds:
+
+- state/shared_memory.bin: sparse, data in runs of 4 KiB to 1 MiB, with a chainbase-like
+  1024-byte header (id CHAINB01, dirty flag clear);
+- blocks/blocks.log: version-3 header then entries (a compressible block record followed
+  by the uint64 offset of the entry's start), and blocks/blocks.index (one uint64 offset
+  per block).
+
+Also importable: ``change_pages`` and ``append_blocks`` mutate a generated directory
+the way a running node would.
+"""
+
+import argparse
+import os
+import random
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+PAGE = 4096
+
+
+@dataclass(frozen=True)
+class Scale:
+    state_size: int
+    state_data: int
+    log_size: int
+
+
+SCALES = {
+    "tiny": Scale(64 << 20, 16 << 20, 8 << 20),
+    "small": Scale(4 << 30, 1 << 30, 1 << 30),
+    "large": Scale(32 << 30, 4 << 30, 4 << 30),
+}
+CHAIN_ID = bytes.fromhex("aca376f206b8fc25a6ed44dbdc66547c36c6c33e3a119ffbeaef943642f0e906")
+
+
+def chainbase_header(dirty: bool = False) -> bytes:
+    """The first 1024 bytes of a chainbase file: id, dirty flag, build environment."""
+    env = b"".join((
+        struct.pack("<B", 1),  # compiler: gcc
+        struct.pack("<I", 12_002_000),  # compiler version
+        struct.pack("<B", 0),  # debug
+        struct.pack("<B", 1),  # os: linux
+        struct.pack("<B", 0),  # arch: x86_64
+        struct.pack("<I", 108_300),  # boost version
+        b"Linux 6.1.0 x86_64".ljust(256, b"\0"),
+    ))
+    return (b"CHAINB01" + bytes([1 if dirty else 0]) + bytes(7) + env).ljust(1024, b"\0")
+
+
+def write_state(path: Path, scale: Scale, rng: random.Random) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(scale.state_size)
+        f.write(chainbase_header())
+        written = 1024
+        pages = scale.state_size // PAGE
+        while written < scale.state_data:
+            run = rng.randint(1, 256) * PAGE  # 4 KiB to 1 MiB
+            start = rng.randrange(1, pages) * PAGE
+            run = min(run, scale.state_size - start)
+            f.seek(start)
+            f.write(rng.randbytes(run))
+            written += run
+
+
+def block_record(rng: random.Random, number: int) -> bytes:
+    """A compressible stand-in for a packed signed block."""
+    actions = b"".join(
+        struct.pack("<QQ", number, rng.randrange(1 << 20)) + b"transfer eosio.token " * 4
+        for _ in range(rng.randint(4, 40))
+    )
+    return struct.pack("<I", number) + rng.randbytes(64) + actions
+
+
+def write_blocks(directory: Path, size: int, rng: random.Random, first_block: int = 1) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    header = struct.pack("<II", 3, first_block) + struct.pack("<I", 1) + CHAIN_ID
+    header += b"\xff" * 8
+    with open(directory / "blocks.log", "wb") as log, \
+            open(directory / "blocks.index", "wb") as index:
+        log.write(header)
+        _append(log, index, size - len(header), first_block, rng)
+
+
+def _append(log: BinaryIO, index: BinaryIO, nbytes: int, number: int,
+            rng: random.Random) -> int:
+    """Write blocks from ``number`` on until ``nbytes`` were added; returns the next number."""
+    pos = log.tell()
+    end = pos + nbytes
+    while pos < end:
+        entry = block_record(rng, number)
+        log.write(entry + struct.pack("<Q", pos))
+        index.write(struct.pack("<Q", pos))
+        pos += len(entry) + 8
+        number += 1
+    return number
+
+
+def append_blocks(directory: Path, nbytes: int, seed: int = 1) -> None:
+    """Grow blocks.log (and its index) by about ``nbytes``, as a syncing node does."""
+    index_path = directory / "blocks.index"
+    first = struct.unpack("<I", (directory / "blocks.log").read_bytes()[4:8])[0]
+    number = first + index_path.stat().st_size // 8
+    with open(directory / "blocks.log", "ab") as log, open(index_path, "ab") as index:
+        _append(log, index, nbytes, number, random.Random(seed))
+
+
+def change_pages(path: Path, fraction: float, seed: int = 1) -> int:
+    """Overwrite ``fraction`` of the 4 KiB pages that hold data; returns pages changed."""
+    rng = random.Random(seed)
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        extents = []
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            extents.append((start, end))
+            pos = end
+        data_pages = [p for s, e in extents for p in range(s // PAGE, e // PAGE)]
+        chosen = rng.sample(data_pages, max(1, int(len(data_pages) * fraction)))
+        for page in chosen:
+            if page == 0:
+                continue
+            os.pwrite(fd, rng.randbytes(PAGE), page * PAGE)
+        return len(chosen)
+    finally:
+        os.close(fd)
+
+
+def generate(directory: Path, scale: Scale, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    write_state(directory / "state/shared_memory.bin", scale, rng)
+    write_blocks(directory / "blocks", scale.log_size, rng)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scale", choices=sorted(SCALES))
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    generate(args.directory, SCALES[args.scale], args.seed)
+    print(args.directory)
+
+
+if __name__ == "__main__":
+    main()
