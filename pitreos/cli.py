@@ -20,7 +20,7 @@ from .errors import PitreosError, UsageError
 from .manifest import Manifest, validate_meta_key, validate_tag
 from .progress import NoProgress, Progress, RichProgress
 from .restore import RestoreOptions, execute_restore, plan_restore
-from .select import BackupFilter, choose, parse_time, parse_where
+from .select import BackupFilter, parse_time, parse_where
 from .stores import default_store_url
 from .walk import PathFilter
 from .workspace import Workspace
@@ -124,7 +124,7 @@ def cli(ctx: click.Context, store: str, catalog: Path | None, parallel: int | No
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=click.Path(path_type=Path, readable=False))
 @click.option("--tag", default="default", show_default=True,
               help="Kind of backup (e.g. standard, history); tags are listed and chosen "
               "separately but share blobs.")
@@ -187,8 +187,7 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: 
     name, dest = ("latest", args[0]) if len(args) == 1 else args
     backup_filter = make_filter(tag, before, where)
     with settings.workspace() as ws:
-        record = choose(ws.catalog.backups(), name, backup_filter)
-        manifest = ws.repo.read_manifest(record.name)
+        manifest = ws.choose(name, backup_filter)
         options = RestoreOptions(workers=ws.workers, delete_extra=delete_extra,
                                  path_filter=PathFilter(include, exclude))
         unused = options.path_filter.unused([e.path for e in manifest.entries])
@@ -200,7 +199,7 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: 
             return
         stats = execute_restore(plan, ws.repo, options, make_progress())
     click.echo(
-        f"restored {record.name} into {dest}: {stats.files} files; chunks checked "
+        f"restored {manifest.name} into {dest}: {stats.files} files; chunks checked "
         f"{stats.chunks_checked}, kept {stats.chunks_kept}, fetched {stats.chunks_fetched}, "
         f"holed {stats.chunks_holed}; fetched {human(stats.bytes_fetched)}, wrote "
         f"{human(stats.bytes_written)} in {stats.seconds:.1f}s",
@@ -270,11 +269,13 @@ def show(settings: Settings, name: str, as_json: bool) -> None:
     from .manifest import dump
 
     with settings.workspace() as ws:
-        record = choose(ws.catalog.backups(), name, BackupFilter())
-        manifest = ws.repo.read_manifest(record.name)
+        manifest = ws.choose(name)
     totals = _manifest_totals(manifest)
     if as_json:
-        click.echo(json.dumps({**_record_json(record), "totals": totals}, indent=2))
+        click.echo(json.dumps({"name": manifest.name, "tag": manifest.tag,
+                               "created": manifest.created.isoformat(),
+                               "chunk_size": manifest.chunk_size, "meta": manifest.meta,
+                               "totals": totals}, indent=2))
         return
     click.echo(dump(manifest).decode(), nl=False)
     click.echo(f"# files: {totals['files']}, apparent size: {totals['apparent_size']}, "
@@ -287,8 +288,7 @@ def show(settings: Settings, name: str, as_json: bool) -> None:
 def files(settings: Settings, name: str) -> None:
     """List a backup's files with apparent size and data size."""
     with settings.workspace() as ws:
-        record = choose(ws.catalog.backups(), name, BackupFilter())
-        manifest = ws.repo.read_manifest(record.name)
+        manifest = ws.choose(name)
     for e in manifest.entries:
         if e.type == "file":
             click.echo(f"{e.size:>15} {e.data_size:>15}  {e.path}")
@@ -318,6 +318,8 @@ def catalog_sync(settings: Settings, rebuild: bool) -> None:
     click.echo(f"catalog {ws.catalog.path}: {report.added} backups added, {report.removed} "
                f"removed; {stats['blobs']} referenced blobs; {report.missing_blobs} missing",
                err=True)
+    for name in report.unreadable:
+        click.echo(f"unreadable manifest skipped: {name} (see the warning above)", err=True)
 
 
 def main() -> None:
@@ -329,8 +331,13 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("pitreos: interrupted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "pitreos"
+        click.echo(f"pitreos: error: {exc.format_message()} (see '{command} --help')",
+                   err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"pitreos: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("pitreos: interrupted; nothing incomplete looks complete: run the command "

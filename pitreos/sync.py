@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import structlog
 
 from .catalog import Catalog
+from .errors import ManifestError
 from .manifest import Manifest
 from .parallel import TaskWindow
 from .repository import Repository
@@ -16,6 +17,7 @@ log = structlog.get_logger(__name__)
 class SyncReport:
     added: int
     removed: int
+    unreadable: list[str]  # manifests in the store that could not be read
     missing_blobs: int | None  # None when blobs were not listed
 
 
@@ -34,12 +36,24 @@ def sync_catalog(
     for name in gone:
         catalog.remove_backup(name)
         log.info("catalog.backup_dropped", backup=name)
-    with TaskWindow[Manifest](workers) as window:
+    unreadable: list[str] = []
+
+    def read(name: str) -> Manifest | str:
+        try:
+            return repo.read_manifest(name)
+        except ManifestError as exc:  # one bad object must not block every command
+            log.warning("catalog.manifest_unreadable", backup=name, error=str(exc))
+            return name
+
+    with TaskWindow[Manifest | str](workers) as window:
         queue = list(reversed(new))
         while queue or len(window):
             while queue and not window.full:
-                window.submit(repo.read_manifest, queue.pop())
+                window.submit(read, queue.pop())
             manifest = window.next_done()
+            if isinstance(manifest, str):
+                unreadable.append(manifest)
+                continue
             catalog.add_backup(manifest)
             log.info("catalog.backup_added", backup=manifest.name)
     missing = None
@@ -50,4 +64,5 @@ def sync_catalog(
             log.warning("catalog.blobs_missing", count=missing, store=repo.url,
                         hint="run 'pitreos verify --all'")
         catalog.recount_references()
-    return SyncReport(added=len(new), removed=len(gone), missing_blobs=missing)
+    return SyncReport(added=len(new) - len(unreadable), removed=len(gone),
+                      unreadable=sorted(unreadable), missing_blobs=missing)

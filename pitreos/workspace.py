@@ -6,7 +6,10 @@ from pathlib import Path
 
 from .blobcodec import BlobCodec
 from .catalog import Catalog, default_catalog_path
+from .errors import BackupNotFound
+from .manifest import Manifest
 from .repository import Repository
+from .select import BackupFilter, choose
 from .stores import open_store
 from .sync import SyncReport, sync_catalog
 
@@ -29,6 +32,21 @@ class Workspace:
     def sync(self, *, list_blobs: bool = False) -> SyncReport:
         return sync_catalog(self.catalog, self.repo, list_blobs=list_blobs,
                             workers=self.workers)
+
+    def choose(self, name: str, backup_filter: BackupFilter | None = None) -> Manifest:
+        """The manifest of backup ``name`` (or ``latest`` matching the filter).
+
+        A name the catalog lacks is read from the store directly, so a manifest that
+        the catalog skipped as unreadable reports why.
+        """
+        backup_filter = backup_filter or BackupFilter()
+        try:
+            record = choose(self.catalog.backups(), name, backup_filter)
+        except BackupNotFound:
+            if name == "latest" or name in self.catalog.backup_names():
+                raise
+            return self.repo.read_manifest(name)
+        return self.repo.read_manifest(record.name)
 
     def close(self) -> None:
         self.catalog.close()
