@@ -32,16 +32,21 @@ _SIZE_RE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
 class Settings:
     """Global options, passed to every command."""
 
-    def __init__(self, store: str, catalog: Path | None, parallel: int | None) -> None:
+    def __init__(self, store: str, catalog: Path | None, parallel: int | None,
+                 cache: Path | None) -> None:
         self.store = store
         self.catalog = catalog
         self.parallel = parallel
+        self.cache = cache
 
     @contextmanager
     def workspace(self, *, create: bool = False, sync: bool = True,
-                  compression_level: int = 3) -> Iterator[Workspace]:
-        ws = Workspace.open(self.store, catalog_path=self.catalog, create=create,
-                            workers=self.parallel, compression_level=compression_level)
+                  compression_level: int = 3, store: str | None = None,
+                  catalog: Path | None = None) -> Iterator[Workspace]:
+        ws = Workspace.open(store or self.store,
+                            catalog_path=catalog if store else self.catalog, create=create,
+                            workers=self.parallel, compression_level=compression_level,
+                            cache_dir=self.cache)
         try:
             if sync:
                 ws.sync()
@@ -109,18 +114,21 @@ def make_filter(tag: str | None, before: str | None, where: tuple[str, ...]) -> 
 @click.option("--parallel", type=click.IntRange(1, 256), metavar="N",
               help="Worker threads [default: 2 per core for a local store, 16+ for object "
               "stores].")
+@click.option("--cache", envvar="PITREOS_CACHE", type=click.Path(path_type=Path),
+              metavar="DIR", help="Local blob cache that restores read first and fill; "
+              "only blobs whose hashes were checked enter it. Env: PITREOS_CACHE.")
 @click.option("-v", "--verbose", count=True, help="More log events on stderr (-v, -vv).")
 @click.option("--log-json", is_flag=True, help="Log events as JSON lines.")
 @click.pass_context
 def cli(ctx: click.Context, store: str, catalog: Path | None, parallel: int | None,
-        verbose: int, log_json: bool) -> None:
+        cache: Path | None, verbose: int, log_json: bool) -> None:
     """Point-in-time backup and restore for very large, sparse and append-only files.
 
     Typical use: `pitreos backup --incremental DIR` from cron, `pitreos gc --keep-last 48`,
     and on a new machine `pitreos catalog sync` then `pitreos restore latest DIR`.
     """
     logsetup.configure(verbose, log_json)
-    ctx.obj = Settings(store, catalog, parallel)
+    ctx.obj = Settings(store, catalog, parallel, cache)
 
 
 @cli.command()
@@ -294,6 +302,26 @@ def files(settings: Settings, name: str) -> None:
             click.echo(f"{e.size:>15} {e.data_size:>15}  {e.path}")
         elif e.type == "symlink":
             click.echo(f"{'':>15} {'':>15}  {e.path} -> {e.target}")
+
+
+@cli.command()
+@click.argument("name", metavar="BACKUP")
+@click.option("--to", "to_url", required=True, metavar="URL",
+              help="The destination store (it must exist).")
+@click.option("--to-catalog", type=click.Path(path_type=Path),
+              help="The destination's catalog [default: its own under the cache dir].")
+@click.pass_obj
+def copy(settings: Settings, name: str, to_url: str, to_catalog: Path | None) -> None:
+    """Copy BACKUP to another store, sending only the blobs it lacks."""
+    from .copy import copy_backup
+
+    with settings.workspace() as src, settings.workspace(store=to_url,
+                                                         catalog=to_catalog) as dst:
+        manifest = src.choose(name)
+        stats = copy_backup(manifest, src.repo, dst.repo, dst.catalog, dst.workers)
+    click.echo(f"copied {manifest.name} to {to_url}: {stats.blobs_copied} blobs "
+               f"({human(stats.bytes_copied)}) sent, {stats.blobs_present} already there",
+               err=True)
 
 
 @cli.group()

@@ -21,6 +21,10 @@ class StoreError(PitreosError):
     """The store could not be reached or answered with an error."""
 
 
+class TransientStoreError(StoreError):
+    """A failure worth retrying: throttling, a 5xx answer, a reset or timed-out connection."""
+
+
 class StoreNotFound(StoreError):
     """The store (directory, bucket, container) does not exist."""
 

@@ -10,9 +10,11 @@ Layout (documented in ``schema/manifest.md``)::
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import structlog
+
 from . import manifest as mf
 from .blobcodec import BlobCodec, BlobHeader, parse_header
-from .errors import BackupNotFound, BlobNotFound, ManifestError
+from .errors import BackupNotFound, BlobNotFound, IntegrityError, ManifestError
 from .hashing import ChunkDigest
 from .stores.base import Store
 
@@ -20,6 +22,8 @@ BLOB_PREFIX = "blobs/"
 MANIFEST_PREFIX = "manifests/"
 MANIFEST_SUFFIX = ".yaml"
 INDEX_KEY = "index/manifests.txt"
+_INTEGRITY_ATTEMPTS = 3
+log = structlog.get_logger(__name__)
 
 
 def blob_key(sha1: str) -> str:
@@ -37,11 +41,17 @@ class StoredBlob:
 
 
 class Repository:
-    """Blob and manifest operations on top of a :class:`~pitreos.stores.base.Store`."""
+    """Blob and manifest operations on top of a :class:`~pitreos.stores.base.Store`.
 
-    def __init__(self, store: Store, codec: BlobCodec | None = None) -> None:
+    ``cache`` is an optional second store (a local directory) that reads try first;
+    only blobs whose hashes were checked enter it.
+    """
+
+    def __init__(self, store: Store, codec: BlobCodec | None = None,
+                 cache: Store | None = None) -> None:
         self.store = store
         self.codec = codec or BlobCodec()
+        self.cache = cache
 
     @property
     def url(self) -> str:
@@ -55,9 +65,31 @@ class Repository:
     def get_blob(self, sha1: str) -> bytes:
         return self.store.get(blob_key(sha1))
 
-    def read_chunk(self, chunk: ChunkDigest) -> bytes:
-        """Fetch a blob and return its chunk, both hashes checked."""
-        return self.codec.decode(self.get_blob(chunk.sha1), chunk)
+    def read_chunk(self, chunk: ChunkDigest) -> tuple[bytes, int]:
+        """Return a chunk, both hashes checked, and the bytes fetched from the store.
+
+        A blob that fails its check is fetched again (a body cut short in transit can
+        slip past the transport) before the failure is reported.
+        """
+        key = blob_key(chunk.sha1)
+        if self.cache is not None:
+            try:
+                return self.codec.decode(self.cache.get(key), chunk), 0
+            except (BlobNotFound, IntegrityError):
+                self.cache.delete(key)
+        for attempt in range(1, _INTEGRITY_ATTEMPTS + 1):
+            blob = self.store.get(key)
+            try:
+                data = self.codec.decode(blob, chunk)
+            except IntegrityError as exc:
+                if attempt == _INTEGRITY_ATTEMPTS:
+                    raise IntegrityError(f"{exc} (in store {self.url})") from exc
+                log.warning("blob.refetch", blob=chunk.sha1, error=str(exc))
+                continue
+            if self.cache is not None:
+                self.cache.put(key, blob, overwrite=True)
+            return data, len(blob)
+        raise AssertionError("unreachable")
 
     def blob_header(self, sha1: str) -> BlobHeader:
         return parse_header(self.get_blob(sha1), sha1)
@@ -74,6 +106,8 @@ class Repository:
     # Manifests
     def manifest_names(self) -> list[str]:
         """Names of every complete backup in the store, oldest first."""
+        if not getattr(self.store, "listable", True):
+            return sorted(self.store.get(INDEX_KEY).decode().split())
         names = [
             info.key[len(MANIFEST_PREFIX) : -len(MANIFEST_SUFFIX)]
             for info in self.store.list(MANIFEST_PREFIX)
@@ -93,7 +127,20 @@ class Repository:
 
     def write_manifest(self, manifest: mf.Manifest) -> bool:
         """Write a manifest unless one of that name exists; True when written."""
-        return self.store.put(manifest_key(manifest.name), mf.dump(manifest))
+        if not self.store.put(manifest_key(manifest.name), mf.dump(manifest)):
+            return False
+        self.update_index()
+        return True
 
     def delete_manifest(self, name: str) -> None:
         self.store.delete(manifest_key(name))
+        self.update_index()
+
+    def update_index(self) -> None:
+        """Rewrite the list of manifests that stores without listing (HTTP) read.
+
+        Rebuilt from a listing each time, so concurrent writers converge: each one's
+        index holds at least every manifest written before it listed.
+        """
+        names = "".join(f"{name}\n" for name in self.manifest_names())
+        self.store.put(INDEX_KEY, names.encode(), overwrite=True)

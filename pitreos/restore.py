@@ -304,8 +304,7 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, fds: dict[str, int], w
     def fetch(fp: FilePlan, index: int) -> tuple[int, int]:
         chunk = fp.entry.chunks[index]
         assert chunk.digest is not None
-        blob = repo.get_blob(chunk.digest.sha1)
-        data = repo.codec.decode(blob, chunk.digest)
+        data, fetched = repo.read_chunk(chunk.digest)
         fd = fds[fp.entry.path]
         written = 0
         previous_end = 0
@@ -319,7 +318,7 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, fds: dict[str, int], w
         if had_data and previous_end < len(data):
             punch_hole(fd, chunk.start + previous_end, len(data) - previous_end)
         progress.advance(len(data))
-        return len(blob), written
+        return fetched, written
 
     tasks = [(punch, fp, i) for fp in plan.files for i in fp.punch]
     tasks += [(fetch, fp, i) for fp in plan.files for i in fp.fetch]
@@ -331,10 +330,9 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, fds: dict[str, int], w
                 fn, fp, index = tasks.pop()
                 window.submit(fn, fp, index)
             fetched, written = window.next_done()
-            if fetched:
-                stats.chunks_fetched += 1
-                stats.bytes_fetched += fetched
-                stats.bytes_written += written
+            stats.bytes_fetched += fetched
+            stats.bytes_written += written
+        stats.chunks_fetched = sum(len(fp.fetch) for fp in plan.files)
 
 
 def _open_for_restore(dest: Path, fp: FilePlan) -> int:

@@ -11,6 +11,7 @@ from .manifest import Manifest
 from .repository import Repository
 from .select import BackupFilter, choose
 from .stores import open_store
+from .stores.local import LocalStore
 from .sync import SyncReport, sync_catalog
 
 
@@ -22,12 +23,17 @@ class Workspace:
 
     @classmethod
     def open(cls, store_url: str, *, catalog_path: Path | None = None, create: bool = False,
-             workers: int | None = None, compression_level: int = 3) -> "Workspace":
-        store = open_store(store_url, create=create)
+             workers: int | None = None, compression_level: int = 3,
+             cache_dir: Path | None = None) -> "Workspace":
+        workers = workers or default_workers(store_url)
+        store = open_store(store_url, create=create, pool_size=workers)
         store.check()
-        repo = Repository(store, BlobCodec(level=compression_level))
+        cache = LocalStore(cache_dir, create=True) if cache_dir else None
+        if cache is not None:
+            cache.check()
+        repo = Repository(store, BlobCodec(level=compression_level), cache)
         catalog = Catalog(catalog_path or default_catalog_path(store.url), store.url)
-        return cls(repo, catalog, workers or default_workers(store.url))
+        return cls(repo, catalog, workers)
 
     def sync(self, *, list_blobs: bool = False) -> SyncReport:
         return sync_catalog(self.catalog, self.repo, list_blobs=list_blobs,
@@ -56,4 +62,5 @@ def default_workers(store_url: str) -> int:
     """Local disks are CPU-bound: two threads a core. Object stores are latency-bound:
     more requests in flight hide the round trips."""
     cores = os.cpu_count() or 2
-    return max(4, 2 * cores) if store_url.startswith("file:") else max(16, 4 * cores)
+    remote = any(store_url.startswith(s) for s in ("gs:", "s3:", "azblob:", "http:", "https:"))
+    return max(16, 4 * cores) if remote else max(4, 2 * cores)

@@ -3,11 +3,14 @@
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .helpers import CHUNK, Result, Runner, make_sparse
+from .servers import CREATORS, Backend, load_tools_servers
 
 
 @pytest.fixture
@@ -60,3 +63,30 @@ def tree(tmp_path: Path) -> Path:
     return root
 
 
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[dict[str, Any]]:
+    """The storage servers, started lazily once per session and stopped at its end."""
+    tools = load_tools_servers()
+    started: dict[str, Any] = {}
+
+    class Lazy(dict[str, Any]):
+        def __missing__(self, name: str) -> Any:
+            started[name] = tools.start(name)  # raises if it cannot start: tests fail
+            self[name] = started[name]
+            return started[name]
+
+    yield Lazy()
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture(params=["file", "gcs", "s3", "azure"])
+def backend(request: pytest.FixtureRequest, servers: dict[str, Any],
+            tmp_path: Path) -> Backend:
+    """A fresh, empty store on each backend in turn."""
+    if request.param == "file":
+        (tmp_path / "filestore").mkdir()
+        return Backend("file", (tmp_path / "filestore").as_uri(), {})
+    return CREATORS[request.param](servers[request.param])

@@ -92,7 +92,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
 
-    def stop(self, grace: float = 5.0) -> None:
+    def stop(self, grace: float = 2.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds (weed may ignore SIGTERM)."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -160,6 +160,7 @@ def start_s3() -> Server:
     workdir = Path(tempfile.mkdtemp(prefix="pitreos-s3-"))
     ports = [_port_pair() for _ in range(4)]
     master, volume, filer, s3 = ports
+    (workdir / "data").mkdir()
     config = workdir / "s3.json"
     config.write_text(json.dumps({"identities": [{
         "name": "pitreos", "credentials": [{"accessKey": S3_ACCESS_KEY,
@@ -169,7 +170,8 @@ def start_s3() -> Server:
         str(weed_binary()), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-dir={workdir / 'data'}", f"-master.port={master}", f"-volume.port={volume}",
         f"-filer.port={filer}", "-filer", "-s3", f"-s3.port={s3}",
-        f"-s3.config={config}", "-volume.max=0", "-master.volumeSizeLimitMB=64",
+        f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-volume.max=0", "-master.volumeSizeLimitMB=64",
     ], workdir)
     endpoint = f"http://127.0.0.1:{s3}"
     _wait_ready("seaweedfs", proc, log_path, lambda: _http_ok(f"{endpoint}/status",

@@ -1,0 +1,107 @@
+"""Azure Blob Storage (``azblob://container/prefix``) with azure-storage-blob.
+
+The account comes from ``AZURE_STORAGE_CONNECTION_STRING``, or ``AZURE_STORAGE_ACCOUNT``
+with ``AZURE_STORAGE_KEY`` or ``AZURE_STORAGE_SAS_TOKEN`` (anonymous when neither: enough
+for a public container). The SDK's own retries are off:
+:class:`~pitreos.stores.retry.RetryingStore` retries.
+"""
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import azure.core.exceptions as aexc
+from azure.storage.blob import ContainerClient
+
+from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError, UsageError
+from .base import ObjectInfo
+
+
+class AzureStore:
+    read_only = False
+
+    def __init__(self, container: str, prefix: str, url: str) -> None:
+        self.url = url
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        options: dict[str, Any] = {"retry_total": 0, "connection_timeout": 10,
+                                   "read_timeout": 120}
+        conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        account = os.environ.get("AZURE_STORAGE_ACCOUNT")
+        if conn:
+            self.client = ContainerClient.from_connection_string(conn, container, **options)
+        elif account:
+            credential = os.environ.get("AZURE_STORAGE_KEY") or os.environ.get(
+                "AZURE_STORAGE_SAS_TOKEN")
+            self.client = ContainerClient(f"https://{account}.blob.core.windows.net",
+                                          container, credential=credential, **options)
+        else:
+            raise UsageError(f"store {url}: set AZURE_STORAGE_CONNECTION_STRING or "
+                             "AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY or "
+                             "AZURE_STORAGE_SAS_TOKEN)")
+
+    def _error(self, action: str, key: str, exc: Exception) -> StoreError:
+        where = f"{action} {key} in store {self.url}" if key else f"{action} store {self.url}"
+        if isinstance(exc, aexc.ClientAuthenticationError):
+            return StoreError(f"cannot {where}: access denied (check the credentials)")
+        if isinstance(exc, aexc.ServiceRequestError | aexc.ServiceResponseError):
+            return TransientStoreError(f"cannot {where}: {type(exc).__name__}")
+        if isinstance(exc, aexc.HttpResponseError):
+            status = exc.status_code or 0
+            if status >= 500 or status == 429:
+                return TransientStoreError(f"cannot {where}: HTTP {status}")
+            if status == 403:
+                return StoreError(f"cannot {where}: access denied (check the credentials)")
+            return StoreError(f"cannot {where}: HTTP {status} {exc.reason or ''}".strip())
+        return StoreError(f"cannot {where}: {exc}")
+
+    def check(self) -> None:
+        try:
+            self.client.get_container_properties()
+        except aexc.ResourceNotFoundError as exc:
+            raise StoreNotFound(f"store {self.url} does not exist (no such container)"
+                                ) from exc
+        except Exception as exc:
+            raise self._error("open", "", exc) from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            data: bytes = self.client.download_blob(self.prefix + key).readall()
+            return data
+        except aexc.ResourceNotFoundError as exc:
+            raise BlobNotFound(key, self.url) from exc
+        except Exception as exc:
+            raise self._error("read", key, exc) from exc
+
+    def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
+        try:
+            self.client.upload_blob(self.prefix + key, data, overwrite=overwrite)
+        except aexc.ResourceExistsError:
+            return False
+        except Exception as exc:
+            raise self._error("write", key, exc) from exc
+        return True
+
+    def exists(self, key: str) -> bool:
+        try:
+            return bool(self.client.get_blob_client(self.prefix + key).exists())
+        except Exception as exc:
+            raise self._error("check", key, exc) from exc
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        try:
+            for item in self.client.list_blobs(name_starts_with=self.prefix + prefix):
+                yield ObjectInfo(item.name[len(self.prefix):], int(item.size),
+                                 item.last_modified)
+        except aexc.ResourceNotFoundError as exc:
+            raise StoreNotFound(f"store {self.url} does not exist (no such container)"
+                                ) from exc
+        except Exception as exc:
+            raise self._error("list", prefix, exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_blob(self.prefix + key)
+        except aexc.ResourceNotFoundError:
+            return
+        except Exception as exc:
+            raise self._error("delete", key, exc) from exc

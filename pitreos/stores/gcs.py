@@ -1,0 +1,124 @@
+"""Google Cloud Storage (``gs://bucket/prefix``) with google-cloud-storage.
+
+Credentials come from Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS``,
+gcloud's config, the instance's identity). Without any, the client is anonymous, which
+is enough to read a public bucket. ``STORAGE_EMULATOR_HOST`` points it at an emulator.
+The client's own retries are off: :class:`~pitreos.stores.retry.RetryingStore` retries.
+"""
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import google.api_core.exceptions as gexc
+import google.auth.exceptions
+import requests
+import structlog
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError
+from .base import ObjectInfo
+
+log = structlog.get_logger(__name__)
+TIMEOUT = (10, 120)  # connect, read (seconds)
+_TRANSIENT = (
+    gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway,
+    gexc.ServiceUnavailable, gexc.GatewayTimeout, requests.ConnectionError,
+    requests.Timeout, requests.exceptions.ChunkedEncodingError,
+    google.auth.exceptions.TransportError, ConnectionError,
+)
+
+
+class GCSStore:
+    read_only = False
+
+    def __init__(self, bucket: str, prefix: str, url: str, pool_size: int = 32) -> None:
+        self.url = url
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.client = _client(pool_size)
+        self.bucket = self.client.bucket(bucket)
+
+    def _error(self, action: str, key: str, exc: Exception) -> StoreError:
+        where = f"{action} {key} in store {self.url}" if key else f"{action} store {self.url}"
+        if isinstance(exc, _TRANSIENT):
+            return TransientStoreError(f"cannot {where}: {_short(exc)}")
+        if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
+            return StoreError(f"cannot {where}: access denied (check the credentials)")
+        return StoreError(f"cannot {where}: {_short(exc)}")
+
+    def check(self) -> None:
+        try:
+            list(self.client.list_blobs(self.bucket, prefix=self.prefix, max_results=1,
+                                        timeout=TIMEOUT, retry=None))
+        except gexc.NotFound as exc:
+            raise StoreNotFound(f"store {self.url} does not exist (no such bucket)") from exc
+        except Exception as exc:
+            raise self._error("open", "", exc) from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            data: bytes = self.bucket.blob(self.prefix + key).download_as_bytes(
+                timeout=TIMEOUT, retry=None, checksum="crc32c")
+            return data
+        except gexc.NotFound as exc:
+            raise BlobNotFound(key, self.url) from exc
+        except Exception as exc:
+            raise self._error("read", key, exc) from exc
+
+    def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
+        kwargs: dict[str, Any] = {} if overwrite else {"if_generation_match": 0}
+        try:
+            self.bucket.blob(self.prefix + key).upload_from_string(
+                data, timeout=TIMEOUT, retry=None, checksum="crc32c", **kwargs)
+        except gexc.PreconditionFailed:
+            return False
+        except Exception as exc:
+            raise self._error("write", key, exc) from exc
+        return True
+
+    def exists(self, key: str) -> bool:
+        try:
+            return bool(self.bucket.blob(self.prefix + key).exists(timeout=TIMEOUT, retry=None))
+        except Exception as exc:
+            raise self._error("check", key, exc) from exc
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        try:
+            for blob in self.client.list_blobs(self.bucket, prefix=self.prefix + prefix,
+                                               timeout=TIMEOUT, retry=None):
+                yield ObjectInfo(blob.name[len(self.prefix):], int(blob.size), blob.updated)
+        except gexc.NotFound as exc:
+            raise StoreNotFound(f"store {self.url} does not exist (no such bucket)") from exc
+        except Exception as exc:
+            raise self._error("list", prefix, exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.bucket.blob(self.prefix + key).delete(timeout=TIMEOUT, retry=None)
+        except gexc.NotFound:
+            return
+        except Exception as exc:
+            raise self._error("delete", key, exc) from exc
+
+
+def _client(pool_size: int) -> storage.Client:
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        client = storage.Client(project="pitreos", credentials=anonymous)
+    else:
+        try:
+            client = storage.Client()
+        except google.auth.exceptions.DefaultCredentialsError:
+            log.info("gcs.anonymous", reason="no application default credentials")
+            client = storage.Client.create_anonymous_client()
+    # one connection per worker, instead of requests' default pool of 10
+    adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+    client._http.mount("https://", adapter)
+    client._http.mount("http://", adapter)
+    return client
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:300]

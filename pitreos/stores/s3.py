@@ -1,0 +1,127 @@
+"""Amazon S3 and S3-compatible servers (``s3://bucket/prefix``) with boto3.
+
+Credentials, region and endpoint come from boto3's standard chain (``AWS_*`` variables,
+``~/.aws`` files, instance roles); URL parameters override the endpoint and region:
+``s3://bucket/prefix?endpoint=http://127.0.0.1:8333&region=us-east-1&path_style=1``.
+boto3's own retries are off: :class:`~pitreos.stores.retry.RetryingStore` retries.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions as bexc
+
+from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError
+from .base import ObjectInfo
+
+_TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
+                    "Throttling", "ThrottlingException", "RequestTimeTooSkewed"}
+_TRANSIENT = (bexc.ConnectionError, bexc.HTTPClientError, bexc.ReadTimeoutError,
+              bexc.IncompleteReadError, bexc.ResponseStreamingError, ConnectionError)
+_DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                 "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
+
+
+class S3Store:
+    read_only = False
+
+    def __init__(self, bucket: str, prefix: str, url: str, *, endpoint: str | None,
+                 region: str | None, path_style: bool, pool_size: int = 32) -> None:
+        self.url = url
+        self.bucket = bucket
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        config = botocore.config.Config(
+            connect_timeout=10, read_timeout=120, retries={"max_attempts": 1},
+            max_pool_connections=pool_size,
+            s3={"addressing_style": "path" if path_style else "auto"},
+        )
+        self.client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint, region_name=region, config=config)
+
+    def _error(self, action: str, key: str, exc: Exception) -> StoreError:
+        where = f"{action} {key} in store {self.url}" if key else f"{action} store {self.url}"
+        if isinstance(exc, bexc.ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+                return TransientStoreError(f"cannot {where}: {code or status}")
+            if code in _DENIED_CODES or status in (401, 403):
+                return StoreError(f"cannot {where}: access denied ({code}; check the "
+                                  "credentials)")
+            if code == "NoSuchBucket":
+                return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
+            return StoreError(f"cannot {where}: {code or status}")
+        if isinstance(exc, _TRANSIENT):
+            return TransientStoreError(f"cannot {where}: {type(exc).__name__}")
+        if isinstance(exc, bexc.NoCredentialsError):
+            return StoreError(f"cannot {where}: no AWS credentials found")
+        return StoreError(f"cannot {where}: {exc}")
+
+    def check(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except bexc.ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status == 404:
+                raise StoreNotFound(f"store {self.url} does not exist (no such bucket)"
+                                    ) from exc
+            raise self._error("open", "", exc) from exc
+        except Exception as exc:
+            raise self._error("open", "", exc) from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+            data: bytes = response["Body"].read()
+        except bexc.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise BlobNotFound(key, self.url) from exc
+            raise self._error("read", key, exc) from exc
+        except Exception as exc:
+            raise self._error("read", key, exc) from exc
+        if len(data) != response.get("ContentLength", len(data)):
+            raise TransientStoreError(f"cannot read {key} in store {self.url}: truncated body")
+        return data
+
+    def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
+        kwargs: dict[str, Any] = {} if overwrite else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
+                                   **kwargs)
+        except bexc.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise self._error("write", key, exc) from exc
+        except Exception as exc:
+            raise self._error("write", key, exc) from exc
+        return True
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except bexc.ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise self._error("check", key, exc) from exc
+        except Exception as exc:
+            raise self._error("check", key, exc) from exc
+        return True
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"][len(self.prefix):], int(item["Size"]),
+                                     item["LastModified"])
+        except Exception as exc:
+            raise self._error("list", prefix, exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        except Exception as exc:
+            raise self._error("delete", key, exc) from exc

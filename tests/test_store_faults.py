@@ -1,0 +1,134 @@
+"""Object stores misbehaving: retries, bounded failure, truncated bodies, bad buckets,
+wrong credentials, a missing optional extra."""
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .faults import FaultPlan, address, start_proxy, start_static
+from .helpers import CHUNK, Runner, assert_same_tree
+from .servers import create_gcs_bucket, unique_bucket
+
+
+def _published(run: Runner, tree: Path, tmp_path: Path, plan: FaultPlan) -> tuple[str, Any]:
+    """Back up ``tree`` to a local store, serve it over HTTP behind a faulty proxy."""
+    run("backup", str(tree), "--chunk-size", str(CHUNK)).ok()
+    static = start_static(tmp_path / "store")
+    proxy = start_proxy(address(static), plan)
+    return address(proxy), (static, proxy)
+
+
+def test_server_that_fails_then_recovers(run: Runner, tree: Path, tmp_path: Path) -> None:
+    plan = FaultPlan()
+    url, servers = _published(run, tree, tmp_path, plan)
+    try:
+        plan.fail_next = 4
+        dest = tmp_path / "dest"
+        run("restore", "latest", str(dest), store=url, catalog=tmp_path / "c.sqlite").ok()
+        assert_same_tree(tree, dest)
+        assert plan.fail_next == 0  # the failures happened and were retried
+    finally:
+        for s in servers:
+            s.shutdown()
+
+
+def test_server_that_keeps_failing(run: Runner, tree: Path, tmp_path: Path) -> None:
+    plan = FaultPlan()
+    url, servers = _published(run, tree, tmp_path, plan)
+    try:
+        run("list", store=url, catalog=tmp_path / "c.sqlite").ok()
+        plan.fail_always = True
+        started = time.monotonic()
+        dest = tmp_path / "dest"
+        run("restore", "latest", str(dest), store=url, catalog=tmp_path / "c.sqlite").fails(
+            url, "HTTP 500", "gave up after 6 attempts")
+        assert time.monotonic() - started < 60  # bounded
+        assert not (dest / "state").exists() or (dest / ".pitreos-restore").exists()
+    finally:
+        for s in servers:
+            s.shutdown()
+
+
+def test_blob_truncated_in_transit(run: Runner, tree: Path, tmp_path: Path) -> None:
+    """The proxy cuts blob bodies and fixes up Content-Length: only the hash check can
+    tell, and the blob is fetched again."""
+    plan = FaultPlan()
+    url, servers = _published(run, tree, tmp_path, plan)
+    try:
+        plan.truncate_next = 3
+        dest = tmp_path / "dest"
+        result = run("-v", "restore", "latest", str(dest), store=url,
+                     catalog=tmp_path / "c.sqlite").ok()
+        assert "blob.refetch" in result.stderr
+        assert plan.truncate_next == 0
+        assert_same_tree(tree, dest)
+    finally:
+        for s in servers:
+            s.shutdown()
+
+
+def test_gcs_server_errors_during_backup(run: Runner, tree: Path, tmp_path: Path,
+                                         servers: dict[str, Any]) -> None:
+    """fake-gcs-server behind the proxy: writes fail a few times, the backup succeeds;
+    when they keep failing, the backup fails and leaves no manifest."""
+    backend = create_gcs_bucket(servers["gcs"])
+    plan = FaultPlan()
+    proxy = start_proxy(servers["gcs"].endpoint, plan)
+    env = {**backend.env, "STORAGE_EMULATOR_HOST": address(proxy)}
+    try:
+        plan.fail_next = 5
+        run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
+            env=env).ok()
+        assert plan.fail_next == 0
+        plan.fail_always = True
+        (tree / "new.bin").write_bytes(b"fresh data" * 1000)
+        run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
+            env=env).fails(backend.url, "gave up")
+        plan.fail_always = False
+        listing = run("list", store=backend.url, env=env,
+                      catalog=tmp_path / "fresh.sqlite").ok().stdout.splitlines()
+        assert len(listing) == 1  # the failed backup left no manifest
+    finally:
+        proxy.shutdown()
+
+
+def test_bucket_that_does_not_exist(run: Runner, servers: dict[str, Any],
+                                    tmp_path: Path) -> None:
+    missing = unique_bucket()
+    cases = {
+        "gcs": f"gs://{missing}/x",
+        "s3": f"s3://{missing}/x?endpoint={servers['s3'].endpoint}",
+        "azure": f"azblob://{missing}/x",
+    }
+    for name, url in cases.items():
+        run("list", store=url, env=servers[name].env,
+            catalog=tmp_path / f"{name}.sqlite").fails(url, "does not exist")
+
+
+def test_wrong_credentials(run: Runner, servers: dict[str, Any], tmp_path: Path) -> None:
+    from .servers import create_azure_container, create_s3_bucket
+
+    s3 = create_s3_bucket(servers["s3"])
+    bad_secret = "wrong-secret-value-123"
+    result = run("list", store=s3.url, env={**s3.env, "AWS_SECRET_ACCESS_KEY": bad_secret},
+                 catalog=tmp_path / "s3.sqlite").fails("access denied", "check the credentials")
+    assert bad_secret not in result.stderr
+    azure = create_azure_container(servers["azure"])
+    conn = azure.env["AZURE_STORAGE_CONNECTION_STRING"]
+    key = conn.split("AccountKey=")[1].split(";")[0]
+    wrong_key = "A" * (len(key) - 2) + "=="
+    result = run("list", store=azure.url,
+                 env={"AZURE_STORAGE_CONNECTION_STRING": conn.replace(key, wrong_key)},
+                 catalog=tmp_path / "az.sqlite").fails("access denied")
+    assert wrong_key not in result.stderr and key not in result.stderr
+
+
+def test_missing_optional_extra(run: Runner, tmp_path: Path) -> None:
+    """boto3 made unimportable: a one-line hint to install the extra."""
+    shadow = tmp_path / "shadow/boto3"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'boto3'\", name='boto3')\n")
+    run("list", store="s3://bucket/prefix",
+        env={"PYTHONPATH": str(tmp_path / "shadow")}).fails(
+        "needs the optional 's3' extra", "pip install 'pitreos[s3]'", code=2)
