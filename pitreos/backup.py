@@ -17,14 +17,15 @@ from pathlib import Path
 import structlog
 
 from . import manifest as mf
+from . import nodeos
 from .catalog import Catalog, FileRecord, NewBlob
-from .errors import CollisionError, PitreosError, SourceChanged
+from .errors import CollisionError, DirtyState, PitreosError, SourceChanged
 from .hashing import ChunkDigest, digest
 from .parallel import TaskWindow
 from .progress import NoProgress, Progress
 from .repository import Repository
 from .sparse import data_extents, is_zero, overlaps, pread_exact
-from .walk import PathFilter, SourceEntry, scan
+from .walk import PathFilter, SourceEntry, check_source_dir, glob_match, scan
 
 log = structlog.get_logger(__name__)
 
@@ -42,12 +43,17 @@ class BackupOptions:
     workers: int = 4
     incremental: bool = False
     path_filter: PathFilter = field(default_factory=PathFilter)
+    appendonly: tuple[str, ...] = nodeos.APPEND_ONLY_DEFAULTS
+    node: bool | None = None  # None: detect a nodeos data directory
+    allow_dirty: bool = False
+    keep_finalizer_safety: bool = False
 
 
 @dataclass
 class BackupStats:
     files: int = 0
     files_unchanged: int = 0
+    files_appended: int = 0  # append-only files of which only the tail was read
     chunks: int = 0
     chunks_empty: int = 0
     chunks_known: int = 0
@@ -111,11 +117,17 @@ class _Backup:
         self.pending_uploads: dict[str, str] = {}  # sha1 -> blake3, being stored now
         self.stored_now: dict[str, str] = {}  # sha1 -> blake3, stored by this backup
         self.new_blobs: list[NewBlob] = []
+        self.meta = dict(options.meta)
 
     def run(self) -> BackupResult:
         started = time.monotonic()
         mf.validate_tag(self.options.tag)
-        entries = scan(self.source, self.options.path_filter)
+        check_source_dir(self.source)
+        path_filter = self._node_checks()
+        scanned = scan(self.source, path_filter)
+        entries = scanned.entries
+        for pattern in path_filter.unused([e.path for e in entries], scanned.excluded):
+            log.warning("backup.glob_matches_nothing", glob=pattern)
         previous = self._previous_files() if self.options.incremental else {}
         manifest_entries: list[mf.Entry] = []
         jobs: list[_FileJob] = []
@@ -147,6 +159,33 @@ class _Backup:
                  new_blobs=self.stats.blobs_stored, seconds=round(self.stats.seconds, 3))
         return BackupResult(manifest, self.stats)
 
+    def _node_checks(self) -> PathFilter:
+        """For a nodeos data directory: record the head block and the state's build
+        environment, refuse a dirty state, leave out the finalizer's safety file.
+        Returns the path filter to scan with."""
+        path_filter = self.options.path_filter
+        node = self.options.node
+        if node is None:
+            node = nodeos.is_node_dir(self.source)
+        if not node:
+            return path_filter
+        info = nodeos.inspect(self.source)
+        if info.state is not None and info.state.dirty and not self.options.allow_dirty:
+            raise DirtyState(
+                f"{self.source / nodeos.STATE_FILE} has its dirty flag set (nodeos is running "
+                "or was not stopped cleanly): a restore of it would not open. Stop nodeos "
+                "cleanly, or pass --allow-dirty"
+            )
+        self.meta = {**info.meta, **self.options.meta}  # --meta wins over detection
+        safety = self.source / nodeos.FINALIZER_SAFETY
+        if not self.options.keep_finalizer_safety and safety.exists():
+            log.warning("backup.finalizer_safety_left_out", path=str(safety),
+                        reason="restoring an old copy on a finalizer is dangerous",
+                        hint="--keep-finalizer-safety keeps it")
+            path_filter = PathFilter(path_filter.include,
+                                     (*path_filter.exclude, nodeos.FINALIZER_SAFETY))
+        return path_filter
+
     def _previous_files(self) -> dict[str, FileRecord]:
         records = self.catalog.backups(tag=self.options.tag)
         if not records:
@@ -163,6 +202,7 @@ class _Backup:
         elif src.type == "file":
             entry.size = st.st_size
             entry.inode = st.st_ino
+            entry.appendonly = any(glob_match(src.path, p) for p in self.options.appendonly)
         return entry
 
     def _plan_file(self, src: SourceEntry, entry: mf.Entry,
@@ -182,8 +222,10 @@ class _Backup:
         except OSError as exc:
             raise PitreosError(f"cannot read {src.abspath}: {exc.strerror}") from exc
         job = _FileJob(src, fd, [None] * count, 0)
+        kept = self._appended_prefix(job, entry, previous) if previous is not None else 0
+        job.chunks[:kept] = previous.chunks[:kept] if previous is not None else []
         extents = data_extents(fd, size)
-        for index in range(count):
+        for index in range(kept, count):
             start = index * step
             if not overlaps(extents, start, min(start + step, size)):
                 job.chunks[index] = mf.Chunk(start, None)
@@ -191,6 +233,32 @@ class _Backup:
         job.reads_left = sum(1 for c in job.chunks if c is None)
         self.stats.chunks += count
         return job
+
+    def _appended_prefix(self, job: _FileJob, entry: mf.Entry, previous: FileRecord) -> int:
+        """How many leading chunks of an append-only file the previous backup already
+        holds unchanged: the full chunks of its previous size, when the file did not
+        shrink and its first and last full chunks still hash the same (a cheap check of
+        the prefix). 0 means a full pass."""
+        if not (entry.appendonly and self.options.incremental):
+            return 0
+        step = self.options.chunk_size
+        if entry.size < previous.size or previous.chunk_size != step:
+            log.warning("backup.appendonly_full_pass", path=entry.path,
+                        reason=f"shrank from {previous.size} to {entry.size} bytes"
+                        if entry.size < previous.size else "chunk size changed")
+            return 0
+        full = previous.size // step
+        if full == 0:
+            return 0
+        for index in sorted({0, full - 1}):
+            probe = self._read_chunk(job, index)
+            if probe.digest != previous.chunks[index].digest:
+                log.warning("backup.appendonly_full_pass", path=entry.path,
+                            reason=f"chunk {index} changed since the previous backup")
+                return 0
+            self.stats.bytes_read += len(probe.data or b"")
+        self.stats.files_appended += 1
+        return full
 
     def _bytes_to_read(self, job: _FileJob) -> int:
         step, size = self.options.chunk_size, job.source.st.st_size
@@ -309,15 +377,18 @@ class _Backup:
             )
 
     def _write_manifest(self, entries: list[mf.Entry]) -> mf.Manifest:
-        created = datetime.now(UTC).replace(microsecond=0)
+        # `created` keeps sub-second precision to order backups made in the same second;
+        # the name has whole seconds, moved on by one while a backup of that name exists
+        created = datetime.now(UTC)
+        name_time = created.replace(microsecond=0)
         for _ in range(60):
             manifest = mf.Manifest(
-                name=mf.backup_name(created, self.options.tag), tag=self.options.tag,
+                name=mf.backup_name(name_time, self.options.tag), tag=self.options.tag,
                 created=created, chunk_size=self.options.chunk_size, entries=entries,
-                meta=dict(self.options.meta),
+                meta=dict(self.meta),
             )
             if self.repo.write_manifest(manifest):
                 self.catalog.add_backup(manifest)
                 return manifest
-            created += timedelta(seconds=1)  # a backup of that name exists: take the next
+            name_time += timedelta(seconds=1)
         raise PitreosError(f"could not find a free backup name in store {self.repo.url}")

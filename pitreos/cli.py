@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 import structlog
 
-from . import __version__
+from . import __version__, nodeos
 from . import log as logsetup
 from .backup import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, BackupOptions, run_backup
 from .catalog import BackupRecord, default_catalog_path
@@ -145,12 +145,32 @@ def cli(ctx: click.Context, store: str, catalog: Path | None, parallel: int | No
               metavar="SIZE", help="Chunk size (64KiB to 256MiB).")
 @click.option("--compression-level", type=click.IntRange(-7, 22), default=3,
               show_default=True, help="zstd level.")
+@click.option("--appendonly", multiple=True, metavar="GLOB",
+              help="Files that are only ever appended to, besides the nodeos defaults "
+              f"({', '.join(nodeos.APPEND_ONLY_DEFAULTS)}): with --incremental only their "
+              "new tail is read. Repeatable.")
+@click.option("--node/--no-node", default=None,
+              help="Treat DIRECTORY as a nodeos data directory [default: detected from "
+              "blocks/blocks.log or state/shared_memory.bin]: record the head block and "
+              "the state's build environment.")
+@click.option("--allow-dirty", is_flag=True,
+              help="Back up a state file whose dirty flag is set (it will not open as is).")
+@click.option("--keep-finalizer-safety", is_flag=True,
+              help="Include finalizers/safety.dat (left out by default: restoring an old "
+              "copy on a finalizer is dangerous).")
 @path_options
 @click.pass_obj
 def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
            incremental: bool, chunk_size: str, compression_level: int,
-           include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
-    """Back up DIRECTORY. Prints the new backup's name on stdout."""
+           appendonly: tuple[str, ...], node: bool | None, allow_dirty: bool,
+           keep_finalizer_safety: bool, include: tuple[str, ...],
+           exclude: tuple[str, ...]) -> None:
+    """Back up DIRECTORY. Prints the new backup's name on stdout.
+
+    Every data chunk is read and hashed; only blobs the store lacks are sent. With
+    --incremental, files whose size, mtime and inode match the newest backup of the same
+    tag are not read again, and append-only files whose prefix is unchanged have only
+    their new tail read."""
     size = parse_size(chunk_size, "--chunk-size")
     if not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
         raise UsageError(f"invalid --chunk-size {chunk_size}: must be 64KiB to 256MiB")
@@ -163,13 +183,16 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
     options = BackupOptions(
         tag=validate_tag(tag), meta=meta_values, chunk_size=size, incremental=incremental,
         path_filter=PathFilter(include, exclude),
+        appendonly=(*nodeos.APPEND_ONLY_DEFAULTS, *appendonly), node=node,
+        allow_dirty=allow_dirty, keep_finalizer_safety=keep_finalizer_safety,
     )
     with settings.workspace(create=True, compression_level=compression_level) as ws:
         options.workers = ws.workers
         result = run_backup(directory, ws.repo, ws.catalog, options, make_progress())
     s = result.stats
     click.echo(
-        f"backed up {s.files} files ({s.files_unchanged} unchanged): read {human(s.bytes_read)},"
+        f"backed up {s.files} files ({s.files_unchanged} unchanged, {s.files_appended} "
+        f"appended to): read {human(s.bytes_read)},"
         f" stored {s.blobs_stored} new blobs ({human(s.bytes_stored)}) in {s.seconds:.1f}s",
         err=True,
     )
@@ -184,12 +207,19 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
               help="Remove local files the backup does not have.")
 @click.option("--dry-run", is_flag=True,
               help="Print what would be fetched, holed, truncated and deleted; change nothing.")
+@click.option("--check-all", is_flag=True,
+              help="Hash every local chunk, even of append-only files whose first and last "
+              "chunks match.")
 @click.pass_obj
 def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: str | None,
             where: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
-            delete_extra: bool, dry_run: bool) -> None:
-    """Restore a backup (default: latest) into DIRECTORY, in place: only chunks that
-    differ from the local files are fetched."""
+            delete_extra: bool, dry_run: bool, check_all: bool) -> None:
+    """Restore a backup into DIRECTORY, in place: only chunks that differ from the local
+    files are fetched.
+
+    BACKUP is a name or 'latest' (the default): the newest backup that matches --tag,
+    --before and --where, e.g. the last one before block N:
+    `pitreos restore --tag standard --where 'block<=123456' /var/lib/nodeos`."""
     if len(args) > 2:
         raise UsageError("restore takes [BACKUP|latest] DIRECTORY")
     name, dest = ("latest", args[0]) if len(args) == 1 else args
@@ -197,7 +227,10 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: 
     with settings.workspace() as ws:
         manifest = ws.choose(name, backup_filter)
         options = RestoreOptions(workers=ws.workers, delete_extra=delete_extra,
-                                 path_filter=PathFilter(include, exclude))
+                                 path_filter=PathFilter(include, exclude), check_all=check_all)
+        environment = nodeos.describe_state_environment(manifest.meta)
+        if environment:
+            click.echo(f"note: {environment}", err=True)
         unused = options.path_filter.unused([e.path for e in manifest.entries])
         for pattern in unused:
             structlog.get_logger().warning("restore.glob_matches_nothing", glob=pattern)
@@ -286,6 +319,9 @@ def show(settings: Settings, name: str, as_json: bool) -> None:
                                "totals": totals}, indent=2))
         return
     click.echo(dump(manifest).decode(), nl=False)
+    environment = nodeos.describe_state_environment(manifest.meta)
+    if environment:
+        click.echo(f"# {environment}")
     click.echo(f"# files: {totals['files']}, apparent size: {totals['apparent_size']}, "
                f"data size: {totals['data_size']}, unique blobs: {totals['unique_blobs']}")
 

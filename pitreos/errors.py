@@ -65,5 +65,9 @@ class SourceChanged(PitreosError):
     """A file changed while it was being backed up."""
 
 
+class DirtyState(PitreosError):
+    """A node's state file has its dirty flag set: nodeos would refuse to open it."""
+
+
 class RestoreError(PitreosError):
     """A restore could not complete."""

@@ -48,6 +48,7 @@ class Entry:
     size: int = 0
     target: str | None = None
     inode: int | None = None
+    appendonly: bool = False  # only ever appended to: restore trusts a matching prefix
     chunks: list[Chunk] = field(default_factory=list)
 
     @property
@@ -135,6 +136,8 @@ def dump(manifest: Manifest) -> bytes:
             item["size"] = e.size
             if e.inode is not None:
                 item["inode"] = e.inode
+            if e.appendonly:
+                item["appendonly"] = True
             item["chunks"] = [
                 f"{c.start} {EMPTY_MARK}"
                 if c.digest is None
@@ -210,6 +213,7 @@ def _from_doc(doc: dict[str, Any], source: str) -> Manifest:
         elif kind == "file":
             entry.size = int(item["size"])
             entry.inode = int(item["inode"]) if item.get("inode") is not None else None
+            entry.appendonly = item.get("appendonly", False) is True
             entry.chunks = _parse_chunks(item.get("chunks") or [], entry.size, chunk_size, where)
         entries.append(entry)
     return Manifest(

@@ -29,6 +29,7 @@ from .progress import NoProgress, Progress
 from .repository import Repository
 from .sparse import (
     data_extents,
+    is_zero,
     nonzero_runs,
     overlaps,
     pread_exact,
@@ -45,6 +46,7 @@ class RestoreOptions:
     workers: int = 4
     delete_extra: bool = False
     path_filter: PathFilter = field(default_factory=PathFilter)
+    check_all: bool = False  # hash every local chunk, append-only prefixes too
 
 
 @dataclass
@@ -106,8 +108,13 @@ def plan_restore(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
     if options.path_filter.include and not any(e.type == "file" for e in entries):
         log.warning("restore.filter_matches_nothing", include=options.path_filter.include)
     files = [_inspect(dest, e, manifest.chunk_size) for e in entries if e.type == "file"]
+    trusted: set[tuple[str, int]] = set()
+    if not options.check_all:
+        for fp in files:
+            trusted.update((fp.entry.path, i)
+                           for i in _trusted_prefix(dest, fp, manifest.chunk_size))
     checks = [(p, i) for p in files for i in sorted(p.local_data)
-              if p.entry.chunks[i].digest is not None]
+              if p.entry.chunks[i].digest is not None and (p.entry.path, i) not in trusted]
     step = manifest.chunk_size
     progress.start("check", sum(min(step, p.entry.size - i * step) for p, i in checks))
     try:
@@ -144,6 +151,36 @@ def _inspect(dest: Path, entry: mf.Entry, step: int) -> FilePlan:
         elif not has_local:
             plan.fetch.append(index)
     return plan
+
+
+def _trusted_prefix(dest: Path, plan: FilePlan, step: int) -> list[int]:
+    """For an append-only file: the leading chunks kept without hashing them all.
+
+    The local file's full chunks (within the backup's size) form a prefix; when its first
+    and last full chunks match the backup (both hashes), the whole prefix is taken as
+    matching, and only the tail is fetched. Otherwise every chunk is checked.
+    """
+    entry = plan.entry
+    if not entry.appendonly or not plan.local_size:
+        return []
+    full = min(plan.local_size, entry.size) // step
+    if full == 0:
+        return []
+    fd = os.open(dest / entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        for index in sorted({0, full - 1}):
+            expected = entry.chunks[index].digest
+            data = pread_exact(fd, step, index * step)
+            actual = None if is_zero(data) else digest(data)
+            if actual != expected:
+                log.warning("restore.appendonly_prefix_differs", path=entry.path,
+                            chunk=index, action="checking every chunk")
+                return []
+    finally:
+        os.close(fd)
+    kept = [i for i in range(full) if i in plan.local_data and entry.chunks[i].digest]
+    plan.kept += len(kept)
+    return kept
 
 
 def _inside_real_dirs(dest: Path, rel: str) -> bool:

@@ -81,19 +81,22 @@ class PathFilter:
                 parent = parent.rpartition("/")[0]
         return kept
 
-    def unused(self, paths: list[str]) -> list[str]:
-        """Patterns that matched none of ``paths`` (to warn about typos)."""
-        return [p for p in (*self.include, *self.exclude)
-                if not any(glob_match(path, p) for path in paths)]
+    def unused(self, paths: list[str], excluded: list[str] | None = None) -> list[str]:
+        """Patterns that matched nothing (to warn about typos): includes are checked
+        against ``paths``, excludes against ``excluded`` when given, else ``paths``."""
+        against_excludes = paths if excluded is None else excluded
+        return [p for p in self.include if not any(glob_match(x, p) for x in paths)] + [
+            p for p in self.exclude if not any(glob_match(x, p) for x in against_excludes)]
 
 
-def scan(source: Path, path_filter: PathFilter | None = None) -> list[SourceEntry]:
-    """Every directory, regular file and symlink below ``source``, parents first.
+@dataclass
+class ScanResult:
+    entries: list[SourceEntry]
+    excluded: list[str]  # paths left out by an exclude pattern (not descended into)
 
-    Symlinks are recorded, never followed. Other kinds (sockets, FIFOs, devices) are
-    reported and skipped. An unreadable directory is an error: a backup that silently
-    misses part of a node is worse than none.
-    """
+
+def check_source_dir(source: Path) -> None:
+    """Raise a usage error unless ``source`` is a readable directory."""
     try:
         st = os.stat(source)
     except FileNotFoundError as exc:
@@ -104,17 +107,27 @@ def scan(source: Path, path_filter: PathFilter | None = None) -> list[SourceEntr
         raise UsageError(f"{source} is not a directory")
     if not os.access(source, os.R_OK | os.X_OK):
         raise UsageError(f"cannot read directory {source}: permission denied")
+
+
+def scan(source: Path, path_filter: PathFilter | None = None) -> ScanResult:
+    """Every directory, regular file and symlink below ``source``, parents first.
+
+    Symlinks are recorded, never followed. Other kinds (sockets, FIFOs, devices) are
+    reported and skipped. An unreadable directory is an error: a backup that silently
+    misses part of a node is worse than none.
+    """
+    check_source_dir(source)
     path_filter = path_filter or PathFilter()
-    entries: list[SourceEntry] = []
-    _scan_dir(str(source), "", path_filter, entries)
+    result = ScanResult([], [])
+    _scan_dir(str(source), "", path_filter, result)
     if path_filter.include:
-        kept = path_filter.apply([e.path for e in entries])
-        entries = [e for e in entries if e.path in kept]
-    return entries
+        kept = path_filter.apply([e.path for e in result.entries])
+        result.entries = [e for e in result.entries if e.path in kept]
+    return result
 
 
 def _scan_dir(abs_dir: str, rel_dir: str, path_filter: PathFilter,
-              entries: list[SourceEntry]) -> None:
+              result: ScanResult) -> None:
     try:
         with os.scandir(abs_dir) as it:
             children = sorted(it, key=lambda d: d.name)
@@ -122,18 +135,21 @@ def _scan_dir(abs_dir: str, rel_dir: str, path_filter: PathFilter,
         raise PitreosError(f"cannot read directory {abs_dir}: {exc.strerror}") from exc
     for child in children:
         rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
-        if rel == RESTORE_MARKER or path_filter.excludes(rel):
+        if rel == RESTORE_MARKER:
+            continue
+        if path_filter.excludes(rel):
+            result.excluded.append(rel)
             continue
         try:
             st = child.stat(follow_symlinks=False)
         except FileNotFoundError:  # removed while scanning
             continue
         if stat.S_ISDIR(st.st_mode):
-            entries.append(SourceEntry(rel, child.path, "dir", st))
-            _scan_dir(child.path, rel, path_filter, entries)
+            result.entries.append(SourceEntry(rel, child.path, "dir", st))
+            _scan_dir(child.path, rel, path_filter, result)
         elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
             kind: EntryType = "file" if stat.S_ISREG(st.st_mode) else "symlink"
-            entries.append(SourceEntry(rel, child.path, kind, st))
+            result.entries.append(SourceEntry(rel, child.path, kind, st))
         else:
             log.warning("backup.skipped_special_file", path=child.path,
                         kind=_kind_name(st.st_mode))

@@ -43,17 +43,16 @@ CHAIN_ID = bytes.fromhex("aca376f206b8fc25a6ed44dbdc66547c36c6c33e3a119ffbeaef94
 
 
 def chainbase_header(dirty: bool = False) -> bytes:
-    """The first 1024 bytes of a chainbase file: id, dirty flag, build environment."""
+    """The first 1024 bytes of a chainbase file (packed): uint64 id, dirty flag, then
+    the environment: debug, OS, architecture, uint32 boost version, 512 reserved bytes,
+    256 bytes of compiler name."""
     env = b"".join((
-        struct.pack("<B", 1),  # compiler: gcc
-        struct.pack("<I", 12_002_000),  # compiler version
-        struct.pack("<B", 0),  # debug
-        struct.pack("<B", 1),  # os: linux
-        struct.pack("<B", 0),  # arch: x86_64
-        struct.pack("<I", 108_300),  # boost version
-        b"Linux 6.1.0 x86_64".ljust(256, b"\0"),
+        bytes([0, 0, 0]),  # not debug, linux, x86_64
+        struct.pack("<I", 108_300),  # boost 1.83.0
+        bytes(512),
+        b"GCC 12 libstdc++ 12".ljust(256, b"\0"),
     ))
-    return (b"CHAINB01" + bytes([1 if dirty else 0]) + bytes(7) + env).ljust(1024, b"\0")
+    return (b"CHAINB01" + bytes([1 if dirty else 0]) + env).ljust(1024, b"\0")
 
 
 def write_state(path: Path, scale: Scale, rng: random.Random) -> None:
@@ -73,12 +72,17 @@ def write_state(path: Path, scale: Scale, rng: random.Random) -> None:
 
 
 def block_record(rng: random.Random, number: int) -> bytes:
-    """A compressible stand-in for a packed signed block."""
+    """A stand-in for a packed signed block: a real block header (timestamp slot,
+    producer, confirmed, previous id holding the previous number big-endian) followed
+    by compressible actions."""
+    slot = 800_000_000 + number  # half-second slots since 2000-01-01
+    previous = struct.pack(">I", number - 1) + rng.randbytes(28)
+    header = struct.pack("<IQH", slot, 0x5530EA033482A600, 0) + previous
     actions = b"".join(
         struct.pack("<QQ", number, rng.randrange(1 << 20)) + b"transfer eosio.token " * 4
         for _ in range(rng.randint(4, 40))
     )
-    return struct.pack("<I", number) + rng.randbytes(64) + actions
+    return header + rng.randbytes(64) + actions
 
 
 def write_blocks(directory: Path, size: int, rng: random.Random, first_block: int = 1) -> None:

@@ -1,0 +1,178 @@
+"""Reading a nodeos (EOSIO / Antelope Leap, Spring) data directory, without nodeos.
+
+Formats, with their sources, are documented in ``docs/nodeos.md``:
+
+- ``blocks/blocks.log``: uint32 version (bit 31: pruned), for version > 1 a uint32 first
+  block number, then the genesis state or chain id; each entry is a packed signed block
+  followed by a uint64 holding the entry's own start offset; a pruned log ends with a
+  uint32 block count. ``blocks/blocks.index``: one uint64 offset per block, so the head
+  is first + index size / 8 - 1.
+- A block starts with its header: uint32 timestamp (half-second slots since
+  2000-01-01T00:00:00Z), uint64 producer, uint16 confirmed, then the previous block's id,
+  whose first 4 bytes are that block's number, big-endian.
+- ``state/shared_memory.bin``: a 1024-byte chainbase header: uint64 id, the dirty flag
+  at offset 8, then the build environment (debug, OS, architecture, boost version,
+  compiler), packed.
+"""
+
+import struct
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+BLOCKS_LOG = "blocks/blocks.log"
+BLOCKS_INDEX = "blocks/blocks.index"
+STATE_FILE = "state/shared_memory.bin"
+FINALIZER_SAFETY = "finalizers/safety.dat"
+# Files nodeos only ever appends to (pruning punches holes at the front, which is fine).
+APPEND_ONLY_DEFAULTS = (BLOCKS_LOG, BLOCKS_INDEX, "state-history/*.log",
+                        "state-history/*.index")
+
+_PRUNED_FLAG = 1 << 31
+_BLOCK_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_CHAINBASE_IDS = {b"EOSIODB2", b"EOSIODB3", b"CHAINB01", b"CHAINB02"}
+_OS_NAMES = {0: "linux", 1: "macos", 2: "windows", 3: "other"}
+_ARCH_NAMES = {0: "x86_64", 1: "arm", 2: "riscv", 3: "other"}
+
+
+class NodeFormatError(Exception):
+    """A node file is not in the format we expect; the message says why."""
+
+
+@dataclass(frozen=True)
+class BlockLogHead:
+    version: int
+    pruned: bool
+    first_block: int
+    head_block: int
+    head_time: datetime
+
+
+@dataclass(frozen=True)
+class StateHeader:
+    db_id: str
+    dirty: bool
+    debug: bool
+    os: str
+    arch: str
+    boost_version: str
+    compiler: str
+
+
+@dataclass
+class NodeInfo:
+    """What a node directory says about itself, as backup metadata."""
+
+    meta: dict[str, str] = field(default_factory=dict)
+    state: StateHeader | None = None
+
+
+def is_node_dir(root: Path) -> bool:
+    try:
+        return (root / BLOCKS_LOG).is_file() or (root / STATE_FILE).is_file()
+    except OSError:  # an unreadable subdirectory: the scan reports it
+        return False
+
+
+def read_block_log_head(log_path: Path, index_path: Path) -> BlockLogHead:
+    """The head block of a blocks.log, cross-checked against its index."""
+    with open(log_path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 4:
+            raise NodeFormatError(f"{log_path} is too short for a header")
+        version = struct.unpack_from("<I", raw)[0]
+        pruned = bool(version & _PRUNED_FLAG)
+        version &= ~_PRUNED_FLAG
+        if version < 1 or version > 3:
+            raise NodeFormatError(f"{log_path} has unsupported version {version}")
+        first = struct.unpack_from("<I", raw, 4)[0] if version > 1 else 1
+        index_size = index_path.stat().st_size
+        if index_size == 0 or index_size % 8:
+            raise NodeFormatError(f"{index_path} is truncated ({index_size} bytes, not a "
+                                  "non-zero multiple of 8)")
+        head = first + index_size // 8 - 1
+        f.seek(0, 2)
+        end = f.tell() - (4 if pruned else 0)
+        f.seek(end - 8)
+        last_pos = struct.unpack("<Q", f.read(8))[0]
+        with open(index_path, "rb") as index:
+            index.seek(index_size - 8)
+            index_pos = struct.unpack("<Q", index.read(8))[0]
+        if last_pos != index_pos or last_pos >= end - 8:
+            raise NodeFormatError(
+                f"{index_path} does not agree with {log_path}: the index's last block starts "
+                f"at {index_pos}, the log's at {last_pos}")
+        f.seek(last_pos)
+        header = f.read(46)
+    if len(header) < 46:
+        raise NodeFormatError(f"{log_path}: the last block's header is cut short")
+    slot = struct.unpack_from("<I", header)[0]
+    previous_num = struct.unpack_from(">I", header, 14)[0]
+    if previous_num + 1 != head:
+        raise NodeFormatError(
+            f"{index_path} does not agree with {log_path}: the index ends at block {head}, "
+            f"the log's last block is {previous_num + 1}")
+    return BlockLogHead(version, pruned, first, head,
+                        _BLOCK_EPOCH + timedelta(milliseconds=500 * slot))
+
+
+def read_state_header(path: Path) -> StateHeader:
+    with open(path, "rb") as f:
+        raw = f.read(1024)
+    if len(raw) < 784:
+        raise NodeFormatError(f"{path} is too short for a chainbase header")
+    db_id = raw[:8]
+    if db_id not in _CHAINBASE_IDS:
+        raise NodeFormatError(f"{path} has unknown chainbase id {db_id!r}")
+    debug, os_code, arch_code = raw[9], raw[10], raw[11]
+    boost = struct.unpack_from("<I", raw, 12)[0]
+    compiler = raw[528:784].split(b"\0", 1)[0].decode("utf-8", "replace")
+    return StateHeader(
+        db_id=db_id.decode(), dirty=raw[8] != 0, debug=bool(debug),
+        os=_OS_NAMES.get(os_code, f"unknown({os_code})"),
+        arch=_ARCH_NAMES.get(arch_code, f"unknown({arch_code})"),
+        boost_version=f"{boost // 100000}.{boost // 100 % 1000}.{boost % 100}",
+        compiler=compiler,
+    )
+
+
+def inspect(root: Path) -> NodeInfo:
+    """Read what can be read; where a value cannot be read, say why and carry on."""
+    info = NodeInfo()
+    if (root / BLOCKS_LOG).is_file():
+        try:
+            head = read_block_log_head(root / BLOCKS_LOG, root / BLOCKS_INDEX)
+        except (NodeFormatError, OSError, struct.error) as exc:
+            log.warning("node.block_unknown", reason=str(exc))
+        else:
+            info.meta.update(block=str(head.head_block),
+                             block_time=head.head_time.isoformat().replace("+00:00", "Z"),
+                             block_log_version=str(head.version),
+                             first_block=str(head.first_block))
+    if (root / STATE_FILE).is_file():
+        try:
+            state = read_state_header(root / STATE_FILE)
+        except (NodeFormatError, OSError, struct.error) as exc:
+            log.warning("node.state_header_unknown", reason=str(exc))
+        else:
+            info.state = state
+            info.meta.update(state_db=state.db_id, state_compiler=state.compiler,
+                             state_boost=state.boost_version, state_os=state.os,
+                             state_arch=state.arch,
+                             state_debug="true" if state.debug else "false")
+    return info
+
+
+def describe_state_environment(meta: dict[str, str]) -> str | None:
+    """A line saying which nodeos build can open the backed-up state, if recorded."""
+    if "state_db" not in meta:
+        return None
+    debug = " (debug build)" if meta.get("state_debug") == "true" else ""
+    return (f"state {meta['state_db']} was written by a nodeos built with "
+            f"{meta.get('state_compiler', '?')}, boost {meta.get('state_boost', '?')}, "
+            f"{meta.get('state_os', '?')}/{meta.get('state_arch', '?')}{debug}: only a "
+            "matching build opens it")
