@@ -16,8 +16,8 @@ from pathlib import Path
 
 import structlog
 
+from . import locks, nodeos
 from . import manifest as mf
-from . import nodeos
 from .catalog import Catalog, FileRecord, NewBlob
 from .errors import CollisionError, DirtyState, PitreosError, SourceChanged
 from .hashing import ChunkDigest, digest
@@ -33,6 +33,7 @@ DEFAULT_CHUNK_SIZE = 8 << 20
 MIN_CHUNK_SIZE = 64 << 10
 MAX_CHUNK_SIZE = 256 << 20
 _CATALOG_BATCH = 256
+_MARKER_REFRESH_SECONDS = 600.0
 
 
 @dataclass
@@ -47,6 +48,8 @@ class BackupOptions:
     node: bool | None = None  # None: detect a nodeos data directory
     allow_dirty: bool = False
     keep_finalizer_safety: bool = False
+    lock_stale_after: float = locks.DEFAULT_STALE_AFTER  # seconds
+    gc_poll_seconds: float = 2.0
 
 
 @dataclass
@@ -54,6 +57,7 @@ class BackupStats:
     files: int = 0
     files_unchanged: int = 0
     files_appended: int = 0  # append-only files of which only the tail was read
+    blobs_stored_again: int = 0  # reused blobs an overlapping gc deleted
     chunks: int = 0
     chunks_empty: int = 0
     chunks_known: int = 0
@@ -118,6 +122,8 @@ class _Backup:
         self.stored_now: dict[str, str] = {}  # sha1 -> blake3, stored by this backup
         self.new_blobs: list[NewBlob] = []
         self.meta = dict(options.meta)
+        self.marker = locks.new_marker("backup")
+        self.trust_unreferenced_after = 0.0
 
     def run(self) -> BackupResult:
         started = time.monotonic()
@@ -131,6 +137,16 @@ class _Backup:
         previous = self._previous_files() if self.options.incremental else {}
         manifest_entries: list[mf.Entry] = []
         jobs: list[_FileJob] = []
+        locks.write(self.repo.store, self.marker)
+        try:
+            return self._run(entries, previous, manifest_entries, jobs, started)
+        finally:
+            locks.remove(self.repo.store, self.marker)
+
+    def _run(self, entries: list[SourceEntry], previous: dict[str, FileRecord],
+             manifest_entries: list[mf.Entry], jobs: list[_FileJob],
+             started: float) -> BackupResult:
+        self.trust_unreferenced_after = self._newest_gc_deletion()
         try:
             for src in entries:
                 entry = self._entry_for(src)
@@ -152,7 +168,9 @@ class _Backup:
             job = by_path.get(entry.path)
             if job is not None:
                 entry.chunks = [c for c in job.chunks if c is not None]
+        checked_at = self._guard_against_gc(manifest_entries, since=self.marker.started)
         manifest = self._write_manifest(manifest_entries)
+        self._guard_against_gc(manifest_entries, since=checked_at)
         self.stats.seconds = time.monotonic() - started
         log.info("backup.done", backup=manifest.name, files=self.stats.files,
                  read=self.stats.bytes_read, stored=self.stats.bytes_stored,
@@ -317,6 +335,8 @@ class _Backup:
         r.job.reads_left -= 1
         if r.job.reads_left == 0:
             self._finish_file(r.job)
+        if time.time() - self.marker.updated > _MARKER_REFRESH_SECONDS:
+            locks.write(self.repo.store, self.marker)  # a long backup never looks stale
 
     def _needs_storing(self, d: ChunkDigest, job: _FileJob, start: int) -> bool:
         """Whether the blob must be stored; raises on a sha1 collision."""
@@ -326,8 +346,9 @@ class _Backup:
             if known is None:
                 return True
             other = known.blake3
-            if other == d.blake3 and known.missing:
-                return True
+            if other == d.blake3 and (known.missing or (
+                    known.refcount == 0 and known.added_unix < self.trust_unreferenced_after)):
+                return True  # gone, or may have been taken by a gc: store it again
         if other != d.blake3:
             raise CollisionError(
                 f"sha1 collision at {job.source.abspath} offset {start}: sha1 {d.sha1} "
@@ -362,6 +383,59 @@ class _Backup:
             self.catalog.add_blobs(self.new_blobs)
             self.new_blobs = []
 
+    def _newest_gc_deletion(self) -> float:
+        """Catalog blobs that no backup references are trusted to be in the store only
+        if recorded after the newest gc that may have deleted blobs (gc markers are kept
+        for a week, so nothing older is trusted)."""
+        newest = max((m.started for m in locks.read_all(self.repo.store)
+                      if m.kind == "gc" and m.deleting_blobs), default=0.0)
+        return max(newest, time.time() - locks.FINISHED_GC_KEPT)
+
+    def _guard_against_gc(self, entries: list[mf.Entry], since: float) -> float:
+        """If a gc that deletes blobs overlapped this backup (running, or finished since
+        ``since``), wait for it to end, then make sure every blob the backup references
+        is in the store, storing again any it took. Returns when the check was made."""
+        while True:
+            now = time.time()
+            overlapping = [m for m in locks.read_all(self.repo.store)
+                           if m.kind == "gc" and m.deleting_blobs
+                           and (m.live(now, self.options.lock_stale_after)
+                                or (m.finished is not None and m.finished >= since))]
+            running = [m for m in overlapping if m.live(now, self.options.lock_stale_after)]
+            if not running:
+                break
+            log.info("backup.waiting_for_gc", host=running[0].host, gc=running[0].id)
+            time.sleep(self.options.gc_poll_seconds)
+        checked_at = time.time()
+        if overlapping:
+            self._store_again_what_gc_took(entries)
+        return checked_at
+
+    def _store_again_what_gc_took(self, entries: list[mf.Entry]) -> None:
+        present = {b.sha1 for b in self.repo.list_blobs()}
+        missing: dict[str, tuple[mf.Entry, mf.Chunk]] = {}
+        for entry in entries:
+            for chunk in entry.chunks:
+                if chunk.digest is not None and chunk.digest.sha1 not in present:
+                    missing.setdefault(chunk.digest.sha1, (entry, chunk))
+        for entry, chunk in missing.values():
+            assert chunk.digest is not None
+            path = self.source / entry.path
+            length = min(self.options.chunk_size, entry.size - chunk.start)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                data = pread_exact(fd, length, chunk.start)
+            finally:
+                os.close(fd)
+            if digest(data) != chunk.digest:
+                raise SourceChanged(f"{path} changed while it was backed up (at offset "
+                                    f"{chunk.start}); no backup was written")
+            self.pending_uploads[chunk.digest.sha1] = chunk.digest.blake3
+            self._on_stored(self._store_blob(chunk.digest, data))
+            self.stats.blobs_stored_again += 1
+            log.warning("backup.blob_stored_again_after_gc", blob=chunk.digest.sha1)
+        self._flush_blobs(force=True)
+
     def _finish_file(self, job: _FileJob) -> None:
         """All chunks read: the file must be as it was when we started."""
         before = job.source.st
@@ -381,13 +455,14 @@ class _Backup:
         # the name has whole seconds, moved on by one while a backup of that name exists
         created = datetime.now(UTC)
         name_time = created.replace(microsecond=0)
+        taken = self.catalog.backup_names()  # a name never means two backups, even after gc
         for _ in range(60):
             manifest = mf.Manifest(
                 name=mf.backup_name(name_time, self.options.tag), tag=self.options.tag,
                 created=created, chunk_size=self.options.chunk_size, entries=entries,
                 meta=dict(self.meta),
             )
-            if self.repo.write_manifest(manifest):
+            if manifest.name not in taken and self.repo.write_manifest(manifest):
                 self.catalog.add_backup(manifest)
                 return manifest
             name_time += timedelta(seconds=1)

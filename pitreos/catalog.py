@@ -8,7 +8,7 @@ the store write it describes succeeded, each change in one transaction, and
 import hashlib
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +36,8 @@ class KnownBlob:
     sha1: str
     blake3: str
     missing: bool
+    refcount: int
+    added_unix: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +138,9 @@ class Catalog:
     # Blobs
     def known_blob(self, sha1: str) -> KnownBlob | None:
         row = self.conn.execute(
-            "SELECT blake3, missing FROM blobs WHERE sha1 = ?", (sha1,)
+            "SELECT blake3, missing, refcount, added_unix FROM blobs WHERE sha1 = ?", (sha1,)
         ).fetchone()
-        return KnownBlob(sha1, row[0], bool(row[1])) if row else None
+        return KnownBlob(sha1, row[0], bool(row[1]), row[2], row[3]) if row else None
 
     def add_blobs(self, blobs: Iterable[NewBlob]) -> None:
         """Record blobs just stored (no references yet); clears a 'missing' mark."""
@@ -156,8 +158,10 @@ class Catalog:
         return {r[0] for r in self.conn.execute("SELECT name FROM backups")}
 
     def add_backup(self, manifest: mf.Manifest) -> None:
-        """Mirror a manifest that is in the store, and count its references."""
+        """Mirror a manifest that is in the store, and count its references. A row of
+        the same name is stale (that manifest left the store): it is replaced."""
         with self.transaction():
+            self._delete_backup(manifest.name)
             self._insert_backup(manifest)
 
     def _insert_backup(self, m: mf.Manifest) -> None:
@@ -240,9 +244,11 @@ class Catalog:
     def remove_backup(self, name: str) -> None:
         """Forget a backup whose manifest left the store; its blobs lose references."""
         with self.transaction():
-            row = self.conn.execute("SELECT id FROM backups WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                return
+            self._delete_backup(name)
+
+    def _delete_backup(self, name: str) -> None:
+        row = self.conn.execute("SELECT id FROM backups WHERE name = ?", (name,)).fetchone()
+        if row is not None:
             self._adjust_refcounts(row[0], -1)
             self.conn.execute("DELETE FROM backups WHERE id = ?", (row[0],))
 
@@ -323,6 +329,60 @@ class Catalog:
             chunks = [mf.Chunk(i * chunk_size, by_index.get(i)) for i in range(count)]
             records[path] = FileRecord(path, size, mtime_ns, inode, chunk_size, chunks)
         return records
+
+    def referenced_sha1s(self, backups: Collection[str] | None = None) -> set[str]:
+        """Blobs referenced by the given backups (all backups when None)."""
+        if backups is None:
+            return {r[0] for r in self.conn.execute("SELECT sha1 FROM blobs WHERE refcount > 0")}
+        out: set[str] = set()
+        for name in backups:
+            out.update(r[0] for r in self.conn.execute(
+                "SELECT DISTINCT bl.sha1 FROM chunks c JOIN files f ON f.id = c.file_id "
+                "JOIN backups b ON b.id = f.backup_id JOIN blobs bl ON bl.id = c.blob_id "
+                "WHERE b.name = ?", (name,)))
+        return out
+
+    def referenced_digests(self, backups: Collection[str] | None = None) -> list[ChunkDigest]:
+        wanted = self.referenced_sha1s(backups)
+        return [ChunkDigest(sha1, b3) for sha1, b3 in
+                self.conn.execute("SELECT sha1, blake3 FROM blobs WHERE refcount > 0")
+                if sha1 in wanted]
+
+    def references_to(self, sha1s: Collection[str]) -> dict[str, list[tuple[str, str]]]:
+        """For each blob, the (backup, file) pairs that reference it."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        for sha1 in sha1s:
+            out[sha1] = [(r[0], r[1]) for r in self.conn.execute(
+                "SELECT DISTINCT b.name, f.path FROM chunks c JOIN blobs bl ON bl.id = c.blob_id "
+                "JOIN files f ON f.id = c.file_id JOIN backups b ON b.id = f.backup_id "
+                "WHERE bl.sha1 = ? ORDER BY 1, 2", (sha1,))]
+        return out
+
+    def forget_blobs(self, sha1s: Collection[str]) -> None:
+        """Drop rows of blobs about to be deleted from the store (nothing references
+        them), so the catalog never claims a blob the store may no longer hold."""
+        with self.transaction():
+            self.conn.executemany("DELETE FROM blobs WHERE sha1 = ? AND refcount = 0",
+                                  [(s,) for s in sha1s])
+
+    def tag_stats(self) -> dict[str, dict[str, int]]:
+        """Per tag (and '*' for all): backups, logical bytes, unique blobs and their
+        plain and stored sizes."""
+        stats: dict[str, dict[str, int]] = {}
+        tags = [r[0] for r in self.conn.execute("SELECT DISTINCT tag FROM backups ORDER BY 1")]
+        for tag in [*tags, "*"]:
+            where, params = ("WHERE b.tag = ?", (tag,)) if tag != "*" else ("", ())
+            backups, logical = self.conn.execute(
+                f"SELECT count(*), coalesce(sum(data_size), 0) FROM backups b {where}",
+                params).fetchone()
+            blobs, plain, stored = self.conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(stored_size), 0) "
+                "FROM blobs WHERE id IN (SELECT c.blob_id FROM chunks c JOIN files f "
+                f"ON f.id = c.file_id JOIN backups b ON b.id = f.backup_id {where})",
+                params).fetchone()
+            stats[tag] = {"backups": backups, "logical_bytes": logical, "unique_blobs": blobs,
+                          "unique_bytes": plain, "stored_bytes": stored}
+        return stats
 
     def blob_stats(self) -> dict[str, int]:
         row = self.conn.execute(

@@ -360,6 +360,111 @@ def copy(settings: Settings, name: str, to_url: str, to_catalog: Path | None) ->
                err=True)
 
 
+@cli.command()
+@click.option("--keep-last", type=click.IntRange(0), metavar="N", help="Keep the N newest.")
+@click.option("--keep-hourly", type=click.IntRange(0), metavar="N",
+              help="Keep the newest of each of the last N hours that have backups.")
+@click.option("--keep-daily", type=click.IntRange(0), metavar="N", help="Likewise, days.")
+@click.option("--keep-weekly", type=click.IntRange(0), metavar="N", help="Likewise, ISO weeks.")
+@click.option("--keep-monthly", type=click.IntRange(0), metavar="N", help="Likewise, months.")
+@click.option("--tag", help="Only this tag [default: every tag, each on its own].")
+@click.option("--grace", default="24h", show_default=True, metavar="DURATION",
+              help="Never delete blobs younger than this (a backup elsewhere may be about "
+              "to reference them); 0s when no backup can be running.")
+@click.option("--dry-run", is_flag=True,
+              help="List what would go, which rule keeps the rest, and the bytes freed.")
+@click.option("--allow-empty", is_flag=True,
+              help="Allow a policy that keeps no backup of a tag.")
+@click.pass_obj
+def gc(settings: Settings, keep_last: int | None, keep_hourly: int | None,
+       keep_daily: int | None, keep_weekly: int | None, keep_monthly: int | None,
+       tag: str | None, grace: str, dry_run: bool, allow_empty: bool) -> None:
+    """Delete the backups a retention policy does not keep, then every blob no
+    remaining backup references.
+
+    Per tag, a backup kept by any --keep-* rule stays. Safe while backups run on other
+    machines (see docs/gc.md), safe to interrupt and run again."""
+    from .gc import GCOptions, RetentionPolicy, run_gc
+    from .select import parse_duration
+
+    options = GCOptions(
+        policy=RetentionPolicy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly),
+        tag=validate_tag(tag) if tag else None, grace=parse_duration(grace, "--grace"),
+        dry_run=dry_run, allow_empty=allow_empty,
+    )
+    with settings.workspace(sync=False) as ws:
+        options.workers = ws.workers
+        report = run_gc(ws.repo, ws.catalog, options)
+    verb = "would delete" if dry_run else "deleted"
+    for name in report.deleted_backups:
+        click.echo(f"{verb} backup {name}")
+    for name, reasons in sorted(report.kept.items()):
+        click.echo(f"keep {name}  ({', '.join(reasons)})")
+    click.echo(f"{verb} {len(report.deleted_backups)} backups and {report.blobs_deleted} "
+               f"blobs, freeing {human(report.bytes_freed)} ({report.bytes_freed} bytes); "
+               f"{report.blobs_too_young} unreferenced blobs younger than --grace kept",
+               err=True)
+    if report.blob_deletion_skipped:
+        click.echo(f"note: {report.blob_deletion_skipped}", err=True)
+
+
+@cli.command()
+@click.argument("name", metavar="[BACKUP]", required=False)
+@click.option("--all", "all_backups", is_flag=True, help="Every backup.")
+@click.option("--deep", is_flag=True,
+              help="Download every blob (in parallel) and check both hashes.")
+@click.pass_obj
+def verify(settings: Settings, name: str | None, all_backups: bool, deep: bool) -> None:
+    """Check that backups restore: every blob they reference exists (one listing, no
+    downloads), and with --deep that its content matches. Exits 1 on any damage,
+    naming the backups and files it breaks."""
+    from .verify import verify as run_verify
+
+    if bool(name) == all_backups:
+        raise UsageError("verify takes a BACKUP name or --all")
+    with settings.workspace() as ws:
+        backups = None if all_backups else [ws.choose(name or "latest").name]
+        report = run_verify(ws.repo, ws.catalog, backups, deep=deep, workers=ws.workers)
+    for damage in report.damage:
+        click.echo(f"blob {damage.sha1}: {damage.problem}")
+        for backup_name, path in damage.files:
+            click.echo(f"  breaks {backup_name}: {path}")
+    summary = (f"checked {report.blobs_checked} blobs of {report.backups} backups"
+               f"{' (deep, ' + human(report.bytes_downloaded) + ' downloaded)' if deep else ''}")
+    if report.damage:
+        raise PitreosError(f"{summary}: {len(report.damage)} blobs damaged, breaking "
+                           f"{len(report.broken_backups())} backups: "
+                           f"{', '.join(report.broken_backups())}")
+    click.echo(f"{summary}: all good", err=True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def stats(settings: Settings, as_json: bool) -> None:
+    """Backups, unique blobs, stored and logical bytes, dedup and compression ratios,
+    per tag and in total (from the catalog)."""
+    with settings.workspace() as ws:
+        by_tag: dict[str, dict[str, Any]] = dict(ws.catalog.tag_stats())
+    for v in by_tag.values():
+        v["dedup_ratio"] = _ratio(v["logical_bytes"], v["unique_bytes"])
+        v["compression_ratio"] = _ratio(v["unique_bytes"], v["stored_bytes"])
+    if as_json:
+        click.echo(json.dumps(by_tag, indent=2))
+        return
+    click.echo(f"{'tag':<12} {'backups':>8} {'blobs':>9} {'stored':>12} {'logical':>12} "
+               f"{'dedup':>7} {'compr':>7}")
+    for tag, v in by_tag.items():
+        click.echo(f"{'(all)' if tag == '*' else tag:<12} {v['backups']:>8} "
+                   f"{v['unique_blobs']:>9} {human(v['stored_bytes']):>12} "
+                   f"{human(v['logical_bytes']):>12} {v['dedup_ratio'] or '-':>7} "
+                   f"{v['compression_ratio'] or '-':>7}")
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 3) if b else None
+
+
 @cli.group()
 def catalog() -> None:
     """The local catalog that mirrors the store."""
@@ -384,6 +489,28 @@ def catalog_sync(settings: Settings, rebuild: bool) -> None:
                err=True)
     for name in report.unreadable:
         click.echo(f"unreadable manifest skipped: {name} (see the warning above)", err=True)
+
+
+@catalog.command("check")
+@click.pass_obj
+def catalog_check(settings: Settings) -> None:
+    """Compare the catalog with the store (changes neither); exits 1 when they differ."""
+    from .verify import check_catalog
+
+    with settings.workspace(sync=False) as ws:
+        result = check_catalog(ws.repo, ws.catalog)
+    for name in result.manifests_only_in_store:
+        click.echo(f"backup in the store, not in the catalog: {name}")
+    for name in result.backups_only_in_catalog:
+        click.echo(f"backup in the catalog, gone from the store: {name}")
+    for sha1 in result.referenced_blobs_missing:
+        click.echo(f"referenced blob missing from the store: {sha1}")
+    if result.wrong_reference_counts:
+        click.echo(f"blobs with a wrong reference count: {result.wrong_reference_counts}")
+    if not result.consistent:
+        raise PitreosError("the catalog differs from the store: run 'pitreos catalog sync' "
+                           "(and 'pitreos verify --all' for missing blobs)")
+    click.echo("the catalog matches the store", err=True)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ Layout (documented in ``schema/manifest.md``)::
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 
@@ -38,6 +39,7 @@ def manifest_key(name: str) -> str:
 class StoredBlob:
     sha1: str
     stored_size: int
+    modified: datetime
 
 
 class Repository:
@@ -98,7 +100,7 @@ class Repository:
         for info in self.store.list(BLOB_PREFIX):
             sha1 = info.key.rpartition("/")[2]
             if len(sha1) == 40:
-                yield StoredBlob(sha1, info.size)
+                yield StoredBlob(sha1, info.size, info.modified)
 
     def delete_blob(self, sha1: str) -> None:
         self.store.delete(blob_key(sha1))

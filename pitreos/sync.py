@@ -8,7 +8,7 @@ from .catalog import Catalog
 from .errors import ManifestError
 from .manifest import Manifest
 from .parallel import TaskWindow
-from .repository import Repository
+from .repository import Repository, StoredBlob
 
 log = structlog.get_logger(__name__)
 
@@ -19,6 +19,7 @@ class SyncReport:
     removed: int
     unreadable: list[str]  # manifests in the store that could not be read
     missing_blobs: int | None  # None when blobs were not listed
+    listing: dict[str, StoredBlob] | None = None  # the blob listing, when made
 
 
 def sync_catalog(
@@ -57,12 +58,13 @@ def sync_catalog(
             catalog.add_backup(manifest)
             log.info("catalog.backup_added", backup=manifest.name)
     missing = None
+    listing = None
     if list_blobs:
-        present = {b.sha1: b.stored_size for b in repo.list_blobs()}
-        missing = catalog.mark_presence(present)
+        listing = {b.sha1: b for b in repo.list_blobs()}
+        missing = catalog.mark_presence({s: b.stored_size for s, b in listing.items()})
         if missing:
             log.warning("catalog.blobs_missing", count=missing, store=repo.url,
                         hint="run 'pitreos verify --all'")
         catalog.recount_references()
     return SyncReport(added=len(new) - len(unreadable), removed=len(gone),
-                      unreadable=sorted(unreadable), missing_blobs=missing)
+                      unreadable=sorted(unreadable), missing_blobs=missing, listing=listing)

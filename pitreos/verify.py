@@ -1,0 +1,110 @@
+"""Checking that backups restore: every referenced blob exists (one listing, no
+downloads), or with ``deep`` that every blob's content matches both its hashes.
+Damage is reported with exactly the backups and files it breaks."""
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from .catalog import Catalog
+from .errors import IntegrityError, StoreError
+from .hashing import ChunkDigest
+from .parallel import TaskWindow
+from .repository import Repository, blob_key
+
+
+@dataclass(frozen=True)
+class Damage:
+    sha1: str
+    problem: str  # "missing", or what the check found
+    files: list[tuple[str, str]]  # (backup, path) that need the blob
+
+
+@dataclass
+class VerifyReport:
+    backups: int = 0
+    blobs_checked: int = 0
+    bytes_downloaded: int = 0
+    damage: list[Damage] = field(default_factory=list)
+
+    def broken_backups(self) -> list[str]:
+        return sorted({b for d in self.damage for b, _ in d.files})
+
+
+def verify(repo: Repository, catalog: Catalog, backups: Collection[str] | None,
+           *, deep: bool = False, workers: int = 8) -> VerifyReport:
+    """Check ``backups`` (all when None); the catalog must be in sync with the store."""
+    digests = catalog.referenced_digests(backups)
+    report = VerifyReport(backups=len(backups) if backups is not None else
+                          len(catalog.backup_names()), blobs_checked=len(digests))
+    problems: dict[str, str] = {}
+    if getattr(repo.store, "listable", True):
+        present = {b.sha1 for b in repo.list_blobs()}
+        problems.update({d.sha1: "missing" for d in digests if d.sha1 not in present})
+    if deep or not getattr(repo.store, "listable", True):
+        todo = [d for d in digests if d.sha1 not in problems]
+        problems.update(_check_each(repo, todo, deep, workers, report))
+    refs = catalog.references_to(problems)
+    report.damage = [Damage(sha1, problems[sha1], refs[sha1]) for sha1 in sorted(problems)]
+    return report
+
+
+def _check_each(repo: Repository, digests: list[ChunkDigest], deep: bool, workers: int,
+                report: VerifyReport) -> dict[str, str]:
+    """Download and check each blob (deep), or ask whether it exists (stores that
+    cannot list)."""
+
+    def check(d: ChunkDigest) -> tuple[str, str | None, int]:
+        if not deep:
+            return d.sha1, None if repo.store.exists(blob_key(d.sha1)) else "missing", 0
+        try:
+            blob = repo.get_blob(d.sha1)
+        except StoreError as exc:
+            return d.sha1, str(exc), 0
+        try:
+            repo.codec.decode(blob, d)
+        except IntegrityError as exc:
+            return d.sha1, f"corrupt: {exc}", len(blob)
+        return d.sha1, None, len(blob)
+
+    problems: dict[str, str] = {}
+    with TaskWindow[tuple[str, str | None, int]](workers) as window:
+        queue = list(reversed(digests))
+        while queue or len(window):
+            while queue and not window.full:
+                window.submit(check, queue.pop())
+            sha1, problem, size = window.next_done()
+            report.bytes_downloaded += size
+            if problem is not None:
+                problems[sha1] = "missing" if "not found" in problem else problem
+    return problems
+
+
+@dataclass
+class CatalogCheck:
+    manifests_only_in_store: list[str]
+    backups_only_in_catalog: list[str]
+    referenced_blobs_missing: list[str]
+    wrong_reference_counts: int
+
+    @property
+    def consistent(self) -> bool:
+        return not (self.manifests_only_in_store or self.backups_only_in_catalog
+                    or self.referenced_blobs_missing or self.wrong_reference_counts)
+
+
+def check_catalog(repo: Repository, catalog: Catalog) -> CatalogCheck:
+    """Compare the catalog with the store, changing neither."""
+    in_store = set(repo.manifest_names())
+    in_catalog = catalog.backup_names()
+    present = {b.sha1 for b in repo.list_blobs()}
+    referenced = catalog.referenced_sha1s()
+    wrong = catalog.conn.execute(
+        "SELECT count(*) FROM blobs b LEFT JOIN (SELECT blob_id, count(*) AS n FROM chunks "
+        "GROUP BY blob_id) c ON c.blob_id = b.id WHERE b.refcount != coalesce(c.n, 0)"
+    ).fetchone()[0]
+    return CatalogCheck(
+        manifests_only_in_store=sorted(in_store - in_catalog),
+        backups_only_in_catalog=sorted(in_catalog - in_store),
+        referenced_blobs_missing=sorted(referenced - present),
+        wrong_reference_counts=int(wrong),
+    )
