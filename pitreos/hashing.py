@@ -17,9 +17,15 @@ class ChunkDigest:
     blake3: str
 
 
+def sha1_hex(data: bytes | memoryview) -> str:
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+def blake3_hex(data: bytes | memoryview) -> str:
+    """blake3, single-threaded: callers parallelise across chunks."""
+    return blake3.blake3(data).hexdigest()
+
+
 def digest(data: bytes | memoryview) -> ChunkDigest:
-    """Hash ``data`` with sha1 and blake3 (single-threaded blake3: callers parallelise)."""
-    return ChunkDigest(
-        sha1=hashlib.sha1(data, usedforsecurity=False).hexdigest(),
-        blake3=blake3.blake3(data).hexdigest(),
-    )
+    """Hash ``data`` with sha1 and blake3."""
+    return ChunkDigest(sha1=sha1_hex(data), blake3=blake3_hex(data))

@@ -118,13 +118,12 @@ def append_blocks(directory: Path, nbytes: int, seed: int = 1) -> None:
         _append(log, index, nbytes, number, random.Random(seed))
 
 
-def change_pages(path: Path, fraction: float, seed: int = 1) -> int:
-    """Overwrite ``fraction`` of the 4 KiB pages that hold data; returns pages changed."""
-    rng = random.Random(seed)
+def data_pages(path: Path) -> list[int]:
+    """Numbers of the 4 KiB pages of ``path`` that hold data (from SEEK_DATA/SEEK_HOLE)."""
     size = path.stat().st_size
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDONLY)
+    pages: list[int] = []
     try:
-        extents = []
         pos = 0
         while pos < size:
             try:
@@ -132,17 +131,34 @@ def change_pages(path: Path, fraction: float, seed: int = 1) -> int:
             except OSError:
                 break
             end = os.lseek(fd, start, os.SEEK_HOLE)
-            extents.append((start, end))
+            pages.extend(range(start // PAGE, end // PAGE))
             pos = end
-        data_pages = [p for s, e in extents for p in range(s // PAGE, e // PAGE)]
-        chosen = rng.sample(data_pages, max(1, int(len(data_pages) * fraction)))
-        for page in chosen:
-            if page == 0:
-                continue
-            os.pwrite(fd, rng.randbytes(PAGE), page * PAGE)
-        return len(chosen)
     finally:
         os.close(fd)
+    return pages
+
+
+def change_pages(path: Path, fraction: float, seed: int = 1, scattered: bool = False) -> int:
+    """Overwrite ``fraction`` of the data pages (never the 1024-byte header's page).
+
+    By default changes come in runs of 1 to 64 pages at random places, as chainbase
+    updates objects that live together; ``scattered`` changes single pages uniformly at
+    random, a worst case for any fixed chunking. Returns the pages changed."""
+    rng = random.Random(seed)
+    pages = [p for p in data_pages(path) if p != 0]
+    target = max(1, int(len(pages) * fraction))
+    chosen: set[int] = set()
+    while len(chosen) < target:
+        first = rng.randrange(len(pages))
+        length = 1 if scattered else rng.randint(1, 64)
+        chosen.update(pages[first:first + min(length, target - len(chosen))])
+    fd = os.open(path, os.O_RDWR)
+    try:
+        for page in sorted(chosen):
+            os.pwrite(fd, rng.randbytes(PAGE), page * PAGE)
+    finally:
+        os.close(fd)
+    return len(chosen)
 
 
 def generate(directory: Path, scale: Scale, seed: int = 0) -> None:

@@ -1,9 +1,11 @@
 """A store in a local directory (``file:///path``): one file per object.
 
-Writes go to a temporary file that is fsynced and then linked into place, so a reader
-never sees half an object, and ``link`` gives create-only-if-absent for free.
+Writes go to an unnamed file (``O_TMPFILE``; a named temporary file where the file
+system lacks it) that is fsynced and then linked into place, so a reader never sees half
+an object, and ``link`` gives create-only-if-absent for free.
 """
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ class LocalStore:
         self.root = root
         self.url = root.as_uri()
         self.create = create
+        self._made_dirs: set[Path] = set()  # parents known to exist: skip a mkdir per put
 
     def check(self) -> None:
         if self.create:
@@ -45,26 +48,55 @@ class LocalStore:
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            if path.parent not in self._made_dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._made_dirs.add(path.parent)
+            if overwrite:
+                return self._replace(path, data)
             try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
-                if overwrite:
-                    os.replace(tmp, path)
-                    return True
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    return False
-                return True
+                fd = os.open(path.parent, os.O_TMPFILE | os.O_WRONLY, 0o644)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                return self._link_named(path, data)
+            try:
+                _write_synced(fd, data)
+                # a dir fd makes CPython call linkat(AT_SYMLINK_FOLLOW), which publishes
+                # the unnamed file; plain link() would not follow /proc's magic link
+                os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd, follow_symlinks=True)
+            except FileExistsError:
+                return False
             finally:
-                if os.path.lexists(tmp):
-                    os.unlink(tmp)
+                os.close(fd)
+            return True
         except OSError as exc:
             raise StoreError(f"cannot write {key} to store {self.url}: {exc.strerror}") from exc
+
+    def _link_named(self, path: Path, data: bytes) -> bool:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            _write_synced(fd, data)
+            os.close(fd)
+            fd = -1
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            os.unlink(tmp)
+
+    def _replace(self, path: Path, data: bytes) -> bool:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            _write_synced(fd, data)
+            os.replace(tmp, path)
+        finally:
+            os.close(fd)
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        return True
 
     def exists(self, key: str) -> bool:
         try:
@@ -100,3 +132,10 @@ class LocalStore:
             self._path(key).unlink(missing_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot delete {key} from store {self.url}: {exc.strerror}") from exc
+
+
+def _write_synced(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)

@@ -1,0 +1,726 @@
+#!/usr/bin/env python3
+"""The performance record: run every case on a node-like data set, print one table.
+
+    python3 tools/bench.py [--scale tiny|small|large] [--repeat 3] [--cases a,b] [--servers]
+
+Each case runs in a child process (``--child SPEC``), so its peak RSS and I/O counters
+are its own. Every case is compared with a *limit* measured in the same run: a minimal
+pipeline written here, with no store, manifest or catalog, doing only the unavoidable
+work on all cores (see docs/performance.md). Results go to stdout and to
+tools/bench-results/<UTC date>-<scale>.txt.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import blake3
+import zstandard
+
+TOOLS = Path(__file__).resolve().parent
+ROOT = TOOLS.parent
+sys.path.insert(0, str(TOOLS))
+sys.path.insert(0, str(ROOT))
+
+import gen_data  # noqa: E402
+
+from pitreos.sparse import data_extents, nonzero_runs, pread_exact, pwrite_all  # noqa: E402
+
+CORES = os.cpu_count() or 2
+
+
+# Child side: run one measured thing and report ------------------------------------
+
+
+def _io_counters() -> dict[str, int]:
+    counters = {}
+    with open("/proc/self/io") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            counters[key] = int(value)
+    return counters
+
+
+def _chunks_with_data(files: list[Path], chunk: int) -> Iterator[tuple[Path, int, int]]:
+    for path in files:
+        size = path.stat().st_size
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            extents = data_extents(fd, size)
+        finally:
+            os.close(fd)
+        seen: set[int] = set()
+        for start, end in extents:
+            for index in range(start // chunk, -(-end // chunk)):
+                if index not in seen:
+                    seen.add(index)
+                    yield path, index * chunk, min(chunk, size - index * chunk)
+
+
+def _hash(data: bytes) -> None:
+    hashlib.sha1(data, usedforsecurity=False).digest()
+    blake3.blake3(data).digest()
+
+
+def limit_backup(files: list[Path], out: Path, chunk: int, workers: int, level: int,
+                 ranges: list[tuple[Path, int, int]] | None = None) -> dict[str, Any]:
+    """Read the data extents, sha1 + blake3, zstd at the same level, write to one file."""
+    todo = ranges if ranges is not None else list(_chunks_with_data(files, chunk))
+    out_fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fds = {p: os.open(p, os.O_RDONLY) for p in {t[0] for t in todo}}
+    lock = threading.Lock()
+    position = [0]
+    index: list[tuple[str, int, int, int]] = []
+    local = threading.local()
+
+    def work(item: tuple[Path, int, int]) -> None:
+        path, offset, length = item
+        comp = getattr(local, "c", None) or zstandard.ZstdCompressor(level=level)
+        local.c = comp
+        data = pread_exact(fds[path], length, offset)
+        _hash(data)
+        packed = comp.compress(data)
+        with lock:
+            at = position[0]
+            position[0] += len(packed)
+            index.append((str(path), offset, at, len(packed)))
+        pwrite_all(out_fd, packed, at)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(work, todo))
+    os.fsync(out_fd)  # a backup is not done until it is durable
+    for fd in (*fds.values(), out_fd):
+        os.close(fd)
+    (out.with_suffix(".index")).write_text(json.dumps(index))
+    return {"bytes": sum(t[2] for t in todo), "stored": position[0]}
+
+
+def limit_restore(out: Path, source_root: Path, dest_root: Path, workers: int
+                  ) -> dict[str, Any]:
+    """Read that output, decompress, hash, write the data at its offsets."""
+    index = json.loads(out.with_suffix(".index").read_text())
+    in_fd = os.open(out, os.O_RDONLY)
+    dests: dict[str, int] = {}
+    for src, *_ in index:
+        if src not in dests:
+            target = dest_root / Path(src).relative_to(source_root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            dests[src] = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+            os.ftruncate(dests[src], Path(src).stat().st_size)
+    local = threading.local()
+    total = [0]
+
+    def work(item: list[Any]) -> None:
+        src, offset, at, length = item
+        dec = getattr(local, "d", None) or zstandard.ZstdDecompressor()
+        local.d = dec
+        data = dec.decompress(pread_exact(in_fd, length, at))
+        _hash(data)
+        for start, end in nonzero_runs(data):
+            pwrite_all(dests[src], memoryview(data)[start:end], offset + start)
+        total[0] += len(data)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(work, index))
+    for fd in dests.values():
+        os.fsync(fd)
+        os.close(fd)
+    os.close(in_fd)
+    return {"bytes": total[0]}
+
+
+def limit_read_hash(files: list[Path], chunk: int, workers: int) -> dict[str, Any]:
+    """Read and hash the local data: what an in-place restore cannot avoid."""
+    todo = list(_chunks_with_data(files, chunk))
+    fds = {p: os.open(p, os.O_RDONLY) for p in {t[0] for t in todo}}
+
+    def work(item: tuple[Path, int, int]) -> None:
+        path, offset, length = item
+        _hash(pread_exact(fds[path], length, offset))
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(work, todo))
+    for fd in fds.values():
+        os.close(fd)
+    return {"bytes": sum(t[2] for t in todo)}
+
+
+def _workspace(spec: dict[str, Any]) -> Any:
+    from pitreos.workspace import Workspace
+
+    ws = Workspace.open(spec["store"], catalog_path=Path(spec["catalog"]),
+                        create=True, workers=spec.get("workers"),
+                        compression_level=spec.get("level", 3))
+    ws.sync()
+    return ws
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one measured operation; returns its figures."""
+    kind = spec["kind"]
+    workers = spec.get("workers") or 2 * CORES  # as many threads as the engine uses
+    started = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if kind == "limit_backup":
+        ranges = [(Path(p), o, n) for p, o, n in spec["ranges"]] if "ranges" in spec else None
+        extra = limit_backup([Path(f) for f in spec["files"]], Path(spec["out"]),
+                             spec["chunk"], workers, spec.get("level", 3), ranges)
+    elif kind == "limit_restore":
+        extra = limit_restore(Path(spec["out"]), Path(spec["source"]), Path(spec["dest"]),
+                              workers)
+    elif kind == "limit_read_hash":
+        extra = limit_read_hash([Path(f) for f in spec["files"]], spec["chunk"], workers)
+    elif kind == "backup":
+        from pitreos.backup import BackupOptions, run_backup
+
+        ws = _workspace(spec)
+        started = time.perf_counter()
+        result = run_backup(Path(spec["source"]), ws.repo, ws.catalog, BackupOptions(
+            chunk_size=spec["chunk"], workers=ws.workers, incremental=spec.get("incremental",
+                                                                              False),
+            tag=spec.get("tag", "bench")))
+        s = result.stats
+        extra = {"name": result.manifest.name, "stored": s.bytes_stored, "read": s.bytes_read,
+                 "blobs": s.blobs_stored}
+    elif kind == "restore":
+        from pitreos.restore import RestoreOptions, execute_restore, plan_restore
+
+        ws = _workspace(spec)
+        started = time.perf_counter()
+        manifest = ws.repo.read_manifest(spec["name"])
+        options = RestoreOptions(workers=ws.workers)
+        plan = plan_restore(manifest, Path(spec["dest"]), options)
+        stats = execute_restore(plan, ws.repo, options)
+        extra = {"fetched_bytes": stats.bytes_fetched, "chunks_fetched": stats.chunks_fetched,
+                 "written": stats.bytes_written, "kept": stats.chunks_kept}
+    elif kind == "sync":
+        from pitreos.workspace import Workspace
+
+        ws = Workspace.open(spec["store"], catalog_path=Path(spec["catalog"]))
+        started = time.perf_counter()
+        report = ws.sync()
+        extra = {"added": report.added}
+    elif kind in ("gc", "verify"):
+        from pitreos.gc import GCOptions, RetentionPolicy, run_gc
+        from pitreos.verify import verify
+        from pitreos.workspace import Workspace
+
+        ws = Workspace.open(spec["store"], catalog_path=Path(spec["catalog"]))
+        counter = CountingStore(ws.repo.store)
+        ws.repo.store = counter  # type: ignore[assignment]
+        started = time.perf_counter()
+        if kind == "gc":
+            gc_report = run_gc(ws.repo, ws.catalog, GCOptions(
+                RetentionPolicy(last=spec["keep"]), grace=timedelta(0), workers=ws.workers))
+            extra = {"blobs_deleted": gc_report.blobs_deleted,
+                     "backups_deleted": len(gc_report.deleted_backups)}
+        else:
+            ws.sync()
+            v = verify(ws.repo, ws.catalog, None, workers=ws.workers)
+            extra = {"blobs_checked": v.blobs_checked, "damage": len(v.damage),
+                     "downloaded": v.bytes_downloaded}
+        extra["requests"] = counter.requests()
+    else:
+        raise SystemExit(f"unknown child kind {kind}")
+    seconds = time.perf_counter() - started
+    io = _io_counters()
+    return {"seconds": seconds, "maxrss": _peak_rss(), "rchar": io["rchar"],
+            "wchar": io["wchar"], **extra}
+
+
+def _peak_rss() -> int:
+    """VmHWM: this process's own peak. (getrusage's ru_maxrss survives execve, so a
+    child would report its parent's peak.)"""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+class CountingStore:
+    """Counts the requests a store would make: one per get/put/exists/delete, one per
+    listing page of 1,000 objects (GCS's and S3's page size)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.read_only = inner.read_only
+        self.counts: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def _count(self, op: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[op] = self.counts.get(op, 0) + n
+
+    def requests(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def check(self) -> None:
+        self._count("check")
+        self.inner.check()
+
+    def get(self, key: str) -> bytes:
+        self._count("get")
+        return bytes(self.inner.get(key))
+
+    def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
+        self._count("put")
+        return bool(self.inner.put(key, data, overwrite=overwrite))
+
+    def exists(self, key: str) -> bool:
+        self._count("exists")
+        return bool(self.inner.exists(key))
+
+    def list(self, prefix: str) -> Iterator[Any]:
+        items = list(self.inner.list(prefix))
+        self._count("list", max(1, -(-len(items) // 1000)))
+        return iter(items)
+
+    def delete(self, key: str) -> None:
+        self._count("delete")
+        self.inner.delete(key)
+
+
+# Parent side -------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    case: str
+    runs: list[dict[str, Any]]
+    data_bytes: int
+    limit: float | None = None
+    note: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(r["seconds"] for r in self.runs)
+
+    def median(self, key: str) -> float:
+        return statistics.median(r.get(key, 0) for r in self.runs)
+
+
+def child(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise SystemExit(f"child {spec['kind']} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def drop_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sparse_copy(src: Path, dst: Path) -> None:
+    drop_dir(dst)
+    subprocess.run(["cp", "-a", "--sparse=always", str(src), str(dst)], check=True)
+
+
+def data_bytes(root: Path) -> int:
+    total = 0
+    for path in root.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                total += sum(e - s for s, e in data_extents(fd, path.stat().st_size))
+            finally:
+                os.close(fd)
+    return total
+
+
+def files_of(root: Path) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(args.workdir) / args.scale
+        self.node = self.work / "node"
+        self.rows: list[Row] = []
+        self.chunk = args.chunk_size
+
+    def prepare(self) -> None:
+        marker = self.work / "generated"
+        if not marker.exists():
+            drop_dir(self.work)
+            self.work.mkdir(parents=True)
+            print(f"generating the {self.args.scale} data set in {self.node} ...", flush=True)
+            gen_data.generate(self.node, gen_data.SCALES[self.args.scale])
+            marker.write_text("ok")
+        self.data = data_bytes(self.node)
+
+    def repeat(self, make_spec: Callable[[int], dict[str, Any]],
+               before: Callable[[int], None] | None = None,
+               env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        runs = []
+        for i in range(self.args.repeat):
+            if before:
+                before(i)
+            runs.append(child(make_spec(i), env))
+        return runs
+
+    def store(self, tag: str) -> tuple[str, str]:
+        path = self.work / f"store-{tag}"
+        return path.as_uri(), str(self.work / f"catalog-{tag}.sqlite")
+
+    def fresh_store(self, tag: str) -> tuple[str, str]:
+        url, catalog = self.store(tag)
+        drop_dir(self.work / f"store-{tag}")
+        Path(catalog).unlink(missing_ok=True)
+        return url, catalog
+
+    # cases
+    def full_backup_and_restore(self) -> str:
+        files = files_of(self.node)
+        out = self.work / "limit.out"
+        limit_b = self.repeat(lambda i: {"kind": "limit_backup", "files": files,
+                                         "out": str(out), "chunk": self.chunk})
+        limit_r = self.repeat(
+            lambda i: {"kind": "limit_restore", "out": str(out), "source": str(self.node),
+                       "dest": str(self.work / "limit-dest")},
+            before=lambda i: drop_dir(self.work / "limit-dest"))
+        name = ""
+
+        def backup_spec(i: int) -> dict[str, Any]:
+            url, catalog = self.fresh_store("full")
+            return {"kind": "backup", "store": url, "catalog": catalog, "chunk": self.chunk,
+                    "source": str(self.node)}
+
+        runs = self.repeat(backup_spec)
+        name = runs[-1]["name"]
+        lb = statistics.median(r["seconds"] for r in limit_b)
+        self.rows.append(Row("full backup", runs, self.data, lb))
+        url, catalog = self.store("full")
+        dest = self.work / "restored"
+        runs = self.repeat(lambda i: {"kind": "restore", "store": url, "catalog": catalog,
+                                      "name": name, "dest": str(dest)},
+                           before=lambda i: drop_dir(dest))
+        lr = statistics.median(r["seconds"] for r in limit_r)
+        self.rows.append(Row("full restore", runs, self.data, lr))
+        one = self.repeat(lambda i: {**backup_spec(i), "workers": 1})
+        speedup = statistics.median(r["seconds"] for r in one) / self.rows[0].seconds
+        self.rows.append(Row("full backup, 1 worker", one, self.data,
+                             note=f"all cores are {speedup:.2f}x faster than 1 worker",
+                             values={"speedup": speedup}))
+        return str(one[-1]["name"])  # the base backup, left in store-full
+
+    def incremental(self, base: str) -> None:
+        url, catalog = self.store("full")
+        changed = self.work / "changed"
+
+        def prepare(i: int) -> None:
+            sparse_copy(self.node, changed)
+            gen_data.change_pages(changed / "state/shared_memory.bin", 0.01, seed=100 + i)
+            log_size = (changed / "blocks/blocks.log").stat().st_size
+            gen_data.append_blocks(changed / "blocks", log_size // 20, seed=i)
+
+        runs: list[dict[str, Any]] = []
+        limits: list[float] = []
+        changed_bytes: list[int] = []
+        for i in range(self.args.repeat):
+            prepare(i)
+            # the base backup's view of `changed`: a backup of it from the same catalog
+            runs.append(child({"kind": "backup", "store": url, "catalog": catalog,
+                               "chunk": self.chunk, "source": str(changed),
+                               "incremental": True, "tag": "bench"}))
+            # the next run must build on the base backup again: drop this one
+            (self.work / "store-full/manifests" / f"{runs[-1]['name']}.yaml").unlink()
+            ranges = self._changed_ranges(changed)
+            changed_bytes.append(sum(r[2] for r in ranges))
+            limits.append(child({"kind": "limit_backup", "files": [], "ranges": ranges,
+                                 "out": str(self.work / "limit-inc.out"),
+                                 "chunk": self.chunk})["seconds"])
+        row = Row("incremental backup (1% pages, log +5%)", runs,
+                  int(statistics.median(changed_bytes)), statistics.median(limits),
+                  note="limit: the changed chunks alone")
+        self.rows.append(row)
+
+    def _changed_ranges(self, changed: Path) -> list[tuple[str, int, int]]:
+        """Chunks of `changed` whose bytes differ from the base node (or are new)."""
+        out = []
+        for path in (changed / "state/shared_memory.bin", changed / "blocks/blocks.log",
+                     changed / "blocks/blocks.index"):
+            base = self.node / path.relative_to(changed)
+            size, base_size = path.stat().st_size, base.stat().st_size
+            with open(path, "rb") as a, open(base, "rb") as b:
+                for start, end in self._data_chunks(path):
+                    a.seek(start)
+                    b.seek(start)
+                    if end > base_size or a.read(end - start) != b.read(end - start):
+                        out.append((str(path), start, end - start))
+            del size
+        return out
+
+    def _data_chunks(self, path: Path) -> list[tuple[int, int]]:
+        return [(o, o + n) for _, o, n in _chunks_with_data([path], self.chunk)]
+
+    def in_place_restore(self, base: str) -> None:
+        url, catalog = self.store("full")
+        copy = self.work / "stale"
+        files: list[str] = []
+
+        def prepare(i: int) -> None:
+            sparse_copy(self.node, copy)
+            gen_data.change_pages(copy / "state/shared_memory.bin", 0.01, seed=200 + i)
+            files[:] = files_of(copy)
+
+        runs, limits = [], []
+        for i in range(self.args.repeat):
+            prepare(i)
+            limits.append(child({"kind": "limit_read_hash", "files": files,
+                                 "chunk": self.chunk})["seconds"])
+            runs.append(child({"kind": "restore", "store": url, "catalog": catalog,
+                               "name": base, "dest": str(copy)}))
+        self.rows.append(Row("in-place restore (1% pages changed)", runs, self.data,
+                             statistics.median(limits), note="limit: read + hash local data"))
+
+    def catalog_sync(self, manifests: int = 100, chunks_each: int = 10_000) -> None:
+        """100 manifests holding 1,000,000 chunk references, synced into a new catalog."""
+        from pitreos import manifest as mf
+        from pitreos.hashing import ChunkDigest
+
+        url, catalog = self.fresh_store("sync")
+        store = self.work / "store-sync"
+        (store / "manifests").mkdir(parents=True)
+        rng = __import__("random").Random(7)
+        pool = [ChunkDigest(f"{rng.getrandbits(160):040x}", f"{rng.getrandbits(256):064x}")
+                for _ in range(chunks_each * 3)]
+        for m in range(manifests):
+            window = pool[m * 200: m * 200 + chunks_each]  # each shares 98% with the last
+            entry = mf.Entry(path="state/shared_memory.bin", type="file", mode=0o644,
+                             mtime_ns=0, size=chunks_each << 20,
+                             chunks=[mf.Chunk(i << 20, d) for i, d in enumerate(window)])
+            created = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=m)
+            manifest = mf.Manifest(name=mf.backup_name(created, f"t{m}"), tag=f"t{m}",
+                                   created=created, chunk_size=1 << 20, entries=[entry])
+            (store / "manifests" / f"{manifest.name}.yaml").write_bytes(mf.dump(manifest))
+        runs = self.repeat(lambda i: {"kind": "sync", "store": url, "catalog": catalog},
+                           before=lambda i: Path(catalog).unlink(missing_ok=True))
+        self.rows.append(Row(f"catalog sync: {manifests} manifests, "
+                             f"{manifests * chunks_each:,} chunk refs", runs, 0,
+                             note="target: under 10 s"))
+
+    def appendonly(self) -> None:
+        """Incremental backup after appending 64 MiB to a 1 GiB and a 4 GiB log; restore
+        over a copy that lacks the last 64 MiB."""
+        appended = 64 << 20
+        for gib in (1, 4):
+            root = self.work.parent / f"log-{gib}g"
+            marker = root / "generated"
+            if not marker.exists():
+                drop_dir(root)
+                print(f"generating a {gib} GiB blocks log ...", flush=True)
+                gen_data.write_blocks(root / "node/blocks", gib << 30,
+                                      __import__("random").Random(gib))
+                marker.write_text("ok")
+            node = root / "node"
+            work = root / "work"
+            url, catalog = (root / "store").as_uri(), str(root / "catalog.sqlite")
+            runs, fetched = [], []
+            for i in range(self.args.repeat):
+                drop_dir(root / "store")
+                Path(catalog).unlink(missing_ok=True)
+                sparse_copy(node, work)
+                child({"kind": "backup", "store": url, "catalog": catalog,
+                       "chunk": self.chunk, "source": str(work), "tag": "log"})
+                stale = root / "stale"
+                sparse_copy(work, stale)
+                gen_data.append_blocks(work / "blocks", appended, seed=i)
+                runs.append(child({"kind": "backup", "store": url, "catalog": catalog,
+                                   "chunk": self.chunk, "source": str(work),
+                                   "incremental": True, "tag": "log"}))
+                restored = child({"kind": "restore", "store": url, "catalog": catalog,
+                                  "name": runs[-1]["name"], "dest": str(stale)})
+                fetched.append(restored["fetched_bytes"])
+            self.rows.append(Row(f"incremental after +64 MiB on a {gib} GiB log", runs,
+                                 appended, note=f"restore over the old copy fetched "
+                                 f"{statistics.median(fetched) / 2**20:.1f} MiB"))
+
+    def servers(self) -> None:
+        """Backup and restore of the data set through the local GCS and S3 servers."""
+        servers = _load_servers()
+        local = next(r for r in self.rows if r.case == "full backup")
+        local_restore = next(r for r in self.rows if r.case == "full restore")
+        for name in ("gcs", "s3"):
+            server = servers.start(name)
+            try:
+                url = _make_bucket(name, server)
+                catalog = str(self.work / f"catalog-{name}.sqlite")
+                Path(catalog).unlink(missing_ok=True)
+                b = child({"kind": "backup", "store": url, "catalog": catalog,
+                           "chunk": self.chunk, "source": str(self.node)}, server.env)
+                dest = self.work / f"restored-{name}"
+                drop_dir(dest)
+                r = child({"kind": "restore", "store": url, "catalog": catalog,
+                           "name": b["name"], "dest": str(dest)}, server.env)
+                drop_dir(dest)
+                self.rows.append(Row(f"full backup to {name} server", [b], self.data,
+                                     local.seconds, note="limit: the same to a local dir"))
+                self.rows.append(Row(f"full restore from {name} server", [r], self.data,
+                                     local_restore.seconds,
+                                     note="limit: the same from a local dir"))
+            finally:
+                server.stop()
+
+    def gc_and_verify(self, backups: int = 100, blobs: int = 100_000) -> None:
+        """A store of 100 backups and 100,000 blobs: gc (--keep-last 50) and quick verify,
+        on the local store and on the GCS server, with the requests each makes."""
+        servers = _load_servers()
+        gcs = servers.start("gcs")
+        try:
+            for name in ("local", "gcs"):
+                url = (self.work / "store-gc").as_uri() if name == "local" else \
+                    _make_bucket("gcs", gcs)
+                env = {} if name == "local" else gcs.env
+                catalog = str(self.work / f"catalog-gc-{name}.sqlite")
+                drop_dir(self.work / "store-gc")
+                Path(catalog).unlink(missing_ok=True)
+                _fill_store(url, catalog, backups, blobs, env)
+                v = child({"kind": "verify", "store": url, "catalog": catalog}, env)
+                g = child({"kind": "gc", "store": url, "catalog": catalog, "keep": 50}, env)
+                self.rows.append(Row(f"quick verify, {backups} backups, {blobs:,} blobs, "
+                                     f"{name}", [v], 0, note=f"requests {v['requests']}"))
+                self.rows.append(Row(f"gc keep-last 50, {name}", [g], 0,
+                                     note=f"deleted {g['backups_deleted']} backups, "
+                                     f"{g['blobs_deleted']} blobs; requests {g['requests']}"))
+        finally:
+            gcs.stop()
+
+    def report(self) -> str:
+        lines = [f"pitreos benchmark, scale {self.args.scale}, chunk {self.chunk >> 10} KiB, "
+                 f"{CORES} cores, median of {self.args.repeat}, "
+                 f"{datetime.now(UTC).isoformat(timespec='seconds')}",
+                 f"data set: {self.data / 2**20:.0f} MiB of data",
+                 "",
+                 f"{'case':<44} {'s':>7} {'MB/s':>8} {'RSS MiB':>8} {'read MiB':>9} "
+                 f"{'wrote MiB':>9} {'stored MiB':>10} {'limit s':>8} {'ratio':>6}"]
+        for row in self.rows:
+            ratio = f"{row.seconds / row.limit:.2f}" if row.limit else ""
+            if "speedup" in row.values:
+                ratio = f"{row.values['speedup']:.2f}x"
+            lines.append(
+                f"{row.case:<44} {row.seconds:>7.2f} "
+                f"{row.data_bytes / row.seconds / 1e6:>8.0f} "
+                f"{row.median('maxrss') / 2**20:>8.0f} {row.median('rchar') / 2**20:>9.0f} "
+                f"{row.median('wchar') / 2**20:>9.0f} {row.median('stored') / 2**20:>10.1f} "
+                f"{row.limit or 0:>8.2f} {ratio:>6}  {row.note}")
+        return "\n".join(lines)
+
+
+def _load_servers() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("servers", TOOLS / "servers.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _make_bucket(kind: str, server: Any) -> str:
+    import uuid
+
+    bucket = f"bench-{uuid.uuid4().hex[:12]}"
+    if kind == "gcs":
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        storage.Client(project="bench", credentials=AnonymousCredentials(),
+                       client_options={"api_endpoint": server.endpoint}).create_bucket(bucket)
+        return f"gs://{bucket}/bench"
+    import boto3
+
+    boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                 aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
+                 aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"]
+                 ).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/bench?endpoint={server.endpoint}&path_style=1"
+
+
+def _fill_store(url: str, catalog: str, backups: int, blobs: int,
+                env: dict[str, str]) -> None:
+    """Write ``blobs`` small real blobs and ``backups`` manifests referencing them
+    (each backup 2,000 blobs, sliding), through the store API."""
+    os.environ.update(env)
+    from pitreos import manifest as mf
+    from pitreos.blobcodec import BlobCodec
+    from pitreos.hashing import digest
+    from pitreos.repository import Repository
+    from pitreos.stores import open_store
+
+    store = open_store(url, create=True, pool_size=32)
+    store.check()
+    repo = Repository(store, BlobCodec())
+    chunks = [os.urandom(64) + i.to_bytes(8, "little") for i in range(blobs)]
+    digests = [digest(c) for c in chunks]
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda i: repo.put_blob(digests[i].sha1,
+                                              repo.codec.encode(chunks[i], digests[i])),
+                      range(blobs)))
+    per = 2_000
+    step = (blobs - per) // max(1, backups - 1)
+    for b in range(backups):
+        window = digests[b * step: b * step + per]
+        entry = mf.Entry(path="f", type="file", mode=0o644, mtime_ns=0, size=72 * per,
+                         chunks=[mf.Chunk(i * 72, d) for i, d in enumerate(window)])
+        created = datetime(2026, 1, 1 + b // 24, b % 24, tzinfo=UTC)
+        repo.write_manifest(mf.Manifest(name=mf.backup_name(created, "gc"), tag="gc",
+                                        created=created, chunk_size=72, entries=[entry]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--child")
+    parser.add_argument("--scale", default="small", choices=sorted(gen_data.SCALES))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--workdir", default=str(TOOLS / "bench-data"))
+    parser.add_argument("--cases", default="core")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_child(json.loads(args.child))))
+        return
+    from pitreos.backup import DEFAULT_CHUNK_SIZE
+
+    args.chunk_size = args.chunk_size or DEFAULT_CHUNK_SIZE
+    bench = Bench(args)
+    cases = set(args.cases.split(","))
+    bench.prepare()
+    base = bench.full_backup_and_restore()
+    bench.incremental(base)
+    bench.in_place_restore(base)
+    if "all" in cases or "sync" in cases:
+        bench.catalog_sync()
+    if "all" in cases or "appendonly" in cases:
+        bench.appendonly()
+    if "all" in cases or "servers" in cases:
+        bench.servers()
+    if "all" in cases or "gc" in cases:
+        bench.gc_and_verify()
+    text = bench.report()
+    print(text)
+    results = TOOLS / "bench-results"
+    results.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    (results / f"{stamp}-{args.scale}.txt").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
