@@ -106,6 +106,10 @@ class Catalog:
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
         self.conn.execute("PRAGMA synchronous = NORMAL")
+        # scratch tables (incoming, listed) and a 64 MiB page cache: syncing a million
+        # chunk references is then bounded by inserting them, not by temp-file I/O
+        self.conn.execute("PRAGMA temp_store = MEMORY")
+        self.conn.execute("PRAGMA cache_size = -65536")
         if version < SCHEMA_VERSION:
             sql = resources.files("pitreos.schema").joinpath("catalog.sql").read_text()
             with self.transaction():
@@ -157,14 +161,15 @@ class Catalog:
     def backup_names(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT name FROM backups")}
 
-    def add_backup(self, manifest: mf.Manifest) -> None:
-        """Mirror a manifest that is in the store, and count its references. A row of
-        the same name is stale (that manifest left the store): it is replaced."""
+    def add_backup(self, manifest: mf.Manifest, *, count_references: bool = True) -> None:
+        """Mirror a manifest that is in the store, and count its references (a bulk sync
+        passes False and calls :meth:`recount_references` once at the end). A row of the
+        same name is stale (that manifest left the store): it is replaced."""
         with self.transaction():
             self._delete_backup(manifest.name)
-            self._insert_backup(manifest)
+            self._insert_backup(manifest, count_references)
 
-    def _insert_backup(self, m: mf.Manifest) -> None:
+    def _insert_backup(self, m: mf.Manifest, count_references: bool) -> None:
         files = m.files()
         cur = self.conn.execute(
             "INSERT INTO backups (name, tag, created, created_unix, chunk_size, tool, "
@@ -181,7 +186,7 @@ class Catalog:
             [(backup_id, k, v) for k, v in m.meta.items()],
         )
         incoming: dict[str, tuple[str, int]] = {}
-        chunk_rows: list[tuple[int, int, str]] = []
+        chunk_rows: list[tuple[int, int, str, str]] = []
         for entry in m.entries:
             cur = self.conn.execute(
                 "INSERT INTO files (backup_id, path, type, size, mode, mtime_ns, inode, "
@@ -192,45 +197,42 @@ class Catalog:
             file_id = cur.lastrowid
             assert file_id is not None
             for index, chunk in enumerate(entry.chunks):
-                if chunk.digest is None:
+                d = chunk.digest
+                if d is None:
                     continue
-                size = min(m.chunk_size, entry.size - chunk.start)
-                incoming[chunk.digest.sha1] = (chunk.digest.blake3, size)
-                chunk_rows.append((file_id, index, chunk.digest.sha1))
-                if incoming[chunk.digest.sha1][0] != chunk.digest.blake3:
-                    raise CollisionError(f"manifest {m.name} lists sha1 {chunk.digest.sha1} "
-                                         "with two different blake3 hashes")
-        self._merge_blobs(m.name, incoming)
+                seen = incoming.setdefault(d.sha1, (d.blake3, min(m.chunk_size,
+                                                                  entry.size - chunk.start)))
+                if seen[0] != d.blake3:
+                    raise CollisionError(f"sha1 collision: manifest {m.name} lists blob "
+                                         f"{d.sha1} with blake3 {seen[0]} and {d.blake3}")
+                chunk_rows.append((file_id, index, d.sha1, d.blake3))
+        now = time.time()
         self.conn.executemany(
+            "INSERT INTO blobs (sha1, blake3, size, added_unix) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (sha1) DO NOTHING",
+            [(sha1, b3, size, now) for sha1, (b3, size) in incoming.items()],
+        )
+        # a chunk finds its blob only when both hashes agree: fewer rows than chunks
+        # means the catalog knows one of these sha1s with another blake3
+        cur = self.conn.executemany(
             "INSERT INTO chunks (file_id, idx, blob_id) "
-            "SELECT ?, ?, id FROM blobs WHERE sha1 = ?",
+            "SELECT ?, ?, id FROM blobs WHERE sha1 = ? AND blake3 = ?",
             chunk_rows,
         )
-        self._adjust_refcounts(backup_id, +1)
+        if cur.rowcount != len(chunk_rows):
+            self._raise_collision(m.name, incoming)
+        if count_references:
+            self._adjust_refcounts(backup_id, +1)
 
-    def _merge_blobs(self, source: str, incoming: dict[str, tuple[str, int]]) -> None:
-        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS incoming "
-                          "(sha1 TEXT PRIMARY KEY, blake3 TEXT, size INTEGER)")
-        self.conn.execute("DELETE FROM incoming")
-        self.conn.executemany(
-            "INSERT INTO incoming VALUES (?, ?, ?)",
-            [(sha1, b3, size) for sha1, (b3, size) in incoming.items()],
-        )
-        clash = self.conn.execute(
-            "SELECT i.sha1, i.blake3, b.blake3 FROM incoming i JOIN blobs b USING (sha1) "
-            "WHERE b.blake3 != i.blake3 LIMIT 1"
-        ).fetchone()
-        if clash:
-            raise CollisionError(
-                f"sha1 collision: {source} has blob {clash[0]} with blake3 {clash[1]}, "
-                f"the catalog has it with blake3 {clash[2]}"
-            )
-        self.conn.execute(
-            "INSERT INTO blobs (sha1, blake3, size, added_unix) "
-            "SELECT sha1, blake3, size, ? FROM incoming WHERE true "
-            "ON CONFLICT (sha1) DO NOTHING",
-            (time.time(),),
-        )
+    def _raise_collision(self, source: str, incoming: dict[str, tuple[str, int]]) -> None:
+        for sha1, (b3, _) in incoming.items():
+            row = self.conn.execute("SELECT blake3 FROM blobs WHERE sha1 = ?", (sha1,)).fetchone()
+            if row is not None and row[0] != b3:
+                raise CollisionError(
+                    f"sha1 collision: {source} has blob {sha1} with blake3 {b3}, "
+                    f"the catalog has it with blake3 {row[0]}"
+                )
+        raise CatalogError(f"catalog {self.path}: chunks of {source} found no blob row")
 
     def _adjust_refcounts(self, backup_id: int | None, sign: int) -> None:
         self.conn.execute(

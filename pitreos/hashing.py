@@ -4,14 +4,16 @@ Both hash functions release the GIL on large buffers, so worker threads hash in 
 """
 
 import hashlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkDigest:
-    """The identity of a chunk's bytes: sha1 (the blob's name) and blake3 (its check)."""
+class ChunkDigest(NamedTuple):
+    """The identity of a chunk's bytes: sha1 (the blob's name) and blake3 (its check).
+
+    A NamedTuple, not a dataclass: a catalog sync builds a million of them, and tuples
+    are built several times faster."""
 
     sha1: str
     blake3: str

@@ -9,7 +9,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 
@@ -23,14 +23,12 @@ ENTRY_TYPES: tuple[EntryType, ...] = ("file", "dir", "symlink")
 
 _TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _META_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}")
-_SHA1_RE = re.compile(r"[0-9a-f]{40}")
-_BLAKE3_RE = re.compile(r"[0-9a-f]{64}")
+_CHUNK_LINE_RE = re.compile(r"(\d+) (?:(-)|([0-9a-f]{40}) ([0-9a-f]{64}))")
 _NAME_TIME_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
 EMPTY_MARK = "-"
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
+class Chunk(NamedTuple):
     """One fixed-size slice of a file; ``digest`` is None for a hole or all-zero chunk."""
 
     start: int
@@ -124,6 +122,19 @@ def check_relative_path(path: str, where: str) -> str:
     return path
 
 
+class _Block(str):
+    """A string written as a YAML literal block (``|``)."""
+
+
+class _Dumper(yaml.CSafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    _Block, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", str(text),
+                                                        style="|"))
+
+
 def dump(manifest: Manifest) -> bytes:
     """Serialise a manifest to YAML."""
     files: list[dict[str, Any]] = []
@@ -138,12 +149,10 @@ def dump(manifest: Manifest) -> bytes:
                 item["inode"] = e.inode
             if e.appendonly:
                 item["appendonly"] = True
-            item["chunks"] = [
-                f"{c.start} {EMPTY_MARK}"
-                if c.digest is None
-                else f"{c.start} {c.digest.sha1} {c.digest.blake3}"
-                for c in e.chunks
-            ]
+            if e.chunks:  # one literal block a file: one YAML node, not one per chunk
+                item["chunks"] = _Block("".join(
+                    f"{c.start} {EMPTY_MARK}\n" if c.digest is None
+                    else f"{c.start} {c.digest.sha1} {c.digest.blake3}\n" for c in e.chunks))
         files.append(item)
     doc: dict[str, Any] = {
         "pitreos_manifest": manifest.version,
@@ -156,7 +165,7 @@ def dump(manifest: Manifest) -> bytes:
         "files": files,
     }
     text = yaml.dump(
-        doc, Dumper=yaml.CSafeDumper, sort_keys=False, default_flow_style=False, width=1 << 16
+        doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16
     )
     return text.encode()
 
@@ -214,7 +223,7 @@ def _from_doc(doc: dict[str, Any], source: str) -> Manifest:
             entry.size = int(item["size"])
             entry.inode = int(item["inode"]) if item.get("inode") is not None else None
             entry.appendonly = item.get("appendonly", False) is True
-            entry.chunks = _parse_chunks(item.get("chunks") or [], entry.size, chunk_size, where)
+            entry.chunks = _parse_chunks(item.get("chunks") or "", entry.size, chunk_size, where)
         entries.append(entry)
     return Manifest(
         name=str(doc["name"]),
@@ -228,21 +237,22 @@ def _from_doc(doc: dict[str, Any], source: str) -> Manifest:
     )
 
 
-def _parse_chunks(lines: list[str], size: int, chunk_size: int, where: str) -> list[Chunk]:
+def _parse_chunks(block: str | list[str], size: int, chunk_size: int,
+                  where: str) -> list[Chunk]:
+    """Chunk lines, from a literal block (what pitreos writes) or a YAML list."""
+    lines = block.splitlines() if isinstance(block, str) else block
     expected = -(-size // chunk_size)
     if len(lines) != expected:
         raise ManifestError(f"{where}: {len(lines)} chunks listed, size needs {expected}")
     chunks: list[Chunk] = []
+    match = _CHUNK_LINE_RE.fullmatch
     for index, line in enumerate(lines):
-        parts = str(line).split(" ")
-        start = int(parts[0])
+        found = match(line) if isinstance(line, str) else None
+        if found is None:
+            raise ManifestError(f"{where}: malformed chunk line {line!r}")
+        start = int(found[1])
         if start != index * chunk_size:
             raise ManifestError(f"{where}: chunk {index} starts at {start}, expected "
                                 f"{index * chunk_size}")
-        if len(parts) == 2 and parts[1] == EMPTY_MARK:
-            chunks.append(Chunk(start, None))
-        elif len(parts) == 3 and _SHA1_RE.fullmatch(parts[1]) and _BLAKE3_RE.fullmatch(parts[2]):
-            chunks.append(Chunk(start, ChunkDigest(parts[1], parts[2])))
-        else:
-            raise ManifestError(f"{where}: malformed chunk line {line!r}")
+        chunks.append(Chunk(start, None if found[2] else ChunkDigest(found[3], found[4])))
     return chunks

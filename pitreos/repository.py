@@ -42,6 +42,14 @@ class StoredBlob:
     modified: datetime
 
 
+def parse_manifest(name: str, data: bytes) -> mf.Manifest:
+    """Load the manifest stored under ``name``; it must name itself so."""
+    manifest = mf.load(data, name)
+    if manifest.name != name:
+        raise ManifestError(f"manifest {name} names itself {manifest.name!r}")
+    return manifest
+
+
 class Repository:
     """Blob and manifest operations on top of a :class:`~pitreos.stores.base.Store`.
 
@@ -122,10 +130,7 @@ class Repository:
             data = self.store.get(manifest_key(name))
         except BlobNotFound as exc:
             raise BackupNotFound(f"no backup named {name!r} in store {self.url}") from exc
-        manifest = mf.load(data, name)
-        if manifest.name != name:
-            raise ManifestError(f"manifest {name} names itself {manifest.name!r}")
-        return manifest
+        return parse_manifest(name, data)
 
     def write_manifest(self, manifest: mf.Manifest) -> bool:
         """Write a manifest unless one of that name exists; True when written."""

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 import structlog
 
 from .catalog import Catalog
-from .errors import ManifestError
+from .errors import BlobNotFound, ManifestError
 from .manifest import Manifest
 from .parallel import TaskWindow
-from .repository import Repository, StoredBlob
+from .repository import Repository, StoredBlob, manifest_key, parse_manifest
 
 log = structlog.get_logger(__name__)
 
@@ -20,6 +20,15 @@ class SyncReport:
     unreadable: list[str]  # manifests in the store that could not be read
     missing_blobs: int | None  # None when blobs were not listed
     listing: dict[str, StoredBlob] | None = None  # the blob listing, when made
+
+
+def _parse_or_name(name: str, data: bytes) -> Manifest | tuple[str, str]:
+    """Parse a manifest; an unreadable one comes back as (name, reason): one bad
+    object must not block every command."""
+    try:
+        return parse_manifest(name, data)
+    except ManifestError as exc:
+        return name, str(exc)
 
 
 def sync_catalog(
@@ -38,25 +47,32 @@ def sync_catalog(
         catalog.remove_backup(name)
         log.info("catalog.backup_dropped", backup=name)
     unreadable: list[str] = []
+    # Fetching runs on threads; parsing (GIL-bound) on the main thread, between inserts.
 
-    def read(name: str) -> Manifest | str:
+    def fetch(name: str) -> tuple[str, bytes | None]:
         try:
-            return repo.read_manifest(name)
-        except ManifestError as exc:  # one bad object must not block every command
-            log.warning("catalog.manifest_unreadable", backup=name, error=str(exc))
-            return name
+            return name, repo.store.get(manifest_key(name))
+        except BlobNotFound:  # deleted since the listing
+            return name, None
 
-    with TaskWindow[Manifest | str](workers) as window:
+    def insert(result: Manifest | tuple[str, str]) -> None:
+        if isinstance(result, tuple):
+            log.warning("catalog.manifest_unreadable", backup=result[0], error=result[1])
+            unreadable.append(result[0])
+            return
+        catalog.add_backup(result, count_references=False)
+        log.info("catalog.backup_added", backup=result.name)
+
+    with TaskWindow[tuple[str, bytes | None]](workers) as window:
         queue = list(reversed(new))
         while queue or len(window):
             while queue and not window.full:
-                window.submit(read, queue.pop())
-            manifest = window.next_done()
-            if isinstance(manifest, str):
-                unreadable.append(manifest)
-                continue
-            catalog.add_backup(manifest)
-            log.info("catalog.backup_added", backup=manifest.name)
+                window.submit(fetch, queue.pop())
+            name, data = window.next_done()
+            if data is not None:
+                insert(_parse_or_name(name, data))
+    if new:
+        catalog.recount_references()  # before the listing is applied: it trusts the counts
     missing = None
     listing = None
     if list_blobs:
@@ -65,6 +81,5 @@ def sync_catalog(
         if missing:
             log.warning("catalog.blobs_missing", count=missing, store=repo.url,
                         hint="run 'pitreos verify --all'")
-        catalog.recount_references()
     return SyncReport(added=len(new) - len(unreadable), removed=len(gone),
                       unreadable=sorted(unreadable), missing_blobs=missing, listing=listing)

@@ -59,10 +59,12 @@ CREATE TABLE IF NOT EXISTS blobs (
     added_unix  REAL NOT NULL             -- when this catalog first recorded it
 );
 
--- The data chunks of each file (empty chunks are not listed).
+-- The data chunks of each file (empty chunks are not listed). blob_id is deliberately
+-- not a foreign key: blobs.refcount already guards it (only refcount-0 rows are ever
+-- deleted), and a foreign key would make deleting a blob row scan this whole table.
 CREATE TABLE IF NOT EXISTS chunks (
     file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
     idx     INTEGER NOT NULL,             -- chunk number: offset = idx * chunk_size
-    blob_id INTEGER NOT NULL REFERENCES blobs (id),
+    blob_id INTEGER NOT NULL,             -- blobs.id
     PRIMARY KEY (file_id, idx)
 ) WITHOUT ROWID;

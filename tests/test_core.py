@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from pitreos.manifest import load as load_manifest
 from pitreos.sparse import allocated_bytes
 
 from .helpers import (
@@ -52,16 +53,18 @@ def test_store_holds_each_chunk_once_and_no_zero_chunks(run: Runner, tree: Path,
     write_at(tree / "small.txt", 0, b"x")
     (tree / "copy.bin").write_bytes((tree / "blocks/blocks.index").read_bytes())
     name = backup(run, tree)
-    manifest = yaml.safe_load((tmp_path / f"store/manifests/{name}.yaml").read_text())
-    sha1s = {line.split()[1] for f in manifest["files"] for line in f.get("chunks", [])
-             if line.split()[1] != "-"}
+    text = (tmp_path / f"store/manifests/{name}.yaml").read_bytes()
+    manifest = load_manifest(text, name)
     blobs = list((tmp_path / "store/blobs").rglob("*"))
     stored = {p.name for p in blobs if p.is_file()}
-    assert stored == sha1s  # the copy's chunks were not stored twice
-    chunks = {f["path"]: f["chunks"] for f in manifest["files"] if f["type"] == "file"}
-    state = chunks["state/shared_memory.bin"]
-    assert state[0] == "0 -" and state[30] == f"{30 * CHUNK} -"  # hole and zero chunk
-    assert chunks["empty.bin"] == []
+    assert stored == {d.sha1 for d in manifest.digests()}  # the copy's chunks: stored once
+    files = {e.path: e for e in manifest.files()}
+    state = files["state/shared_memory.bin"].chunks
+    assert state[0].digest is None and state[30].digest is None  # hole and zero chunk
+    assert files["empty.bin"].chunks == []
+    raw = yaml.safe_load(text)  # readable YAML: one line per chunk
+    state_lines = next(f for f in raw["files"] if f["path"] == "state/shared_memory.bin")
+    assert state_lines["chunks"].splitlines()[30] == f"{30 * CHUNK} -"
 
 
 def test_restore_over_modified_copy_moves_only_differences(run: Runner, tree: Path,

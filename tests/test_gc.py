@@ -14,6 +14,7 @@ from pitreos import locks
 from pitreos.backup import BackupOptions, run_backup
 from pitreos.catalog import BackupRecord
 from pitreos.gc import GCOptions, RetentionPolicy, plan_retention, run_gc
+from pitreos.manifest import load as load_manifest
 from pitreos.restore import RestoreOptions, execute_restore, plan_restore
 from pitreos.verify import verify
 from pitreos.workspace import Workspace
@@ -171,10 +172,10 @@ def test_stale_or_missing_catalog_never_deletes_on_a_guess(run: Runner, tree: Pa
 def test_verify_names_missing_and_corrupt_blobs(run: Runner, tree: Path, tmp_path: Path) -> None:
     name = backup(run, tree)
     run("verify", name).ok()
-    manifest = (tmp_path / f"store/manifests/{name}.yaml").read_text()
-    index_line = manifest.split("path: blocks/blocks.index")[1].split("chunks:\n")[1]
-    index_sha1 = index_line.split("\n")[0].split()[2]
-    small_sha1 = manifest.split("path: small.txt")[1].split("chunks:\n")[1].split()[2]
+    manifest = load_manifest((tmp_path / f"store/manifests/{name}.yaml").read_bytes(), name)
+    files = {e.path: e for e in manifest.files()}
+    index_sha1 = files["blocks/blocks.index"].chunks[0].digest.sha1  # type: ignore[union-attr]
+    small_sha1 = files["small.txt"].chunks[0].digest.sha1  # type: ignore[union-attr]
     blob = tmp_path / "store/blobs" / index_sha1[:2] / index_sha1
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF
