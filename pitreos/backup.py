@@ -20,6 +20,7 @@ from . import locks, nodeos
 from . import manifest as mf
 from .catalog import Catalog, FileRecord, NewBlob
 from .errors import CollisionError, DirtyState, PitreosError, SourceChanged
+from .handles import Handles
 from .hashing import ChunkDigest, blake3_hex, digest, sha1_hex
 from .parallel import TaskWindow
 from .progress import NoProgress, Progress
@@ -75,13 +76,14 @@ class BackupResult:
 
 @dataclass
 class _FileJob:
-    """A file being read: its open descriptor, identity and the chunks resolved so far."""
+    """A file being read: its identity and the chunks resolved so far (None: to read)."""
 
     source: SourceEntry
-    fd: int
     chunks: list[mf.Chunk | None]
-    reads_left: int
     previous: FileRecord | None = None  # the same file in the previous backup
+
+    def reads(self) -> int:
+        return sum(1 for c in self.chunks if c is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +161,6 @@ class _Backup:
             self.progress.start("backup", sum(self._bytes_to_read(j) for j in jobs))
             self._pipeline(jobs)
         finally:
-            for job in jobs:
-                if job.fd >= 0:
-                    os.close(job.fd)
             self._flush_blobs(force=True)
             self.progress.finish()
         by_path = {j.source.path: j for j in jobs}
@@ -236,25 +235,25 @@ class _Backup:
             self.stats.files_unchanged += 1
             self.stats.chunks += count
             return None
-        try:
-            fd = os.open(src.abspath, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as exc:
-            raise PitreosError(f"cannot read {src.abspath}: {exc.strerror}") from exc
         usable = previous if previous is not None and previous.chunk_size == step else None
-        job = _FileJob(src, fd, [None] * count, 0, usable)
-        kept = self._appended_prefix(job, entry, previous) if previous is not None else 0
-        job.chunks[:kept] = previous.chunks[:kept] if previous is not None else []
-        extents = data_extents(fd, size)
+        job = _FileJob(src, [None] * count, usable)
+        fd = _open_source(src)  # closed again: the pipeline reopens files as it reaches them
+        try:
+            kept = self._appended_prefix(job, entry, previous, fd) if previous else 0
+            job.chunks[:kept] = previous.chunks[:kept] if previous is not None else []
+            extents = data_extents(fd, size)
+        finally:
+            os.close(fd)
         for index in range(kept, count):
             start = index * step
             if not overlaps(extents, start, min(start + step, size)):
                 job.chunks[index] = mf.Chunk(start, None)
                 self.stats.chunks_empty += 1
-        job.reads_left = sum(1 for c in job.chunks if c is None)
         self.stats.chunks += count
         return job
 
-    def _appended_prefix(self, job: _FileJob, entry: mf.Entry, previous: FileRecord) -> int:
+    def _appended_prefix(self, job: _FileJob, entry: mf.Entry, previous: FileRecord,
+                         fd: int) -> int:
         """How many leading chunks of an append-only file the previous backup already
         holds unchanged: the full chunks of its previous size, when the file did not
         shrink and its first and last full chunks still hash the same (a cheap check of
@@ -271,7 +270,7 @@ class _Backup:
         if full == 0:
             return 0
         for index in sorted({0, full - 1}):
-            probe = self._read_chunk(job, index)
+            probe = self._read_chunk(job, index, fd)
             if probe.digest != previous.chunks[index].digest:
                 log.warning("backup.appendonly_full_pass", path=entry.path,
                             reason=f"chunk {index} changed since the previous backup")
@@ -286,29 +285,37 @@ class _Backup:
 
     # The pipeline
     def _pipeline(self, jobs: list[_FileJob]) -> None:
+        by_path = {job.source.path: job for job in jobs}
+        # files open as their first chunk is read and close after their last
+        handles = Handles(lambda path: _open_source(by_path[path].source),
+                          lambda path, fd: _check_unchanged(by_path[path], fd))
         reads = [(job, i) for job in jobs for i, c in enumerate(job.chunks) if c is None]
         reads.reverse()
-        for job in jobs:
-            if job.reads_left == 0:
-                self._finish_file(job)
         workers = self.options.workers
-        with TaskWindow[_ReadResult | _StoreResult](workers, workers + 2) as window:
-            while reads or len(window):
-                while reads and not window.full:
-                    job, index = reads.pop()
-                    window.submit(self._read_chunk, job, index)
-                result = window.next_done()
-                if isinstance(result, _ReadResult):
-                    self._on_read(result, window)
-                else:
-                    self._on_stored(result)
+        try:
+            for job in jobs:
+                handles.expect(job.source.path, job.reads())
+            with TaskWindow[_ReadResult | _StoreResult](workers, workers + 2) as window:
+                while reads or len(window):
+                    while reads and not window.full:
+                        job, index = reads.pop()
+                        window.submit(self._read_chunk, job, index,
+                                      handles.fd(job.source.path))
+                    result = window.next_done()
+                    if isinstance(result, _ReadResult):
+                        self._on_read(result, window)
+                        handles.done(result.job.source.path)
+                    else:
+                        self._on_stored(result)
+        finally:
+            handles.close_all()
 
-    def _read_chunk(self, job: _FileJob, index: int) -> _ReadResult:
+    def _read_chunk(self, job: _FileJob, index: int, fd: int) -> _ReadResult:
         step = self.options.chunk_size
         start = index * step
         length = min(step, job.source.st.st_size - start)
         try:
-            data = pread_exact(job.fd, length, start)
+            data = pread_exact(fd, length, start)
         except EOFError as exc:
             raise SourceChanged(f"{job.source.abspath} shrank while it was backed up "
                                 f"({exc})") from exc
@@ -349,9 +356,6 @@ class _Backup:
                 window.submit(self._store_blob, r.digest, r.data)
             else:
                 self.stats.chunks_known += 1
-        r.job.reads_left -= 1
-        if r.job.reads_left == 0:
-            self._finish_file(r.job)
         if time.time() - self.marker.updated > _MARKER_REFRESH_SECONDS:
             locks.write(self.repo.store, self.marker)  # a long backup never looks stale
 
@@ -453,20 +457,6 @@ class _Backup:
             log.warning("backup.blob_stored_again_after_gc", blob=chunk.digest.sha1)
         self._flush_blobs(force=True)
 
-    def _finish_file(self, job: _FileJob) -> None:
-        """All chunks read: the file must be as it was when we started."""
-        before = job.source.st
-        after = os.fstat(job.fd)
-        os.close(job.fd)
-        job.fd = -1
-        if (after.st_size, after.st_mtime_ns, after.st_ino) != (
-                before.st_size, before.st_mtime_ns, before.st_ino):
-            raise SourceChanged(
-                f"{job.source.abspath} changed while it was backed up (size "
-                f"{before.st_size} -> {after.st_size}); no backup was written: stop the "
-                "writer or back up a snapshot"
-            )
-
     def _write_manifest(self, entries: list[mf.Entry]) -> mf.Manifest:
         # `created` keeps sub-second precision to order backups made in the same second;
         # the name has whole seconds, moved on by one while a backup of that name exists
@@ -484,3 +474,23 @@ class _Backup:
                 return manifest
             name_time += timedelta(seconds=1)
         raise PitreosError(f"could not find a free backup name in store {self.repo.url}")
+
+
+def _open_source(src: SourceEntry) -> int:
+    try:
+        return os.open(src.abspath, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise PitreosError(f"cannot read {src.abspath}: {exc.strerror}") from exc
+
+
+def _check_unchanged(job: _FileJob, fd: int) -> None:
+    """All chunks read: the file must be as it was when the backup scanned it."""
+    before = job.source.st
+    after = os.fstat(fd)
+    if (after.st_size, after.st_mtime_ns, after.st_ino) != (
+            before.st_size, before.st_mtime_ns, before.st_ino):
+        raise SourceChanged(
+            f"{job.source.abspath} changed while it was backed up (size "
+            f"{before.st_size} -> {after.st_size}); no backup was written: stop the "
+            "writer or back up a snapshot"
+        )

@@ -16,6 +16,8 @@ import os
 import shutil
 import stat
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import structlog
 
 from . import manifest as mf
 from .errors import PitreosError, RestoreError, UsageError
+from .handles import Handles
 from .hashing import digest
 from .parallel import TaskWindow
 from .progress import NoProgress, Progress
@@ -201,36 +204,36 @@ def _inside_real_dirs(dest: Path, rel: str) -> bool:
 def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, int]], step: int,
                         workers: int, progress: Progress) -> None:
     """Hash local chunks; those whose sha1 and blake3 both match are kept."""
-    fds: dict[str, int] = {}
+    handles = Handles(lambda path: os.open(dest / path, os.O_RDONLY | os.O_NOFOLLOW))
+    for path, count in Counter(p.entry.path for p, _ in checks).items():
+        handles.expect(path, count)
+
+    def check(plan: FilePlan, index: int, fd: int) -> tuple[FilePlan, int, bool]:
+        chunk = plan.entry.chunks[index]
+        length = min(step, plan.entry.size - chunk.start)
+        assert plan.local_size is not None
+        if plan.local_size < chunk.start + length:
+            return plan, index, False
+        data = pread_exact(fd, length, chunk.start)
+        progress.advance(length)
+        return plan, index, digest(data) == chunk.digest
+
     try:
-        for plan, _ in checks:
-            if plan.entry.path not in fds:
-                fds[plan.entry.path] = os.open(dest / plan.entry.path, os.O_RDONLY | os.O_NOFOLLOW)
-
-        def check(plan: FilePlan, index: int) -> tuple[FilePlan, int, bool]:
-            chunk = plan.entry.chunks[index]
-            length = min(step, plan.entry.size - chunk.start)
-            assert plan.local_size is not None
-            if plan.local_size < chunk.start + length:
-                return plan, index, False
-            data = pread_exact(fds[plan.entry.path], length, chunk.start)
-            progress.advance(length)
-            return plan, index, digest(data) == chunk.digest
-
         with TaskWindow[tuple[FilePlan, int, bool]](workers) as window:
             queue = list(reversed(checks))
             while queue or len(window):
                 while queue and not window.full:
-                    window.submit(check, *queue.pop())
+                    plan, index = queue.pop()
+                    window.submit(check, plan, index, handles.fd(plan.entry.path))
                 plan, index, same = window.next_done()
+                handles.done(plan.entry.path)
                 plan.checked += 1
                 if same:
                     plan.kept += 1
                 else:
                     plan.fetch.append(index)
     finally:
-        for fd in fds.values():
-            os.close(fd)
+        handles.close_all()
     for plan, _ in checks:
         plan.fetch.sort()
 
@@ -294,26 +297,15 @@ def _restore_entries(plan: RestorePlan, repo: Repository, options: RestoreOption
     for entry in plan.entries:
         if entry.type == "dir":
             _ensure_dir(dest, entry.path)
-    fds: dict[str, int] = {}
+    for fp in plan.files:
+        stats.files += 1
+        stats.chunks_checked += fp.checked
+        stats.chunks_kept += fp.kept
+    progress.start("restore", plan.bytes_to_fetch())
     try:
-        for fp in plan.files:
-            fds[fp.entry.path] = _open_for_restore(dest, fp)
-            stats.files += 1
-            stats.chunks_checked += fp.checked
-            stats.chunks_kept += fp.kept
-        progress.start("restore", plan.bytes_to_fetch())
-        try:
-            _fetch_and_write(plan, repo, fds, options.workers, stats, progress)
-        finally:
-            progress.finish()
-        for fp in plan.files:
-            fd = fds[fp.entry.path]
-            os.fsync(fd)
-            os.fchmod(fd, fp.entry.mode)
-            os.utime(fd, ns=(fp.entry.mtime_ns, fp.entry.mtime_ns))
+        _fetch_and_write(plan, repo, options.workers, stats, progress)
     finally:
-        for fd in fds.values():
-            os.close(fd)
+        progress.finish()
     for entry in plan.entries:
         if entry.type == "symlink":
             _restore_symlink(dest, entry)
@@ -329,20 +321,30 @@ def _restore_entries(plan: RestorePlan, repo: Repository, options: RestoreOption
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
-def _fetch_and_write(plan: RestorePlan, repo: Repository, fds: dict[str, int], workers: int,
+def _fetch_and_write(plan: RestorePlan, repo: Repository, workers: int,
                      stats: RestoreStats, progress: Progress) -> None:
+    """Per file, in order: open (created or resized) on its first task, punch and fetch,
+    then fsync and give it its mode and mtime after its last task."""
     step = plan.manifest.chunk_size
+    by_path = {fp.entry.path: fp for fp in plan.files}
 
-    def punch(fp: FilePlan, index: int) -> tuple[int, int]:
+    def finish(path: str, fd: int) -> None:
+        entry = by_path[path].entry
+        os.fsync(fd)
+        os.fchmod(fd, entry.mode)
+        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+
+    handles = Handles(lambda path: _open_for_restore(plan.dest, by_path[path]), finish)
+
+    def punch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int]:
         start = index * step
-        punch_hole(fds[fp.entry.path], start, min(step, fp.entry.size - start))
-        return 0, 0
+        punch_hole(fd, start, min(step, fp.entry.size - start))
+        return fp.entry.path, 0, 0
 
-    def fetch(fp: FilePlan, index: int) -> tuple[int, int]:
+    def fetch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int]:
         chunk = fp.entry.chunks[index]
         assert chunk.digest is not None
         data, fetched = repo.read_chunk(chunk.digest)
-        fd = fds[fp.entry.path]
         written = 0
         previous_end = 0
         had_data = index in fp.local_data
@@ -355,21 +357,28 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, fds: dict[str, int], w
         if had_data and previous_end < len(data):
             punch_hole(fd, chunk.start + previous_end, len(data) - previous_end)
         progress.advance(len(data))
-        return fetched, written
+        return fp.entry.path, fetched, written
 
-    tasks = [(punch, fp, i) for fp in plan.files for i in fp.punch]
-    tasks += [(fetch, fp, i) for fp in plan.files for i in fp.fetch]
-    tasks.reverse()
+    Task = tuple[Callable[[FilePlan, int, int], tuple[str, int, int]], FilePlan, int]
+    tasks: list[Task] = []
+    try:
+        for fp in plan.files:
+            handles.expect(fp.entry.path, len(fp.punch) + len(fp.fetch))
+            tasks += [(punch, fp, i) for i in fp.punch] + [(fetch, fp, i) for i in fp.fetch]
+        tasks.reverse()
+        with TaskWindow[tuple[str, int, int]](workers) as window:
+            while tasks or len(window):
+                while tasks and not window.full:
+                    fn, fp, index = tasks.pop()
+                    window.submit(fn, fp, index, handles.fd(fp.entry.path))
+                path, fetched, written = window.next_done()
+                stats.bytes_fetched += fetched
+                stats.bytes_written += written
+                handles.done(path)
+    finally:
+        handles.close_all()
     stats.chunks_holed = sum(len(fp.punch) for fp in plan.files)
-    with TaskWindow[tuple[int, int]](workers) as window:
-        while tasks or len(window):
-            while tasks and not window.full:
-                fn, fp, index = tasks.pop()
-                window.submit(fn, fp, index)
-            fetched, written = window.next_done()
-            stats.bytes_fetched += fetched
-            stats.bytes_written += written
-        stats.chunks_fetched = sum(len(fp.fetch) for fp in plan.files)
+    stats.chunks_fetched = sum(len(fp.fetch) for fp in plan.files)
 
 
 def _open_for_restore(dest: Path, fp: FilePlan) -> int:

@@ -124,3 +124,37 @@ def test_unchanged_backup_stores_nothing_new(run: Runner, tree: Path, tmp_path: 
     result = run("backup", str(tree), "--chunk-size", str(CHUNK)).ok()
     assert "stored 0 new blobs" in result.stderr
     assert {p.name for p in (tmp_path / "store/blobs").rglob("*") if p.is_file()} == blobs
+
+
+def test_many_files_under_a_low_open_file_limit(tmp_path: Path) -> None:
+    """300 files with a limit of 64 open files: files are opened as the work reaches
+    them and closed after, never all at once."""
+    import resource
+    import subprocess
+    import sys
+
+    src = tmp_path / "many"
+    for i in range(300):
+        (src / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 7}/f{i}").write_bytes(os.urandom(100 + i) * (1 + i % 3))
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    env = {**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
+           "PITREOS_CATALOG": str(tmp_path / "c.sqlite")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "pitreos", *args], env=env,
+                              capture_output=True, text=True, preexec_fn=limited)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    name = cli("backup", str(src), "--chunk-size", str(CHUNK)).stdout.strip()
+    dest = tmp_path / "dest"
+    cli("restore", name, str(dest))
+    assert_same_tree(src, dest)
+    for i in range(0, 300, 10):  # in place, with local data to check in every file
+        (dest / f"d{i % 7}/f{i}").write_bytes(b"stale")
+    cli("restore", name, str(dest))
+    assert_same_tree(src, dest)

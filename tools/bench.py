@@ -330,6 +330,7 @@ def drop_dir(path: Path) -> None:
 def sparse_copy(src: Path, dst: Path) -> None:
     drop_dir(dst)
     subprocess.run(["cp", "-a", "--sparse=always", str(src), str(dst)], check=True)
+    os.sync()  # the copy's writeback must not land in the next measurement
 
 
 def data_bytes(root: Path) -> int:
@@ -430,6 +431,7 @@ class Bench:
             gen_data.change_pages(changed / "state/shared_memory.bin", 0.01, seed=100 + i)
             log_size = (changed / "blocks/blocks.log").stat().st_size
             gen_data.append_blocks(changed / "blocks", log_size // 20, seed=i)
+            os.sync()
 
         runs: list[dict[str, Any]] = []
         limits: list[float] = []
@@ -479,6 +481,7 @@ class Bench:
         def prepare(i: int) -> None:
             sparse_copy(self.node, copy)
             gen_data.change_pages(copy / "state/shared_memory.bin", 0.01, seed=200 + i)
+            os.sync()
             files[:] = files_of(copy)
 
         runs, limits = [], []
