@@ -19,7 +19,7 @@ from .catalog import BackupRecord, default_catalog_path
 from .errors import PitreosError, UsageError
 from .manifest import Manifest, validate_meta_key, validate_tag
 from .progress import NoProgress, Progress, RichProgress
-from .restore import RestoreOptions, execute_restore, plan_restore
+from .restore import RestoreOptions, RestorePlan, execute_restore, plan_restore
 from .select import BackupFilter, parse_time, parse_where
 from .stores import default_store_url
 from .walk import PathFilter
@@ -253,7 +253,7 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: 
             click.echo(f"  {rel}", err=True)
 
 
-def _print_plan(plan: Any) -> None:
+def _print_plan(plan: RestorePlan) -> None:
     step = plan.manifest.chunk_size
     click.echo(f"dry run: restore {plan.manifest.name} into {plan.dest}")
     for fp in plan.files:

@@ -116,7 +116,7 @@ class Repository:
     # Manifests
     def manifest_names(self) -> list[str]:
         """Names of every complete backup in the store, oldest first."""
-        if not getattr(self.store, "listable", True):
+        if not self.store.listable:
             return sorted(self.store.get(INDEX_KEY).decode().split())
         names = [
             info.key[len(MANIFEST_PREFIX) : -len(MANIFEST_SUFFIX)]

@@ -412,9 +412,7 @@ def _restore_symlink(dest: Path, entry: mf.Entry) -> None:
     path = dest / entry.path
     _ensure_dir(dest, entry.path.rpartition("/")[0])
     assert entry.target is not None
-    if os.path.islink(path) and os.readlink(path) == entry.target:
-        pass
-    else:
+    if not (os.path.islink(path) and os.readlink(path) == entry.target):
         if os.path.lexists(path):
             _remove(path)
         os.symlink(entry.target, path)

@@ -77,23 +77,37 @@ def is_zero(buf: bytes | bytearray | memoryview) -> bool:
     return bool(buf == bytes(len(buf)))
 
 
-def nonzero_runs(buf: bytes | memoryview) -> Iterator[tuple[int, int]]:
+def nonzero_runs(buf: bytes) -> Iterator[tuple[int, int]]:
     """Yield ``[start, end)`` runs of ``buf`` made of blocks that are not all zero.
 
-    Restore writes only these runs, so zero blocks inside a chunk stay holes.
+    Blocks are ``BLOCK_SIZE`` long and aligned (the last may be short). Restore writes
+    only these runs, so zero blocks inside a chunk stay holes. ``bytes.find`` (C) skips
+    stretches with no zero block: an aligned zero block can only start at or after the
+    first unaligned run of ``BLOCK_SIZE`` zero bytes it finds. Blocks are compared as
+    bytes slices (memcmp); memoryview comparisons go byte by byte.
     """
-    view = memoryview(buf)
-    size = len(view)
-    run_start = -1
-    for pos in range(0, size, BLOCK_SIZE):
-        block = view[pos : pos + BLOCK_SIZE]
-        zero = block == _ZERO_BLOCK[: len(block)]
-        if zero and run_start >= 0:
-            yield run_start, pos
-            run_start = -1
-        elif not zero and run_start < 0:
-            run_start = pos
-    if run_start >= 0:
+    size = len(buf)
+    run_start = pos = 0
+    while pos < size:
+        found = buf.find(_ZERO_BLOCK, pos)
+        if found < 0:
+            break
+        block = -(-found // BLOCK_SIZE) * BLOCK_SIZE  # the first aligned candidate
+        if block + BLOCK_SIZE > size:
+            break
+        if buf[block:block + BLOCK_SIZE] != _ZERO_BLOCK:
+            pos = block + 1
+            continue
+        end = block + BLOCK_SIZE
+        while end + BLOCK_SIZE <= size and buf[end:end + BLOCK_SIZE] == _ZERO_BLOCK:
+            end += BLOCK_SIZE
+        if block > run_start:
+            yield run_start, block
+        run_start = pos = end
+    tail = size - size % BLOCK_SIZE
+    if run_start <= tail < size and buf[tail:] == _ZERO_BLOCK[: size - tail]:
+        size = tail  # a short, all-zero last block stays a hole too
+    if run_start < size:
         yield run_start, size
 
 

@@ -37,10 +37,10 @@ def verify(repo: Repository, catalog: Catalog, backups: Collection[str] | None,
     report = VerifyReport(backups=len(backups) if backups is not None else
                           len(catalog.backup_names()), blobs_checked=len(digests))
     problems: dict[str, str] = {}
-    if getattr(repo.store, "listable", True):
+    if repo.store.listable:
         present = {b.sha1 for b in repo.list_blobs()}
         problems.update({d.sha1: "missing" for d in digests if d.sha1 not in present})
-    if deep or not getattr(repo.store, "listable", True):
+    if deep or not repo.store.listable:
         todo = [d for d in digests if d.sha1 not in problems]
         problems.update(_check_each(repo, todo, deep, workers, report))
     refs = catalog.references_to(problems)

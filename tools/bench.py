@@ -259,6 +259,7 @@ class CountingStore:
         self.inner = inner
         self.url = inner.url
         self.read_only = inner.read_only
+        self.listable = inner.listable
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
 
@@ -397,15 +398,13 @@ class Bench:
             lambda i: {"kind": "limit_restore", "out": str(out), "source": str(self.node),
                        "dest": str(self.work / "limit-dest")},
             before=lambda i: drop_dir(self.work / "limit-dest"))
-        name = ""
-
         def backup_spec(i: int) -> dict[str, Any]:
             url, catalog = self.fresh_store("full")
             return {"kind": "backup", "store": url, "catalog": catalog, "chunk": self.chunk,
                     "source": str(self.node)}
 
         runs = self.repeat(backup_spec)
-        name = runs[-1]["name"]
+        name = runs[-1]["name"]  # restored below
         lb = statistics.median(r["seconds"] for r in limit_b)
         self.rows.append(Row("full backup", runs, self.data, lb))
         url, catalog = self.store("full")

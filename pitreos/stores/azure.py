@@ -19,6 +19,7 @@ from .base import ObjectInfo
 
 class AzureStore:
     read_only = False
+    listable = True
 
     def __init__(self, container: str, prefix: str, url: str) -> None:
         self.url = url

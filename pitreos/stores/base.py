@@ -23,6 +23,7 @@ class Store(Protocol):
 
     url: str
     read_only: bool
+    listable: bool  # False: list() is unsupported (plain HTTP); the repository uses its index
 
     def check(self) -> None:
         """Raise :class:`~pitreos.errors.StoreNotFound` unless the store exists."""

@@ -32,6 +32,7 @@ _TRANSIENT = (
 
 class GCSStore:
     read_only = False
+    listable = True
 
     def __init__(self, bucket: str, prefix: str, url: str, pool_size: int = 32) -> None:
         self.url = url

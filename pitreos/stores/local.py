@@ -18,6 +18,7 @@ from .base import ObjectInfo
 
 class LocalStore:
     read_only = False
+    listable = True
 
     def __init__(self, root: Path, *, create: bool = False) -> None:
         self.root = root

@@ -26,7 +26,7 @@ class RetryingStore:
         self.inner = inner
         self.url = inner.url
         self.read_only = inner.read_only
-        self.listable = getattr(inner, "listable", True)
+        self.listable = inner.listable
         self.attempts = attempts
         self.base_delay = base_delay
         self.max_delay = max_delay

@@ -26,6 +26,7 @@ _DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
 
 class S3Store:
     read_only = False
+    listable = True
 
     def __init__(self, bucket: str, prefix: str, url: str, *, endpoint: str | None,
                  region: str | None, path_style: bool, pool_size: int = 32) -> None:
