@@ -104,7 +104,9 @@ def make_filter(tag: str | None, before: str | None, where: tuple[str, ...]) -> 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pitreos")
-@click.option("--store", envvar="PITREOS_STORE", default=default_store_url, show_default=True,
+@click.option("--store", envvar="PITREOS_STORE", default=default_store_url,
+              show_default="a directory under the user's data dir, e.g. "
+              "~/.local/share/pitreos/store",
               metavar="URL", help="Where backups live: file:///path, gs://bucket/prefix, "
               "s3://bucket/prefix, azblob://container/prefix, https://host/prefix "
               "(read-only). Env: PITREOS_STORE.")
