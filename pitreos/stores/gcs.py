@@ -22,6 +22,7 @@ from .base import ObjectInfo
 
 log = structlog.get_logger(__name__)
 TIMEOUT = (10, 120)  # connect, read (seconds)
+LIST_PAGE_SIZE = 1000
 _TRANSIENT = (
     gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway,
     gexc.ServiceUnavailable, gexc.GatewayTimeout, requests.ConnectionError,
@@ -86,8 +87,12 @@ class GCSStore:
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         try:
+            # an explicit page size: without one the client asks for none, and a server
+            # free to answer everything at once (fake-gcs-server does) costs ~5 KB of
+            # Python objects per object listed (measured: 100,000 blobs -> ~600 MiB)
             for blob in self.client.list_blobs(self.bucket, prefix=self.prefix + prefix,
-                                               timeout=TIMEOUT, retry=None):
+                                               page_size=LIST_PAGE_SIZE, timeout=TIMEOUT,
+                                               retry=None):
                 yield ObjectInfo(blob.name[len(self.prefix):], int(blob.size), blob.updated)
         except gexc.NotFound as exc:
             raise StoreNotFound(f"store {self.url} does not exist (no such bucket)") from exc
