@@ -138,18 +138,17 @@ class _Backup:
         for pattern in path_filter.unused([e.path for e in entries], scanned.excluded):
             log.warning("backup.glob_matches_nothing", glob=pattern)
         previous = self._previous_files() if self.options.incremental else {}
-        manifest_entries: list[mf.Entry] = []
-        jobs: list[_FileJob] = []
         locks.write(self.repo.store, self.marker)
         try:
-            return self._run(entries, previous, manifest_entries, jobs, started)
+            return self._run(entries, previous, started)
         finally:
             locks.remove(self.repo.store, self.marker)
 
     def _run(self, entries: list[SourceEntry], previous: dict[str, FileRecord],
-             manifest_entries: list[mf.Entry], jobs: list[_FileJob],
              started: float) -> BackupResult:
         self.trust_unreferenced_after = self._newest_gc_deletion()
+        manifest_entries: list[mf.Entry] = []
+        jobs: list[_FileJob] = []
         try:
             for src in entries:
                 entry = self._entry_for(src)
