@@ -176,6 +176,9 @@ def test_verify_names_missing_and_corrupt_blobs(run: Runner, tree: Path, tmp_pat
     files = {e.path: e for e in manifest.files()}
     index_sha1 = files["blocks/blocks.index"].chunks[0].digest.sha1  # type: ignore[union-attr]
     small_sha1 = files["small.txt"].chunks[0].digest.sha1  # type: ignore[union-attr]
+    log_sha1 = files["blocks/blocks.log"].chunks[0].digest.sha1  # type: ignore[union-attr]
+    truncated = tmp_path / "store/blobs" / log_sha1[:2] / log_sha1
+    truncated.write_bytes(truncated.read_bytes()[:100])
     blob = tmp_path / "store/blobs" / index_sha1[:2] / index_sha1
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -185,10 +188,12 @@ def test_verify_names_missing_and_corrupt_blobs(run: Runner, tree: Path, tmp_pat
     assert f"blob {small_sha1}: missing" in quick.stdout
     assert f"breaks {name}: small.txt" in quick.stdout
     assert index_sha1 not in quick.stdout  # quick verify downloads nothing
-    deep = run("verify", "--all", "--deep").fails("2 blobs damaged")
+    deep = run("verify", "--all", "--deep").fails("3 blobs damaged")
     assert f"blob {index_sha1}: corrupt" in deep.stdout
     assert f"breaks {name}: blocks/blocks.index" in deep.stdout
-    assert "downloaded" in deep.stderr or "downloaded" in deep.stdout + deep.stderr
+    assert f"blob {log_sha1}: corrupt" in deep.stdout  # truncated
+    assert f"breaks {name}: blocks/blocks.log" in deep.stdout
+    assert "(deep, " in deep.stderr and " downloaded)" in deep.stderr
 
 
 def test_verify_quick_makes_no_download(tree: Path, tmp_path: Path,
