@@ -280,7 +280,7 @@ class _Backup:
 
     def _bytes_to_read(self, job: _FileJob) -> int:
         step, size = self.options.chunk_size, job.source.st.st_size
-        return sum(min(step, size - i * step) for i, c in enumerate(job.chunks) if c is None)
+        return sum(mf.chunk_length(size, step, i) for i, c in enumerate(job.chunks) if c is None)
 
     # The pipeline
     def _pipeline(self, jobs: list[_FileJob]) -> None:
@@ -312,7 +312,7 @@ class _Backup:
     def _read_chunk(self, job: _FileJob, index: int, fd: int) -> _ReadResult:
         step = self.options.chunk_size
         start = index * step
-        length = min(step, job.source.st.st_size - start)
+        length = mf.chunk_length(job.source.st.st_size, step, index)
         try:
             data = pread_exact(fd, length, start)
         except EOFError as exc:
@@ -336,14 +336,15 @@ class _Backup:
         prev = job.previous
         if prev is None or index >= len(prev.chunks):
             return None
-        if min(self.options.chunk_size, prev.size - index * self.options.chunk_size) != length:
+        if mf.chunk_length(prev.size, self.options.chunk_size, index) != length:
             return None  # the previous chunk covered fewer bytes
         return prev.chunks[index].digest
 
     def _on_read(self, r: _ReadResult, window: TaskWindow[_ReadResult | _StoreResult]) -> None:
         start = r.index * self.options.chunk_size
         self.progress.advance(len(r.data) if r.data is not None else
-                              min(self.options.chunk_size, r.job.source.st.st_size - start))
+                              mf.chunk_length(r.job.source.st.st_size, self.options.chunk_size,
+                                              r.index))
         if r.data is None or r.digest is None:
             r.job.chunks[r.index] = mf.Chunk(start, None)
             self.stats.chunks_empty += 1
@@ -441,7 +442,8 @@ class _Backup:
         for entry, chunk in missing.values():
             assert chunk.digest is not None
             path = self.source / entry.path
-            length = min(self.options.chunk_size, entry.size - chunk.start)
+            length = mf.chunk_length(entry.size, self.options.chunk_size,
+                                     chunk.start // self.options.chunk_size)
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
             try:
                 data = pread_exact(fd, length, chunk.start)

@@ -200,8 +200,8 @@ class Catalog:
                 d = chunk.digest
                 if d is None:
                     continue
-                seen = incoming.setdefault(d.sha1, (d.blake3, min(m.chunk_size,
-                                                                  entry.size - chunk.start)))
+                seen = incoming.setdefault(
+                    d.sha1, (d.blake3, mf.chunk_length(entry.size, m.chunk_size, index)))
                 if seen[0] != d.blake3:
                     raise CollisionError(f"sha1 collision: manifest {m.name} lists blob "
                                          f"{d.sha1} with blake3 {seen[0]} and {d.blake3}")

@@ -259,8 +259,7 @@ def _print_plan(plan: RestorePlan) -> None:
     step = plan.manifest.chunk_size
     click.echo(f"dry run: restore {plan.manifest.name} into {plan.dest}")
     for fp in plan.files:
-        fetch = sum(min(step, fp.entry.size - i * step) for i in fp.fetch)
-        hole = sum(min(step, fp.entry.size - i * step) for i in fp.punch)
+        fetch, hole = fp.bytes_of(fp.fetch, step), fp.bytes_of(fp.punch, step)
         if fetch or hole or fp.local_size != fp.entry.size:
             line = f"  {fp.entry.path}: fetch {len(fp.fetch)} chunks ({fetch} bytes)"
             line += f", hole {len(fp.punch)} chunks ({hole} bytes)"

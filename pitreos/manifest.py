@@ -77,6 +77,11 @@ class Manifest:
         return {c.digest for e in self.entries for c in e.chunks if c.digest is not None}
 
 
+def chunk_length(size: int, chunk_size: int, index: int) -> int:
+    """Bytes in chunk ``index`` of a file of ``size`` bytes: only the last may be short."""
+    return min(chunk_size, size - index * chunk_size)
+
+
 def validate_tag(tag: str) -> str:
     if not _TAG_RE.fullmatch(tag) or "--" in tag:
         raise UsageError(

@@ -65,6 +65,9 @@ class FilePlan:
     kept: int = 0
     checked: int = 0
 
+    def bytes_of(self, chunks: list[int], chunk_size: int) -> int:
+        return sum(mf.chunk_length(self.entry.size, chunk_size, i) for i in chunks)
+
 
 @dataclass
 class RestorePlan:
@@ -75,12 +78,10 @@ class RestorePlan:
     extra: list[str]  # local paths the backup does not have
 
     def bytes_to_fetch(self) -> int:
-        step = self.manifest.chunk_size
-        return sum(min(step, p.entry.size - i * step) for p in self.files for i in p.fetch)
+        return sum(p.bytes_of(p.fetch, self.manifest.chunk_size) for p in self.files)
 
     def bytes_to_punch(self) -> int:
-        step = self.manifest.chunk_size
-        return sum(min(step, p.entry.size - i * step) for p in self.files for i in p.punch)
+        return sum(p.bytes_of(p.punch, self.manifest.chunk_size) for p in self.files)
 
     def truncated(self) -> list[FilePlan]:
         return [p for p in self.files if p.local_size is not None
@@ -119,7 +120,7 @@ def plan_restore(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
     checks = [(p, i) for p in files for i in sorted(p.local_data)
               if p.entry.chunks[i].digest is not None and (p.entry.path, i) not in trusted]
     step = manifest.chunk_size
-    progress.start("check", sum(min(step, p.entry.size - i * step) for p, i in checks))
+    progress.start("check", sum(mf.chunk_length(p.entry.size, step, i) for p, i in checks))
     try:
         _check_local_chunks(dest, checks, step, options.workers, progress)
     finally:
@@ -210,7 +211,7 @@ def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, int]], step: in
 
     def check(plan: FilePlan, index: int, fd: int) -> tuple[FilePlan, int, bool]:
         chunk = plan.entry.chunks[index]
-        length = min(step, plan.entry.size - chunk.start)
+        length = mf.chunk_length(plan.entry.size, step, index)
         assert plan.local_size is not None
         if plan.local_size < chunk.start + length:
             return plan, index, False
@@ -338,7 +339,7 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, workers: int,
 
     def punch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int]:
         start = index * step
-        punch_hole(fd, start, min(step, fp.entry.size - start))
+        punch_hole(fd, start, mf.chunk_length(fp.entry.size, step, index))
         return fp.entry.path, 0, 0
 
     def fetch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int]:

@@ -53,13 +53,13 @@ class LocalStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._made_dirs.add(path.parent)
             if overwrite:
-                return self._replace(path, data)
+                return self._publish_named(path, data, overwrite=True)
             try:
                 fd = os.open(path.parent, os.O_TMPFILE | os.O_WRONLY, 0o644)
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                     raise
-                return self._link_named(path, data)
+                return self._publish_named(path, data, overwrite=False)
             try:
                 _write_synced(fd, data)
                 # a dir fd makes CPython call linkat(AT_SYMLINK_FOLLOW), which publishes
@@ -73,31 +73,23 @@ class LocalStore:
         except OSError as exc:
             raise StoreError(f"cannot write {key} to store {self.url}: {exc.strerror}") from exc
 
-    def _link_named(self, path: Path, data: bytes) -> bool:
+    def _publish_named(self, path: Path, data: bytes, *, overwrite: bool) -> bool:
+        """Through a named temporary file: replace (overwrite) or link (create only if
+        absent, False when the object exists)."""
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             _write_synced(fd, data)
-            os.close(fd)
-            fd = -1
-            os.link(tmp, path)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)
             return True
         except FileExistsError:
             return False
         finally:
-            if fd >= 0:
-                os.close(fd)
-            os.unlink(tmp)
-
-    def _replace(self, path: Path, data: bytes) -> bool:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            _write_synced(fd, data)
-            os.replace(tmp, path)
-        finally:
             os.close(fd)
             if os.path.lexists(tmp):
                 os.unlink(tmp)
-        return True
 
     def exists(self, key: str) -> bool:
         try:
