@@ -2,8 +2,9 @@
 the manifest.
 
 The work is a two-stage pipeline on a :class:`~pitreos.parallel.TaskWindow`: workers
-read and hash chunks; the main thread decides, from the catalog, which chunks are new;
-workers compress and store those. The catalog is touched only from the main thread, and
+read and hash chunks; the main thread decides, from the catalog, which chunks are new
+(a batch at a time: one query per batch, not per chunk); workers compress and store
+those. The catalog is touched only from the main thread, and
 only after the store write it records. The manifest is written last, so an interrupted
 or failed backup leaves blobs (which a later backup reuses) but never a manifest.
 """
@@ -18,14 +19,22 @@ import structlog
 
 from . import locks, nodeos
 from . import manifest as mf
-from .catalog import Catalog, FileRecord, NewBlob
-from .errors import CollisionError, DirtyState, PitreosError, SourceChanged
+from .blobcodec import parse_header
+from .catalog import Catalog, FileRecord, KnownBlob, NewBlob
+from .errors import (
+    BlobNotFound,
+    CollisionError,
+    DirtyState,
+    IntegrityError,
+    PitreosError,
+    SourceChanged,
+)
 from .handles import Handles
 from .hashing import ChunkDigest, blake3_hex, digest, sha1_hex
 from .parallel import TaskWindow
 from .progress import NoProgress, Progress
 from .repository import Repository
-from .sparse import data_extents, is_zero, overlaps, pread_exact
+from .sparse import data_extents, overlaps, pread_exact, read_nonzero
 from .walk import PathFilter, SourceEntry, check_source_dir, glob_match, scan
 
 log = structlog.get_logger(__name__)
@@ -34,6 +43,10 @@ DEFAULT_CHUNK_SIZE = 1 << 20  # chosen by tools/bench.py: see docs/performance.m
 MIN_CHUNK_SIZE = 64 << 10
 MAX_CHUNK_SIZE = 256 << 20
 _CATALOG_BATCH = 256
+# Read chunks whose fate needs the catalog wait for a batch this big (bounded memory:
+# one chunk buffer each). One query a chunk held the GIL-bound main thread so long
+# that workers starved (py-spy: workers idle half the time in a full backup).
+_DECIDE_BATCH = 16
 _MARKER_REFRESH_SECONDS = 600.0
 
 
@@ -80,6 +93,7 @@ class _FileJob:
 
     source: SourceEntry
     chunks: list[mf.Chunk | None]
+    extents: list[tuple[int, int]]  # where the file holds data: holes are not read
     previous: FileRecord | None = None  # the same file in the previous backup
 
     def reads(self) -> int:
@@ -90,8 +104,9 @@ class _FileJob:
 class _ReadResult:
     job: _FileJob
     index: int
-    data: bytes | None  # None: all zeros
+    data: bytes | bytearray | None  # None: all zeros
     digest: ChunkDigest | None
+    unchanged: bool = False  # the same bytes as this chunk in the previous backup
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +140,7 @@ class _Backup:
         self.stored_now: dict[str, str] = {}  # sha1 -> blake3, stored by this backup
         self.new_blobs: list[NewBlob] = []
         self.meta = dict(options.meta)
+        self.missing_blobs: set[str] = set()  # in the catalog, but not in the store
         self.marker = locks.new_marker("backup")
         self.trust_unreferenced_after = 0.0
 
@@ -147,6 +163,7 @@ class _Backup:
     def _run(self, entries: list[SourceEntry], previous: dict[str, FileRecord],
              started: float) -> BackupResult:
         self.trust_unreferenced_after = self._newest_gc_deletion()
+        self.missing_blobs = self.catalog.missing_blobs()
         manifest_entries: list[mf.Entry] = []
         jobs: list[_FileJob] = []
         try:
@@ -235,17 +252,16 @@ class _Backup:
             self.stats.chunks += count
             return None
         usable = previous if previous is not None and previous.chunk_size == step else None
-        job = _FileJob(src, [None] * count, usable)
         fd = _open_source(src)  # closed again: the pipeline reopens files as it reaches them
         try:
+            job = _FileJob(src, [None] * count, data_extents(fd, size), usable)
             kept = self._appended_prefix(job, entry, previous, fd) if previous else 0
             job.chunks[:kept] = previous.chunks[:kept] if previous is not None else []
-            extents = data_extents(fd, size)
         finally:
             os.close(fd)
         for index in range(kept, count):
             start = index * step
-            if not overlaps(extents, start, min(start + step, size)):
+            if not overlaps(job.extents, start, min(start + step, size)):
                 job.chunks[index] = mf.Chunk(start, None)
                 self.stats.chunks_empty += 1
         self.stats.chunks += count
@@ -294,15 +310,21 @@ class _Backup:
         try:
             for job in jobs:
                 handles.expect(job.source.path, job.reads())
+            undecided: list[_ReadResult] = []
             with TaskWindow[_ReadResult | _StoreResult](workers, workers + 2) as window:
-                while reads or len(window):
+                while reads or len(window) or undecided:
                     while reads and not window.full:
                         job, index = reads.pop()
                         window.submit(self._read_chunk, job, index,
                                       handles.fd(job.source.path))
+                    if undecided and (len(undecided) >= _DECIDE_BATCH or not len(window)):
+                        self._decide(undecided, window)
+                        undecided = []
+                        continue
                     result = window.next_done()
                     if isinstance(result, _ReadResult):
-                        self._on_read(result, window)
+                        if self._on_read(result):
+                            undecided.append(result)
                         handles.done(result.job.source.path)
                     else:
                         self._on_stored(result)
@@ -314,22 +336,23 @@ class _Backup:
         start = index * step
         length = mf.chunk_length(job.source.st.st_size, step, index)
         try:
-            data = pread_exact(fd, length, start)
+            data = read_nonzero(fd, start, length, job.extents)
         except EOFError as exc:
             raise SourceChanged(f"{job.source.abspath} shrank while it was backed up "
                                 f"({exc})") from exc
         except OSError as exc:
             raise PitreosError(f"cannot read {job.source.abspath} at offset {start}: "
                                f"{exc.strerror}") from exc
-        if is_zero(data):
+        if data is None:
             return _ReadResult(job, index, None, None)
         before = self._previous_digest(job, index, length)
         if before is not None:
             # blake3 first, ~3x cheaper than sha1: equal to the previous backup's blake3
             # for this chunk means the same bytes, whose sha1 is already known
             b3 = blake3_hex(data)
-            return _ReadResult(job, index, data, before if b3 == before.blake3 else
-                               ChunkDigest(sha1_hex(data), b3))
+            if b3 == before.blake3:
+                return _ReadResult(job, index, data, before, unchanged=True)
+            return _ReadResult(job, index, data, ChunkDigest(sha1_hex(data), b3))
         return _ReadResult(job, index, data, digest(data))
 
     def _previous_digest(self, job: _FileJob, index: int, length: int) -> ChunkDigest | None:
@@ -340,8 +363,10 @@ class _Backup:
             return None  # the previous chunk covered fewer bytes
         return prev.chunks[index].digest
 
-    def _on_read(self, r: _ReadResult, window: TaskWindow[_ReadResult | _StoreResult]) -> None:
+    def _on_read(self, r: _ReadResult) -> bool:
+        """Record a chunk read; True when whether to store it is for :meth:`_decide`."""
         start = r.index * self.options.chunk_size
+        undecided = False
         self.progress.advance(len(r.data) if r.data is not None else
                               mf.chunk_length(r.job.source.st.st_size, self.options.chunk_size,
                                               r.index))
@@ -351,19 +376,35 @@ class _Backup:
         else:
             self.stats.bytes_read += len(r.data)
             r.job.chunks[r.index] = mf.Chunk(start, r.digest)
-            if self._needs_storing(r.digest, r.job, start):
+            # an unchanged chunk's blob is referenced by the previous backup, so it is
+            # in the store unless a listing found it missing: no catalog lookup
+            if r.unchanged and r.digest.sha1 not in self.missing_blobs:
+                self.stats.chunks_known += 1
+            else:
+                undecided = True
+        if time.time() - self.marker.updated > _MARKER_REFRESH_SECONDS:
+            locks.write(self.repo.store, self.marker)  # a long backup never looks stale
+        return undecided
+
+    def _decide(self, batch: list[_ReadResult],
+                window: TaskWindow[_ReadResult | _StoreResult]) -> None:
+        """Store the chunks of ``batch`` whose blobs the store lacks."""
+        known = self.catalog.known_blobs([r.digest.sha1 for r in batch if r.digest])
+        for r in batch:
+            assert r.digest is not None and r.data is not None
+            start = r.index * self.options.chunk_size
+            if self._needs_storing(r.digest, r.job, start, known.get(r.digest.sha1)):
                 self.pending_uploads[r.digest.sha1] = r.digest.blake3
                 window.submit(self._store_blob, r.digest, r.data)
             else:
                 self.stats.chunks_known += 1
-        if time.time() - self.marker.updated > _MARKER_REFRESH_SECONDS:
-            locks.write(self.repo.store, self.marker)  # a long backup never looks stale
 
-    def _needs_storing(self, d: ChunkDigest, job: _FileJob, start: int) -> bool:
-        """Whether the blob must be stored; raises on a sha1 collision."""
+    def _needs_storing(self, d: ChunkDigest, job: _FileJob, start: int,
+                       known: KnownBlob | None) -> bool:
+        """Whether the blob must be stored (``known``: its catalog row); raises on a sha1
+        collision."""
         other = self.pending_uploads.get(d.sha1) or self.stored_now.get(d.sha1)
         if other is None:
-            known = self.catalog.known_blob(d.sha1)
             if known is None:
                 return True
             other = known.blake3
@@ -378,11 +419,30 @@ class _Backup:
             )
         return False
 
-    def _store_blob(self, d: ChunkDigest, data: bytes) -> _StoreResult:
+    def _store_blob(self, d: ChunkDigest, data: bytes | bytearray) -> _StoreResult:
         blob = self.repo.codec.encode(data, d)
         written = self.repo.put_blob(d.sha1, blob)
-        existing = None if written else self.repo.blob_header(d.sha1).blake3
+        existing = None
+        if not written:
+            written, existing = self._check_stored_blob(d, blob)
         return _StoreResult(NewBlob(d.sha1, d.blake3, len(data), len(blob)), written, existing)
+
+    def _check_stored_blob(self, d: ChunkDigest, blob: bytes) -> tuple[bool, str | None]:
+        """The store already holds a blob named ``d.sha1`` that the catalog does not know
+        (left by an interrupted backup, or written by another machine): check it whole.
+        Returns (whether it was replaced, its blake3 if it holds other data: a collision).
+        A damaged one (cut short by a crash before it was synced) is replaced."""
+        try:
+            stored = self.repo.get_blob(d.sha1)
+            header = parse_header(stored, d.sha1)
+            if header.blake3 != d.blake3:
+                return False, header.blake3
+            self.repo.codec.decode(stored, d)
+            return False, None
+        except (IntegrityError, BlobNotFound) as exc:
+            log.warning("backup.stored_blob_replaced", blob=d.sha1, reason=str(exc))
+            self.repo.replace_blob(d.sha1, blob)
+            return True, None
 
     def _on_stored(self, r: _StoreResult) -> None:
         b = r.blob
@@ -401,6 +461,7 @@ class _Backup:
 
     def _flush_blobs(self, force: bool = False) -> None:
         if self.new_blobs and (force or len(self.new_blobs) >= _CATALOG_BATCH):
+            self.repo.flush()  # the catalog never records a blob a crash could lose
             self.catalog.add_blobs(self.new_blobs)
             self.new_blobs = []
 

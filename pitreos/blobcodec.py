@@ -66,7 +66,7 @@ class BlobCodec:
             self._local.decompressor = dec
         return dec
 
-    def encode(self, data: bytes | memoryview, chunk: ChunkDigest) -> bytes:
+    def encode(self, data: bytes | bytearray | memoryview, chunk: ChunkDigest) -> bytes:
         """Build the blob for ``data``, whose digest the caller computed."""
         compressed = self._compressor().compress(data)
         if len(compressed) < len(data):

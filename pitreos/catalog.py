@@ -22,7 +22,7 @@ from . import manifest as mf
 from .errors import CatalogError, CollisionError
 from .hashing import ChunkDigest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def default_catalog_path(store_url: str) -> Path:
@@ -140,11 +140,17 @@ class Catalog:
         self.conn.execute("COMMIT")
 
     # Blobs
-    def known_blob(self, sha1: str) -> KnownBlob | None:
-        row = self.conn.execute(
-            "SELECT blake3, missing, refcount, added_unix FROM blobs WHERE sha1 = ?", (sha1,)
-        ).fetchone()
-        return KnownBlob(sha1, row[0], bool(row[1]), row[2], row[3]) if row else None
+    def known_blobs(self, sha1s: Collection[str]) -> dict[str, KnownBlob]:
+        """The catalog's rows for those of ``sha1s`` it knows (at most 999 at a time)."""
+        marks = ",".join("?" * len(sha1s))
+        rows = self.conn.execute(
+            f"SELECT sha1, blake3, missing, refcount, added_unix FROM blobs "
+            f"WHERE sha1 IN ({marks})", tuple(sha1s))
+        return {r[0]: KnownBlob(r[0], r[1], bool(r[2]), r[3], r[4]) for r in rows}
+
+    def missing_blobs(self) -> set[str]:
+        """Blobs a listing showed the store lacks (normally none)."""
+        return {r[0] for r in self.conn.execute("SELECT sha1 FROM blobs WHERE missing = 1")}
 
     def add_blobs(self, blobs: Iterable[NewBlob]) -> None:
         """Record blobs just stored (no references yet); clears a 'missing' mark."""

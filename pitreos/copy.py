@@ -54,6 +54,7 @@ def copy_backup(manifest: mf.Manifest, source: Repository, dest: Repository,
                 stats.bytes_copied += blob.stored_size
     finally:
         if copied:
+            dest.flush()
             dest_catalog.add_blobs(copied)
     if not dest.write_manifest(manifest):
         raise PitreosError(f"backup {manifest.name} already exists in store {dest.url}")

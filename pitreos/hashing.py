@@ -19,15 +19,15 @@ class ChunkDigest(NamedTuple):
     blake3: str
 
 
-def sha1_hex(data: bytes | memoryview) -> str:
+def sha1_hex(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
-def blake3_hex(data: bytes | memoryview) -> str:
+def blake3_hex(data: bytes | bytearray | memoryview) -> str:
     """blake3, single-threaded: callers parallelise across chunks."""
     return blake3.blake3(data).hexdigest()
 
 
-def digest(data: bytes | memoryview) -> ChunkDigest:
+def digest(data: bytes | bytearray | memoryview) -> ChunkDigest:
     """Hash ``data`` with sha1 and blake3."""
     return ChunkDigest(sha1=sha1_hex(data), blake3=blake3_hex(data))

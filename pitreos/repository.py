@@ -14,7 +14,7 @@ from datetime import datetime
 import structlog
 
 from . import manifest as mf
-from .blobcodec import BlobCodec, BlobHeader, parse_header
+from .blobcodec import BlobCodec
 from .errors import BackupNotFound, BlobNotFound, IntegrityError, ManifestError
 from .hashing import ChunkDigest
 from .stores.base import Store
@@ -69,8 +69,17 @@ class Repository:
 
     # Blobs
     def put_blob(self, sha1: str, blob: bytes) -> bool:
-        """Store an encoded blob unless present; True when this call wrote it."""
+        """Store an encoded blob unless present; True when this call wrote it. It may be
+        durable only after :meth:`flush`."""
         return self.store.put(blob_key(sha1), blob)
+
+    def replace_blob(self, sha1: str, blob: bytes) -> None:
+        """Overwrite a damaged blob with a good one."""
+        self.store.put(blob_key(sha1), blob, overwrite=True)
+
+    def flush(self) -> None:
+        """Make every blob put so far durable: before a catalog row or manifest says so."""
+        self.store.flush()
 
     def get_blob(self, sha1: str) -> bytes:
         return self.store.get(blob_key(sha1))
@@ -101,9 +110,6 @@ class Repository:
             return data, len(blob)
         raise AssertionError("unreachable")
 
-    def blob_header(self, sha1: str) -> BlobHeader:
-        return parse_header(self.get_blob(sha1), sha1)
-
     def list_blobs(self) -> Iterator[StoredBlob]:
         for info in self.store.list(BLOB_PREFIX):
             sha1 = info.key.rpartition("/")[2]
@@ -133,10 +139,13 @@ class Repository:
         return parse_manifest(name, data)
 
     def write_manifest(self, manifest: mf.Manifest) -> bool:
-        """Write a manifest unless one of that name exists; True when written."""
+        """Write a manifest unless one of that name exists; True when written. Its blobs
+        are made durable first, and it is durable when this returns."""
+        self.store.flush()
         if not self.store.put(manifest_key(manifest.name), mf.dump(manifest)):
             return False
         self.update_index()
+        self.store.flush()
         return True
 
     def delete_manifest(self, name: str) -> None:

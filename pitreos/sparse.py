@@ -6,38 +6,33 @@ tell, the whole file counts as data. Holes are punched with
 the content is right even if the space is not given back.
 """
 
+import bisect
 import ctypes
-import ctypes.util
 import errno
-import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+
+from . import libc
 
 # The granularity at which restore keeps zero blocks out of the file: the page size
 # that nodeos (mmap) and most file systems use.
 BLOCK_SIZE = 4096
 _ZERO_BLOCK = bytes(BLOCK_SIZE)
 
+# Holes shorter than this between two data extents are read as data: a file that
+# alternates data and hole page by page would otherwise cost one extent (and one read)
+# per page, and hold a list as long as its pages.
+MERGE_GAP = 64 << 10
+# A chunk that meets more extents than this is read whole rather than piece by piece.
+_MAX_PIECES = 16
+
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 
 
-@functools.cache
-def _fallocate() -> "ctypes._NamedFuncPointer | None":
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return None
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    func = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
-    if func is None:
-        return None
-    func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    func.restype = ctypes.c_int
-    return func  # type: ignore[no-any-return]
-
-
 def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
-    """Return the ``[start, end)`` ranges of ``fd`` that hold data, in order."""
+    """Return the ``[start, end)`` ranges of ``fd`` that hold data, in order. Extents
+    less than :data:`MERGE_GAP` apart come back as one."""
     extents: list[tuple[int, int]] = []
     pos = 0
     try:
@@ -51,7 +46,10 @@ def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
             if start >= size:
                 break
             end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-            extents.append((start, end))
+            if extents and start - extents[-1][1] < MERGE_GAP:
+                extents[-1] = (extents[-1][0], end)
+            else:
+                extents.append((start, end))
             pos = end
     except OSError as exc:
         if exc.errno in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
@@ -60,21 +58,81 @@ def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
     return extents
 
 
-def overlaps(extents: list[tuple[int, int]], start: int, end: int) -> bool:
+def _extent_end(extent: tuple[int, int]) -> int:
+    return extent[1]
+
+
+def extents_within(extents: Sequence[tuple[int, int]], start: int, end: int
+                   ) -> list[tuple[int, int]]:
+    """The parts of ``extents`` (sorted, non-overlapping) inside ``[start, end)``."""
+    first = bisect.bisect_right(extents, start, key=_extent_end)
+    pieces = []
+    for ext_start, ext_end in extents[first:]:
+        if ext_start >= end:
+            break
+        pieces.append((max(ext_start, start), min(ext_end, end)))
+    return pieces
+
+
+def overlaps(extents: Sequence[tuple[int, int]], start: int, end: int) -> bool:
     """Whether ``[start, end)`` meets any extent (``extents`` sorted, non-overlapping)."""
-    lo, hi = 0, len(extents)
-    while lo < hi:  # first extent whose end is past start
-        mid = (lo + hi) // 2
-        if extents[mid][1] <= start:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < len(extents) and extents[lo][0] < end
+    first = bisect.bisect_right(extents, start, key=_extent_end)
+    return first < len(extents) and extents[first][0] < end
 
 
-def is_zero(buf: bytes | bytearray | memoryview) -> bool:
-    """Whether every byte of ``buf`` is zero (a memcmp, not a Python loop over bytes)."""
-    return bool(buf == bytes(len(buf)))
+def read_range(fd: int, start: int, length: int, extents: Sequence[tuple[int, int]]
+               ) -> bytes | bytearray:
+    """Read ``[start, start + length)`` of ``fd``, whose data extents are ``extents``.
+
+    Only the parts inside data extents are read: holes come back as zeros without a
+    read, so they cost neither a copy nor page-cache pages (reading a hole makes the
+    kernel allocate and zero one, evicting data the node may need).
+    """
+    data, _ = _read_pieces(fd, start, length, extents)
+    return data
+
+
+def read_nonzero(fd: int, start: int, length: int, extents: Sequence[tuple[int, int]]
+                 ) -> bytes | bytearray | None:
+    """:func:`read_range`, or None when every byte is zero (only the parts read are
+    compared: holes are zeros)."""
+    data, pieces = _read_pieces(fd, start, length, extents)
+    if all(is_zero(data, a - start, b - start) for a, b in pieces):
+        return None
+    return data
+
+
+def _read_pieces(fd: int, start: int, length: int, extents: Sequence[tuple[int, int]]
+                 ) -> tuple[bytes | bytearray, list[tuple[int, int]]]:
+    """The range's bytes, and the ``[start, end)`` pieces of it that were read."""
+    end = start + length
+    pieces = extents_within(extents, start, end)
+    if pieces == [(start, end)] or len(pieces) > _MAX_PIECES:
+        return pread_exact(fd, length, start), [(start, end)]
+    buf = bytearray(length)
+    view = memoryview(buf)
+    for piece_start, piece_end in pieces:
+        _pread_into(fd, view[piece_start - start:piece_end - start], piece_start)
+    return buf, pieces
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.preadv(fd, [view], offset)
+        if n == 0:
+            raise EOFError(f"file ended at offset {offset}, expected {offset + len(view)}")
+        view = view[n:]
+        offset += n
+
+
+def is_zero(buf: bytes | bytearray, start: int = 0, end: int | None = None) -> bool:
+    """Whether every byte of ``buf[start:end]`` is zero (memcmp, not a Python loop over
+    bytes). Most data fails on its first block, before the full comparison copies."""
+    end = len(buf) if end is None else end
+    head = buf[start:min(end, start + BLOCK_SIZE)]
+    if head != _ZERO_BLOCK[:len(head)]:
+        return False
+    return bool(buf[start:end] == bytes(end - start))
 
 
 def nonzero_runs(buf: bytes) -> Iterator[tuple[int, int]]:
@@ -115,13 +173,15 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
     """Deallocate ``[offset, offset + length)``; reads there return zeros afterwards."""
     if length <= 0:
         return
-    func = _fallocate()
-    if func is not None:
-        if func(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+    argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fallocate = libc.function("fallocate64", *argtypes) or libc.function("fallocate", *argtypes)
+    if fallocate is not None:
+        try:
+            fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)
             return
-        err = ctypes.get_errno()
-        if err not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-            raise OSError(err, os.strerror(err))
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
     write_zeros(fd, offset, length)
 
 

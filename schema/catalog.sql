@@ -1,6 +1,6 @@
 -- The local catalog: a mirror of every manifest in one store, and each blob's reference
 -- count. It is a cache: `pitreos catalog sync` rebuilds it from the store alone.
--- Schema version 1 (PRAGMA user_version). pitreos creates and migrates it; a catalog
+-- Schema version 2 (PRAGMA user_version). pitreos creates and migrates it; a catalog
 -- from a newer schema is refused.
 
 -- Which store this catalog mirrors, and other settings.
@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS blobs (
     missing     INTEGER NOT NULL DEFAULT 0, -- 1: a listing showed the store lacks it
     added_unix  REAL NOT NULL             -- when this catalog first recorded it
 );
+-- Version 2: an incremental backup reads the (few) missing blobs once instead of looking
+-- up every unchanged chunk.
+CREATE INDEX IF NOT EXISTS blobs_missing ON blobs (sha1) WHERE missing = 1;
 
 -- The data chunks of each file (empty chunks are not listed). blob_id is deliberately
 -- not a foreign key: blobs.refcount already guards it (only refcount-0 rows are ever

@@ -237,15 +237,16 @@ def test_file_changing_during_backup(tmp_path: Path, tree: Path,
     """A writer appends to a file while it is read: the backup fails, no manifest."""
     import pitreos.backup as backup_module
 
-    real_pread = backup_module.pread_exact
+    real_read = backup_module.read_nonzero
     victim = tree / "blocks/blocks.log"
 
-    def pread_while_writing(fd: int, length: int, offset: int) -> bytes:
+    def read_while_writing(fd: int, start: int, length: int,
+                           extents: list[tuple[int, int]]) -> bytes | bytearray | None:
         with open(victim, "ab") as f:
             f.write(b"new block")
-        return real_pread(fd, length, offset)
+        return real_read(fd, start, length, extents)
 
-    monkeypatch.setattr(backup_module, "pread_exact", pread_while_writing)
+    monkeypatch.setattr(backup_module, "read_nonzero", read_while_writing)
     ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite",
                         create=True)
     with pytest.raises(SourceChanged, match=r"blocks\.log changed while it was backed up"):

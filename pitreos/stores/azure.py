@@ -14,10 +14,10 @@ import azure.core.exceptions as aexc
 from azure.storage.blob import ContainerClient
 
 from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError, UsageError
-from .base import ObjectInfo
+from .base import DurableOnPut, ObjectInfo
 
 
-class AzureStore:
+class AzureStore(DurableOnPut):
     read_only = False
     listable = True
 

@@ -1,6 +1,8 @@
 """The store protocol: five operations on keyed objects, which every backend implements.
 
-Keys are ``/``-separated relative paths. Retry, concurrency limits and caching are
+Keys are ``/``-separated relative paths. A put is visible at once but may be durable
+only after :meth:`Store.flush`: callers flush before they record or publish anything
+that relies on earlier puts (a catalog row, a manifest). Retry, concurrency limits and caching are
 wrappers around this protocol (see :mod:`pitreos.stores.retry` and
 :mod:`pitreos.stores.cache`), written once for every backend.
 """
@@ -44,3 +46,16 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object; removing an absent object is not an error."""
+
+    def flush(self) -> None:
+        """Make every object put so far durable. An object store holds an object durably
+        once its put returns, so this does nothing there; a local directory syncs its
+        file system once instead of once per object."""
+
+
+class DurableOnPut:
+    """Mixed into the backends whose put returns once the object is durable (object
+    stores): :meth:`Store.flush` has nothing to do there."""
+
+    def flush(self) -> None:
+        return None

@@ -18,7 +18,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError
-from .base import ObjectInfo
+from .base import DurableOnPut, ObjectInfo
 
 log = structlog.get_logger(__name__)
 TIMEOUT = (10, 120)  # connect, read (seconds)
@@ -31,7 +31,7 @@ _TRANSIENT = (
 )
 
 
-class GCSStore:
+class GCSStore(DurableOnPut):
     read_only = False
     listable = True
 

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 import requests
 
 from ..errors import BlobNotFound, ReadOnlyStore, StoreError, StoreNotFound, TransientStoreError
-from .base import ObjectInfo
+from .base import DurableOnPut, ObjectInfo
 
 TIMEOUT = (10, 120)
 
 
-class HTTPStore:
+class HTTPStore(DurableOnPut):
     read_only = True
     listable = False
 

@@ -63,3 +63,6 @@ class RetryingStore:
 
     def delete(self, key: str) -> None:
         self._call(lambda: self.inner.delete(key))
+
+    def flush(self) -> None:
+        self._call(self.inner.flush)

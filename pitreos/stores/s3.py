@@ -14,7 +14,7 @@ import botocore.config
 import botocore.exceptions as bexc
 
 from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError
-from .base import ObjectInfo
+from .base import DurableOnPut, ObjectInfo
 
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
                     "Throttling", "ThrottlingException", "RequestTimeTooSkewed"}
@@ -24,7 +24,7 @@ _DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
 
 
-class S3Store:
+class S3Store(DurableOnPut):
     read_only = False
     listable = True
 
