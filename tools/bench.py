@@ -37,7 +37,14 @@ sys.path.insert(0, str(ROOT))
 
 import gen_data  # noqa: E402
 
-from pitreos.sparse import data_extents, nonzero_runs, pread_exact, pwrite_all  # noqa: E402
+from pitreos.sparse import (  # noqa: E402
+    data_extents,
+    nonzero_runs,
+    pread_exact,
+    pwrite_all,
+    read_nonzero,
+    read_range,
+)
 
 CORES = os.cpu_count() or 2
 
@@ -54,14 +61,18 @@ def _io_counters() -> dict[str, int]:
     return counters
 
 
+def _extents_of(path: Path) -> list[tuple[int, int]]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return data_extents(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
 def _chunks_with_data(files: list[Path], chunk: int) -> Iterator[tuple[Path, int, int]]:
     for path in files:
         size = path.stat().st_size
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            extents = data_extents(fd, size)
-        finally:
-            os.close(fd)
+        extents = _extents_of(path)
         seen: set[int] = set()
         for start, end in extents:
             for index in range(start // chunk, -(-end // chunk)):
@@ -70,17 +81,19 @@ def _chunks_with_data(files: list[Path], chunk: int) -> Iterator[tuple[Path, int
                     yield path, index * chunk, min(chunk, size - index * chunk)
 
 
-def _hash(data: bytes) -> None:
+def _hash(data: bytes | bytearray) -> None:
     hashlib.sha1(data, usedforsecurity=False).digest()
     blake3.blake3(data).digest()
 
 
 def limit_backup(files: list[Path], out: Path, chunk: int, workers: int, level: int,
                  ranges: list[tuple[Path, int, int]] | None = None) -> dict[str, Any]:
-    """Read the data extents, sha1 + blake3, zstd at the same level, write to one file."""
+    """Read the data extents (holes are zeros: not read), skip chunks of zeros, sha1 +
+    blake3, zstd at the same level, write to one file."""
     todo = ranges if ranges is not None else list(_chunks_with_data(files, chunk))
     out_fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     fds = {p: os.open(p, os.O_RDONLY) for p in {t[0] for t in todo}}
+    extents = {p: _extents_of(p) for p in fds}
     lock = threading.Lock()
     position = [0]
     index: list[tuple[str, int, int, int]] = []
@@ -90,7 +103,9 @@ def limit_backup(files: list[Path], out: Path, chunk: int, workers: int, level: 
         path, offset, length = item
         comp = getattr(local, "c", None) or zstandard.ZstdCompressor(level=level)
         local.c = comp
-        data = pread_exact(fds[path], length, offset)
+        data = read_nonzero(fds[path], offset, length, extents[path])
+        if data is None:
+            return
         _hash(data)
         packed = comp.compress(data)
         with lock:
@@ -147,10 +162,11 @@ def limit_scan_blake3(files: list[Path], chunk: int, workers: int) -> dict[str, 
     chunks costs at the least."""
     todo = list(_chunks_with_data(files, chunk))
     fds = {p: os.open(p, os.O_RDONLY) for p in {t[0] for t in todo}}
+    extents = {p: _extents_of(p) for p in fds}
 
     def work(item: tuple[Path, int, int]) -> None:
         path, offset, length = item
-        blake3.blake3(pread_exact(fds[path], length, offset)).digest()
+        blake3.blake3(read_range(fds[path], offset, length, extents[path])).digest()
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(work, todo))
@@ -160,13 +176,15 @@ def limit_scan_blake3(files: list[Path], chunk: int, workers: int) -> dict[str, 
 
 
 def limit_read_hash(files: list[Path], chunk: int, workers: int) -> dict[str, Any]:
-    """Read and hash the local data: what an in-place restore cannot avoid."""
+    """Read and hash (blake3: equal blake3, equal bytes) the local data: what an
+    in-place restore cannot avoid."""
     todo = list(_chunks_with_data(files, chunk))
     fds = {p: os.open(p, os.O_RDONLY) for p in {t[0] for t in todo}}
+    extents = {p: _extents_of(p) for p in fds}
 
     def work(item: tuple[Path, int, int]) -> None:
         path, offset, length = item
-        _hash(pread_exact(fds[path], length, offset))
+        blake3.blake3(read_range(fds[path], offset, length, extents[path])).digest()
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(work, todo))
@@ -351,10 +369,31 @@ def drop_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def settle(warm: list[Path], cold: bool) -> None:
+    """Put the machine in the same state before every measured run, engine and limit
+    alike: earlier writes flushed (their writeback must not land in the next run), and
+    either the inputs' data in the page cache (the default: the figures then measure
+    CPU work, which is what differs between engine and limit) or nothing cached at all
+    (--cold, root only: disk speed included)."""
+    os.sync()
+    if cold:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return
+    for root in warm:
+        for path in [root] if root.is_file() else sorted(p for p in root.rglob("*")
+                                                          if p.is_file()):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                for start, end in data_extents(fd, os.fstat(fd).st_size):
+                    for offset in range(start, end, 8 << 20):
+                        pread_exact(fd, min(8 << 20, end - offset), offset)
+            finally:
+                os.close(fd)
+
+
 def sparse_copy(src: Path, dst: Path) -> None:
     drop_dir(dst)
     subprocess.run(["cp", "-a", "--sparse=always", str(src), str(dst)], check=True)
-    os.sync()  # the copy's writeback must not land in the next measurement
 
 
 def data_bytes(root: Path) -> int:
@@ -391,14 +430,20 @@ class Bench:
             marker.write_text("ok")
         self.data = data_bytes(self.node)
 
-    def repeat(self, make_spec: Callable[[int], dict[str, Any]],
+    def measure(self, spec: dict[str, Any], warm: list[Path],
+                env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run one measured child after :func:`settle`."""
+        settle(warm, self.args.cold)
+        return child(spec, env)
+
+    def repeat(self, make_spec: Callable[[int], dict[str, Any]], warm: list[Path],
                before: Callable[[int], None] | None = None,
                env: dict[str, str] | None = None) -> list[dict[str, Any]]:
         runs = []
         for i in range(self.args.repeat):
             if before:
                 before(i)
-            runs.append(child(make_spec(i), env))
+            runs.append(self.measure(make_spec(i), warm, env))
         return runs
 
     def store(self, tag: str) -> tuple[str, str]:
@@ -411,34 +456,41 @@ class Bench:
         Path(catalog).unlink(missing_ok=True)
         return url, catalog
 
-    # cases
+    # cases: each run of the engine is paired with a run of its limit, one after the
+    # other, so that both see the machine in the same mood
     def full_backup_and_restore(self) -> str:
         files = files_of(self.node)
         out = self.work / "limit.out"
-        limit_b = self.repeat(lambda i: {"kind": "limit_backup", "files": files,
-                                         "out": str(out), "chunk": self.chunk})
-        limit_r = self.repeat(
-            lambda i: {"kind": "limit_restore", "out": str(out), "source": str(self.node),
-                       "dest": str(self.work / "limit-dest")},
-            before=lambda i: drop_dir(self.work / "limit-dest"))
+        store_dir = self.work / "store-full"
+
         def backup_spec(i: int) -> dict[str, Any]:
             url, catalog = self.fresh_store("full")
             return {"kind": "backup", "store": url, "catalog": catalog, "chunk": self.chunk,
                     "source": str(self.node)}
 
-        runs = self.repeat(backup_spec)
+        limit_b, runs = [], []
+        for i in range(self.args.repeat):
+            limit_b.append(self.measure({"kind": "limit_backup", "files": files,
+                                         "out": str(out), "chunk": self.chunk}, [self.node]))
+            runs.append(self.measure(backup_spec(i), [self.node]))
         name = runs[-1]["name"]  # restored below
-        lb = statistics.median(r["seconds"] for r in limit_b)
-        self.rows.append(Row("full backup", runs, self.data, lb))
+        self.rows.append(Row("full backup", runs, self.data, _median_seconds(limit_b)))
         url, catalog = self.store("full")
         dest = self.work / "restored"
-        runs = self.repeat(lambda i: {"kind": "restore", "store": url, "catalog": catalog,
+        limit_r, runs = [], []
+        for _ in range(self.args.repeat):
+            drop_dir(self.work / "limit-dest")
+            limit_r.append(self.measure(
+                {"kind": "limit_restore", "out": str(out), "source": str(self.node),
+                 "dest": str(self.work / "limit-dest")}, [out]))
+            drop_dir(dest)
+            runs.append(self.measure({"kind": "restore", "store": url, "catalog": catalog,
                                       "name": name, "dest": str(dest)},
-                           before=lambda i: drop_dir(dest))
-        lr = statistics.median(r["seconds"] for r in limit_r)
-        self.rows.append(Row("full restore", runs, self.data, lr))
-        one = self.repeat(lambda i: {**backup_spec(i), "workers": 1})
-        speedup = statistics.median(r["seconds"] for r in one) / self.rows[0].seconds
+                                     [store_dir, Path(catalog)]))
+        drop_dir(self.work / "limit-dest")
+        self.rows.append(Row("full restore", runs, self.data, _median_seconds(limit_r)))
+        one = self.repeat(lambda i: {**backup_spec(i), "workers": 1}, [self.node])
+        speedup = _median_seconds(one) / self.rows[0].seconds
         self.rows.append(Row("full backup, 1 worker", one, self.data,
                              note=f"all cores are {speedup:.2f}x faster than 1 worker",
                              values={"speedup": speedup}))
@@ -453,36 +505,37 @@ class Bench:
             gen_data.change_pages(changed / "state/shared_memory.bin", 0.01, seed=100 + i)
             log_size = (changed / "blocks/blocks.log").stat().st_size
             gen_data.append_blocks(changed / "blocks", log_size // 20, seed=i)
-            os.sync()
 
         runs: list[dict[str, Any]] = []
-        limits: list[float] = []
-        tight: list[float] = []
+        scan_limits: list[dict[str, Any]] = []
+        chunk_limits: list[dict[str, Any]] = []
         changed_bytes: list[int] = []
+        warm = [changed, Path(catalog)]
         for i in range(self.args.repeat):
             prepare(i)
-            # the base backup's view of `changed`: a backup of it from the same catalog
-            runs.append(child({"kind": "backup", "store": url, "catalog": catalog,
-                               "chunk": self.chunk, "source": str(changed),
-                               "incremental": True, "tag": "bench"}))
-            # the next run must build on the base backup again: drop this one
-            (self.work / "store-full/manifests" / f"{runs[-1]['name']}.yaml").unlink()
             ranges = self._changed_ranges(changed)
             changed_bytes.append(sum(r[2] for r in ranges))
-            limits.append(child({"kind": "limit_backup", "files": [], "ranges": ranges,
-                                 "out": str(self.work / "limit-inc.out"),
-                                 "chunk": self.chunk})["seconds"])
-            tight.append(child({"kind": "limit_incremental", "ranges": ranges,
-                                "scan": [str(changed / "state/shared_memory.bin")],
-                                "out": str(self.work / "limit-inc.out"),
-                                "chunk": self.chunk})["seconds"])
-        engine = statistics.median(r["seconds"] for r in runs)
-        row = Row("incremental backup (1% pages, log +5%)", runs,
-                  int(statistics.median(changed_bytes)), statistics.median(limits),
-                  note=f"limit: the changed chunks alone; with a blake3 scan of the "
-                  f"changed state file {statistics.median(tight):.2f} s, ratio "
-                  f"{engine / statistics.median(tight):.2f}")
-        self.rows.append(row)
+            # the base backup's view of `changed`: a backup of it from the same catalog
+            runs.append(self.measure({"kind": "backup", "store": url, "catalog": catalog,
+                                      "chunk": self.chunk, "source": str(changed),
+                                      "incremental": True, "tag": "bench"}, warm))
+            # the next run must build on the base backup again: drop this one
+            (self.work / "store-full/manifests" / f"{runs[-1]['name']}.yaml").unlink()
+            scan_limits.append(self.measure(
+                {"kind": "limit_incremental", "ranges": ranges,
+                 "scan": [str(changed / "state/shared_memory.bin")],
+                 "out": str(self.work / "limit-inc.out"), "chunk": self.chunk}, warm))
+            chunk_limits.append(self.measure(
+                {"kind": "limit_backup", "files": [], "ranges": ranges,
+                 "out": str(self.work / "limit-inc.out"), "chunk": self.chunk}, warm))
+        engine = _median_seconds(runs)
+        chunks_only = _median_seconds(chunk_limits)
+        self.rows.append(Row(
+            "incremental backup (1% pages, log +5%)", runs, int(statistics.median(changed_bytes)),
+            _median_seconds(scan_limits),
+            note=f"limit: blake3 scan of the state file changed in place + the changed "
+            f"chunks; the changed chunks alone: {chunks_only:.2f} s, ratio "
+            f"{engine / chunks_only:.2f}"))
 
     def _changed_ranges(self, changed: Path) -> list[tuple[str, int, int]]:
         """Chunks of `changed` whose bytes differ from the base node (or are new)."""
@@ -511,18 +564,19 @@ class Bench:
         def prepare(i: int) -> None:
             sparse_copy(self.node, copy)
             gen_data.change_pages(copy / "state/shared_memory.bin", 0.01, seed=200 + i)
-            os.sync()
             files[:] = files_of(copy)
 
         runs, limits = [], []
+        warm = [copy, self.work / "store-full", Path(catalog)]
         for i in range(self.args.repeat):
             prepare(i)
-            limits.append(child({"kind": "limit_read_hash", "files": files,
-                                 "chunk": self.chunk})["seconds"])
-            runs.append(child({"kind": "restore", "store": url, "catalog": catalog,
-                               "name": base, "dest": str(copy)}))
+            limits.append(self.measure({"kind": "limit_read_hash", "files": files,
+                                        "chunk": self.chunk}, warm))
+            runs.append(self.measure({"kind": "restore", "store": url, "catalog": catalog,
+                                      "name": base, "dest": str(copy)}, warm))
         self.rows.append(Row("in-place restore (1% pages changed)", runs, self.data,
-                             statistics.median(limits), note="limit: read + hash local data"))
+                             _median_seconds(limits),
+                             note="limit: read + blake3 of the local data"))
 
     def catalog_sync(self, manifests: int = 100, chunks_each: int = 10_000) -> None:
         """100 manifests holding 1,000,000 chunk references, synced into a new catalog."""
@@ -545,7 +599,7 @@ class Bench:
                                    created=created, chunk_size=1 << 20, entries=[entry])
             (store / "manifests" / f"{manifest.name}.yaml").write_bytes(mf.dump(manifest))
         runs = self.repeat(lambda i: {"kind": "sync", "store": url, "catalog": catalog},
-                           before=lambda i: Path(catalog).unlink(missing_ok=True))
+                           [store], before=lambda i: Path(catalog).unlink(missing_ok=True))
         self.rows.append(Row(f"catalog sync: {manifests} manifests, "
                              f"{manifests * chunks_each:,} chunk refs", runs, 0,
                              note="target: under 10 s"))
@@ -576,9 +630,9 @@ class Bench:
                 stale = root / "stale"
                 sparse_copy(work, stale)
                 gen_data.append_blocks(work / "blocks", appended, seed=i)
-                runs.append(child({"kind": "backup", "store": url, "catalog": catalog,
-                                   "chunk": self.chunk, "source": str(work),
-                                   "incremental": True, "tag": "log"}))
+                runs.append(self.measure({"kind": "backup", "store": url, "catalog": catalog,
+                                          "chunk": self.chunk, "source": str(work),
+                                          "incremental": True, "tag": "log"}, [work]))
                 restored = child({"kind": "restore", "store": url, "catalog": catalog,
                                   "name": runs[-1]["name"], "dest": str(stale)})
                 fetched.append(restored["fetched_bytes"])
@@ -597,8 +651,9 @@ class Bench:
                 url = _make_bucket(name, server)
                 catalog = str(self.work / f"catalog-{name}.sqlite")
                 Path(catalog).unlink(missing_ok=True)
-                b = child({"kind": "backup", "store": url, "catalog": catalog,
-                           "chunk": self.chunk, "source": str(self.node)}, server.env)
+                b = self.measure({"kind": "backup", "store": url, "catalog": catalog,
+                                  "chunk": self.chunk, "source": str(self.node)}, [self.node],
+                                 server.env)
                 dest = self.work / f"restored-{name}"
                 drop_dir(dest)
                 r = child({"kind": "restore", "store": url, "catalog": catalog,
@@ -655,6 +710,10 @@ class Bench:
                 f"{row.median('wchar') / 2**20:>9.0f} {row.median('stored') / 2**20:>10.1f} "
                 f"{row.limit or 0:>8.2f} {ratio:>6}  {row.note}")
         return "\n".join(lines)
+
+
+def _median_seconds(runs: list[dict[str, Any]]) -> float:
+    return statistics.median(r["seconds"] for r in runs)
 
 
 def _load_servers() -> Any:
@@ -726,6 +785,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--workdir", default=str(TOOLS / "bench-data"))
     parser.add_argument("--cases", default="core")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the page cache before every measured run (root only)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_child(json.loads(args.child))))
