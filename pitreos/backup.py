@@ -246,7 +246,8 @@ class _Backup:
         size, step = entry.size, self.options.chunk_size
         count = -(-size // step)
         if (previous is not None and previous.size == size and previous.chunk_size == step
-                and previous.mtime_ns == entry.mtime_ns and previous.inode == entry.inode):
+                and previous.mtime_ns == entry.mtime_ns and previous.inode == entry.inode
+                and not self._lacks_blobs(previous)):
             entry.chunks = previous.chunks
             self.stats.files_unchanged += 1
             self.stats.chunks += count
@@ -267,6 +268,13 @@ class _Backup:
         self.stats.chunks += count
         return job
 
+    def _lacks_blobs(self, previous: FileRecord) -> bool:
+        """Whether the store lacks a blob of this file's previous chunks (a sync saw it
+        missing): the file is then read again, so that its blob is stored again."""
+        return bool(self.missing_blobs) and any(
+            c.digest is not None and c.digest.sha1 in self.missing_blobs
+            for c in previous.chunks)
+
     def _appended_prefix(self, job: _FileJob, entry: mf.Entry, previous: FileRecord,
                          fd: int) -> int:
         """How many leading chunks of an append-only file the previous backup already
@@ -283,6 +291,10 @@ class _Backup:
             return 0
         full = previous.size // step
         if full == 0:
+            return 0
+        if self._lacks_blobs(previous):
+            log.warning("backup.appendonly_full_pass", path=entry.path,
+                        reason="the store lacks a blob of the previous backup")
             return 0
         for index in sorted({0, full - 1}):
             probe = self._read_chunk(job, index, fd)

@@ -157,8 +157,12 @@ def test_restore_does_not_write_through_a_local_symlink(run: Runner, tree: Path,
     assert_same_tree(tree, dest)
 
 
+@pytest.mark.parametrize("mode", ["full", "incremental", "incremental, files touched"])
 def test_missing_blob_fails_then_sync_and_backup_heal(run: Runner, tree: Path,
-                                                      tmp_path: Path) -> None:
+                                                      tmp_path: Path, mode: str) -> None:
+    """Once a sync saw the blob missing, the next backup stores it again: a full one, an
+    incremental one of unchanged files, and one whose files changed only their mtime
+    (every chunk the same as in the previous backup)."""
     name = backup(run, tree)
     victim = blob_files(tmp_path)[0]
     victim.unlink()
@@ -167,9 +171,14 @@ def test_missing_blob_fails_then_sync_and_backup_heal(run: Runner, tree: Path,
     assert (dest / ".pitreos-restore").exists()  # does not look restored
     sync = run("catalog", "sync").ok()
     assert "1 missing" in sync.stderr
-    backup(run, tree)  # stores the missing blob again: the catalog no longer claims it
+    if mode.endswith("touched"):
+        for path in tree.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    # stores the missing blob again: the catalog no longer claims it
+    latest = backup(run, tree, *(["--incremental"] if mode != "full" else []))
     assert victim.exists()
-    run("restore", name, str(dest)).ok()  # a second restore finishes the job
+    run("restore", latest, str(dest)).ok()  # a second restore finishes the job
     assert not (dest / ".pitreos-restore").exists()
     assert_same_tree(tree, dest)
 

@@ -105,3 +105,23 @@ def test_incremental_backup_skips_unchanged_files_without_reading(tree: Path,
     assert second.stats.bytes_read == len((tree / "small.txt").read_bytes())
     assert second.stats.blobs_stored == 1
     ws.close()
+
+
+def test_a_version_1_catalog_is_upgraded_in_place(tree: Path, tmp_path: Path) -> None:
+    """Schema v2 only adds an index: a v1 catalog keeps its rows and gains it."""
+    url = (tmp_path / "store").as_uri()
+    ws = Workspace.open(url, catalog_path=tmp_path / "c.sqlite", create=True)
+    run_backup(tree, ws.repo, ws.catalog, BackupOptions(chunk_size=CHUNK, workers=2))
+    ws.close()
+    before = dump_catalog(tmp_path / "c.sqlite")
+    db = sqlite3.connect(tmp_path / "c.sqlite")
+    db.execute("DROP INDEX blobs_missing")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    Workspace.open(url, catalog_path=tmp_path / "c.sqlite").close()
+    db = sqlite3.connect(tmp_path / "c.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("SELECT name FROM sqlite_master WHERE name = 'blobs_missing'").fetchone()
+    db.close()
+    assert dump_catalog(tmp_path / "c.sqlite") == before
