@@ -114,7 +114,7 @@ def make_filter(tag: str | None, before: str | None, where: tuple[str, ...]) -> 
               help="The local SQLite catalog [default: one per store under the user's cache "
               "dir]. Env: PITREOS_CATALOG.")
 @click.option("--parallel", type=click.IntRange(1, 256), metavar="N",
-              help="Worker threads [default: 2 per core for a local store, 16+ for object "
+              help="Worker threads [default: 1 per core for a local store, 16+ for object "
               "stores].")
 @click.option("--cache", envvar="PITREOS_CACHE", type=click.Path(path_type=Path),
               metavar="DIR", help="Local blob cache that restores read first and fill; "

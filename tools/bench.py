@@ -45,6 +45,7 @@ from pitreos.sparse import (  # noqa: E402
     read_nonzero,
     read_range,
 )
+from pitreos.workspace import default_workers  # noqa: E402
 
 CORES = os.cpu_count() or 2
 
@@ -206,7 +207,7 @@ def _workspace(spec: dict[str, Any]) -> Any:
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measured operation; returns its figures."""
     kind = spec["kind"]
-    workers = spec.get("workers") or 2 * CORES  # as many threads as the engine uses
+    workers = spec.get("workers") or default_workers("file:")  # as many as the engine
     started = time.perf_counter()
     extra: dict[str, Any] = {}
     if kind == "limit_backup":
@@ -418,6 +419,7 @@ class Bench:
         self.work = Path(args.workdir) / args.scale
         self.node = self.work / "node"
         self.rows: list[Row] = []
+        self.notes: list[str] = []
         self.chunk = args.chunk_size
 
     def prepare(self) -> None:
@@ -489,12 +491,68 @@ class Bench:
                                      [store_dir, Path(catalog)]))
         drop_dir(self.work / "limit-dest")
         self.rows.append(Row("full restore", runs, self.data, _median_seconds(limit_r)))
-        one = self.repeat(lambda i: {**backup_spec(i), "workers": 1}, [self.node])
-        speedup = _median_seconds(one) / self.rows[0].seconds
-        self.rows.append(Row("full backup, 1 worker", one, self.data,
-                             note=f"all cores are {speedup:.2f}x faster than 1 worker",
+        self.backup_to_ram(_median_seconds(limit_b))
+        return str(name)  # the base backup, left in store-full
+
+    def backup_to_ram(self, limit: float) -> None:
+        """The full backup to a store in RAM (tmpfs), with the default workers, 1 and 2: how
+        much of the gap to the limit is the file system's cost per stored object, and
+        whether the work scales across cores when it is CPU-bound (the GIL must not be
+        the bottleneck)."""
+        ram = Path("/dev/shm")
+        if not ram.is_dir() or shutil.disk_usage(ram).free < 2 * self.data:
+            self.notes.append("full backup to a store in RAM: not run (/dev/shm is missing "
+                              "or too small)")
+            return
+        store = ram / "pitreos-bench-store"
+        catalog = self.work / "catalog-ram.sqlite"
+
+        def spec(workers: int | None) -> dict[str, Any]:
+            drop_dir(store)
+            catalog.unlink(missing_ok=True)
+            return {"kind": "backup", "store": store.as_uri(), "catalog": str(catalog),
+                    "chunk": self.chunk, "source": str(self.node), "workers": workers}
+
+        default = default_workers(store.as_uri())
+        try:
+            runs = {w: self.repeat(lambda i, w=w: spec(w), [self.node])
+                    for w in sorted({1, 2, default})}
+        finally:
+            drop_dir(store)
+        self.rows.append(Row(f"full backup to a store in RAM, {default} workers", runs[default],
+                             self.data, limit,
+                             note="limit: the full backup's (output file on disk)"))
+        if default != 2:
+            self.rows.append(Row("  the same, 2 workers", runs[2], self.data))
+        speedup = _median_seconds(runs[1]) / _median_seconds(runs[2])
+        self.rows.append(Row("  the same, 1 worker", runs[1], self.data,
+                             note=f"2 workers are {speedup:.2f}x faster than 1",
                              values={"speedup": speedup}))
-        return str(one[-1]["name"])  # the base backup, left in store-full
+
+    def object_cost(self, count: int = 2000, size: int = 320_000) -> None:
+        """CPU time to create one stored object (as the local store does: O_TMPFILE,
+        write, link) on the bench's file system and in RAM: the part of a full backup's
+        gap to the limit (which writes one file) that comes from the file system."""
+        costs = []
+        for root in (self.work / "object-cost", Path("/dev/shm/pitreos-object-cost")):
+            if not root.parent.is_dir():
+                continue
+            drop_dir(root)
+            root.mkdir()
+            os.sync()
+            body = os.urandom(size)
+            started = time.thread_time()
+            for i in range(count):
+                fd = os.open(root, os.O_TMPFILE | os.O_WRONLY, 0o644)
+                try:
+                    os.write(fd, body)
+                    os.link(f"/proc/self/fd/{fd}", root / str(i), src_dir_fd=fd,
+                            follow_symlinks=True)
+                finally:
+                    os.close(fd)
+            costs.append(f"{(time.thread_time() - started) / count * 1e6:.0f} us in {root.parent}")
+            drop_dir(root)
+        self.notes.append(f"CPU time to store one {size // 1000} kB object: " + ", ".join(costs))
 
     def incremental(self, base: str) -> None:
         url, catalog = self.store("full")
@@ -709,7 +767,7 @@ class Bench:
                 f"{row.median('maxrss') / 2**20:>8.0f} {row.median('rchar') / 2**20:>9.0f} "
                 f"{row.median('wchar') / 2**20:>9.0f} {row.median('stored') / 2**20:>10.1f} "
                 f"{row.limit or 0:>8.2f} {ratio:>6}  {row.note}")
-        return "\n".join(lines)
+        return "\n".join(lines + self.notes)
 
 
 def _median_seconds(runs: list[dict[str, Any]]) -> float:
@@ -798,6 +856,7 @@ def main() -> None:
     cases = set(args.cases.split(","))
     bench.prepare()
     base = bench.full_backup_and_restore()
+    bench.object_cost()
     bench.incremental(base)
     bench.in_place_restore(base)
     if "all" in cases or "sync" in cases:
