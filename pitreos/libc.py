@@ -1,23 +1,22 @@
 """Optional libc calls that the os module lacks (fallocate's hole punching, syncfs)."""
 
 import ctypes
-import ctypes.util
 import functools
 import os
 from collections.abc import Callable
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    return ctypes.CDLL(name, use_errno=True) if name else None
+def _libc() -> ctypes.CDLL:
+    # the symbols already loaded in this process (libc among them): find_library would
+    # run ldconfig in a subprocess
+    return ctypes.CDLL(None, use_errno=True)
 
 
 @functools.cache
 def function(name: str, *argtypes: type) -> Callable[..., None] | None:
     """libc's ``name`` as a function raising OSError on failure; None where libc lacks it."""
-    libc = _libc()
-    func = getattr(libc, name, None) if libc is not None else None
+    func = getattr(_libc(), name, None)
     if func is None:
         return None
     func.argtypes = list(argtypes)
