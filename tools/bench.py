@@ -158,27 +158,10 @@ def limit_restore(out: Path, source_root: Path, dest_root: Path, workers: int
     return {"bytes": total[0]}
 
 
-def limit_scan_blake3(files: list[Path], chunk: int, workers: int) -> dict[str, Any]:
-    """Read the data of files changed in place and blake3 it: what finding their changed
-    chunks costs at the least."""
-    todo = list(_chunks_with_data(files, chunk))
-    fds = {p: os.open(p, os.O_RDONLY) for p in {t[0] for t in todo}}
-    extents = {p: _extents_of(p) for p in fds}
-
-    def work(item: tuple[Path, int, int]) -> None:
-        path, offset, length = item
-        blake3.blake3(read_range(fds[path], offset, length, extents[path])).digest()
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, todo))
-    for fd in fds.values():
-        os.close(fd)
-    return {"bytes": sum(t[2] for t in todo)}
-
-
-def limit_read_hash(files: list[Path], chunk: int, workers: int) -> dict[str, Any]:
-    """Read and hash (blake3: equal blake3, equal bytes) the local data: what an
-    in-place restore cannot avoid."""
+def limit_read_blake3(files: list[Path], chunk: int, workers: int) -> dict[str, Any]:
+    """Read the data of ``files`` and blake3 it (equal blake3, equal bytes): what an
+    in-place restore cannot avoid, and what finding the changed chunks of a file changed
+    in place costs at the least."""
     todo = list(_chunks_with_data(files, chunk))
     fds = {p: os.open(p, os.O_RDONLY) for p in {t[0] for t in todo}}
     extents = {p: _extents_of(p) for p in fds}
@@ -218,13 +201,13 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         extra = limit_restore(Path(spec["out"]), Path(spec["source"]), Path(spec["dest"]),
                               workers)
     elif kind == "limit_incremental":
-        scan = limit_scan_blake3([Path(f) for f in spec["scan"]], spec["chunk"], workers)
+        scan = limit_read_blake3([Path(f) for f in spec["scan"]], spec["chunk"], workers)
         ranges = [(Path(f), o, n) for f, o, n in spec["ranges"]]
         extra = limit_backup([], Path(spec["out"]), spec["chunk"], workers,
                              spec.get("level", 3), ranges)
         extra["scanned"] = scan["bytes"]
     elif kind == "limit_read_hash":
-        extra = limit_read_hash([Path(f) for f in spec["files"]], spec["chunk"], workers)
+        extra = limit_read_blake3([Path(f) for f in spec["files"]], spec["chunk"], workers)
     elif kind == "backup":
         from pitreos.backup import BackupOptions, run_backup
 
