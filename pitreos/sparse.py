@@ -65,12 +65,12 @@ def _extent_end(extent: tuple[int, int]) -> int:
 def extents_within(extents: Sequence[tuple[int, int]], start: int, end: int
                    ) -> list[tuple[int, int]]:
     """The parts of ``extents`` (sorted, non-overlapping) inside ``[start, end)``."""
-    first = bisect.bisect_right(extents, start, key=_extent_end)
     pieces = []
-    for ext_start, ext_end in extents[first:]:
-        if ext_start >= end:
-            break
+    index = bisect.bisect_right(extents, start, key=_extent_end)
+    while index < len(extents) and extents[index][0] < end:  # no slice: O(pieces)
+        ext_start, ext_end = extents[index]
         pieces.append((max(ext_start, start), min(ext_end, end)))
+        index += 1
     return pieces
 
 
