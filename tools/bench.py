@@ -829,6 +829,9 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true",
                         help="drop the page cache before every measured run (root only)")
     args = parser.parse_args()
+    if args.cold and not os.access("/proc/sys/vm/drop_caches", os.W_OK):
+        parser.error("--cold drops the page cache through /proc/sys/vm/drop_caches, "
+                     "which needs root")
     if args.child:
         print(json.dumps(run_child(json.loads(args.child))))
         return
