@@ -5,24 +5,28 @@ the store write it describes succeeded, each change in one transaction, and
 :func:`pitreos.sync.sync_catalog` rebuilds it from the store alone.
 """
 
+import functools
 import hashlib
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import platformdirs
 import sqlite_utils
+from sqlite_utils.migrations import Migrations
 
 from . import manifest as mf
 from .errors import CatalogError, CollisionError
 from .hashing import ChunkDigest
 
-SCHEMA_VERSION = 2
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def default_catalog_path(store_url: str) -> Path:
@@ -75,6 +79,51 @@ class FileRecord:
     chunks: list[mf.Chunk]
 
 
+def _translate(path: Path, exc: sqlite3.Error) -> CatalogError:
+    """The catalog's one error boundary: SQLite's errors become pitreos errors here."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return CatalogError(f"catalog {path} is locked by another pitreos ({text}): wait "
+                            "for it, or use another --catalog")
+    return CatalogError(f"catalog {path} is unreadable ({text}); it is a cache of the "
+                        "store: run 'pitreos catalog sync --rebuild'")
+
+
+def _guarded(method: Callable[P, T]) -> Callable[P, T]:
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            catalog = args[0]
+            assert isinstance(catalog, Catalog)
+            raise _translate(catalog.path, exc) from exc
+
+    return wrapper
+
+
+def migration_steps() -> list[tuple[str, str]]:
+    """The catalog's schema as named steps: (name, SQL) of ``schema/migrations/*.sql``,
+    in name order."""
+    folder = resources.files("pitreos.schema").joinpath("migrations")
+    return [(item.name.removesuffix(".sql"), item.read_text())
+            for item in sorted(folder.iterdir(), key=lambda i: i.name)
+            if item.name.endswith(".sql")]
+
+
+def migrations(steps: list[tuple[str, str]]) -> Migrations:
+    """The steps as a sqlite-utils migration set, which applies each once and records
+    it (in ``_sqlite_migrations``)."""
+    migration_set = Migrations("pitreos-catalog")
+    for name, sql in steps:
+
+        def step(db: sqlite_utils.Database, sql: str = sql) -> None:
+            _run_script(db.conn, sql)
+
+        migration_set(name=name)(step)
+    return migration_set
+
+
 class Catalog:
     def __init__(self, path: Path, store_url: str) -> None:
         self.path = path
@@ -82,27 +131,32 @@ class Catalog:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, timeout=60)
-            self.db = sqlite_utils.Database(conn)
-            self._setup()
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(
-                f"catalog {path} is unreadable ({exc}); run 'pitreos catalog sync --rebuild'"
-            ) from exc
         except OSError as exc:
             raise CatalogError(f"cannot open catalog {path}: {exc.strerror}") from exc
+        except sqlite3.Error as exc:
+            raise _translate(path, exc) from exc
+        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
+        try:
+            self._setup()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(path, exc) from exc
+        except CatalogError:
+            conn.close()
+            raise
 
-    @property
-    def conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection = self.db.conn
-        return conn
+    @staticmethod
+    def remove(path: Path) -> None:
+        """Delete a catalog (and its journal files): it is a cache, rebuilt by a sync."""
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            except OSError as exc:
+                raise CatalogError(f"cannot remove catalog {path}{suffix}: "
+                                   f"{exc.strerror}") from exc
 
     def _setup(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise CatalogError(
-                f"catalog {self.path} has schema version {version}, newer than this pitreos "
-                f"reads ({SCHEMA_VERSION}): upgrade pitreos or use another --catalog"
-            )
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
         self.conn.execute("PRAGMA synchronous = NORMAL")
@@ -110,20 +164,27 @@ class Catalog:
         # chunk references is then bounded by inserting them, not by temp-file I/O
         self.conn.execute("PRAGMA temp_store = MEMORY")
         self.conn.execute("PRAGMA cache_size = -65536")
-        if version < SCHEMA_VERSION:
-            sql = resources.files("pitreos.schema").joinpath("catalog.sql").read_text()
-            with self.transaction():
-                _run_script(self.conn, sql)
-                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO settings (key, value) VALUES ('store_url', ?)",
-                    (self.store_url,),
-                )
-        row = self.conn.execute("SELECT value FROM settings WHERE key = 'store_url'").fetchone()
-        if row is None or row[0] != self.store_url:
+        steps = migration_steps()
+        migration_set = migrations(steps)
+        known = {name for name, _ in steps}
+        applied = {m.name for m in migration_set.applied(self.db)}
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if applied - known or version > len(known):
+            newer = sorted(applied - known) or [str(version)]
             raise CatalogError(
-                f"catalog {self.path} mirrors store {row[0] if row else '?'}, "
-                f"not {self.store_url}: use another --catalog"
+                f"catalog {self.path} has schema version {newer[-1]}, newer than this "
+                "pitreos reads: upgrade pitreos or use another --catalog")
+        if applied != known:
+            migration_set.apply(self.db)
+            # pitreos 0.1 read only user_version: one a migration keeps it out
+            self.conn.execute(f"PRAGMA user_version = {len(known)}")
+        self.conn.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('store_url', ?)",
+                          (self.store_url,))
+        row = self.conn.execute("SELECT value FROM settings WHERE key = 'store_url'").fetchone()
+        if row[0] != self.store_url:
+            raise CatalogError(
+                f"catalog {self.path} mirrors store {row[0]}, not {self.store_url}: use "
+                "another --catalog"
             )
 
     def close(self) -> None:
@@ -140,6 +201,7 @@ class Catalog:
         self.conn.execute("COMMIT")
 
     # Blobs
+    @_guarded
     def known_blobs(self, sha1s: Collection[str]) -> dict[str, KnownBlob]:
         """The catalog's rows for those of ``sha1s`` it knows (at most 999 at a time)."""
         marks = ",".join("?" * len(sha1s))
@@ -148,10 +210,12 @@ class Catalog:
             f"WHERE sha1 IN ({marks})", tuple(sha1s))
         return {r[0]: KnownBlob(r[0], r[1], bool(r[2]), r[3], r[4]) for r in rows}
 
+    @_guarded
     def missing_blobs(self) -> set[str]:
         """Blobs a listing showed the store lacks (normally none)."""
         return {r[0] for r in self.conn.execute("SELECT sha1 FROM blobs WHERE missing = 1")}
 
+    @_guarded
     def add_blobs(self, blobs: Iterable[NewBlob]) -> None:
         """Record blobs just stored (no references yet); clears a 'missing' mark."""
         now = time.time()
@@ -164,9 +228,11 @@ class Catalog:
             )
 
     # Backups
+    @_guarded
     def backup_names(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT name FROM backups")}
 
+    @_guarded
     def add_backup(self, manifest: mf.Manifest, *, count_references: bool = True) -> None:
         """Mirror a manifest that is in the store, and count its references (a bulk sync
         passes False and calls :meth:`recount_references` once at the end). A row of the
@@ -249,6 +315,7 @@ class Catalog:
             (sign, backup_id),
         )
 
+    @_guarded
     def remove_backup(self, name: str) -> None:
         """Forget a backup whose manifest left the store; its blobs lose references."""
         with self.transaction():
@@ -260,6 +327,7 @@ class Catalog:
             self._adjust_refcounts(row[0], -1)
             self.conn.execute("DELETE FROM backups WHERE id = ?", (row[0],))
 
+    @_guarded
     def recount_references(self) -> None:
         """Recompute every reference count from the chunk table."""
         with self.transaction():
@@ -269,6 +337,7 @@ class Catalog:
                 "FROM chunks GROUP BY blob_id) AS c WHERE blobs.id = c.blob_id"
             )
 
+    @_guarded
     def mark_presence(self, present: dict[str, int]) -> int:
         """Apply a full listing of the store's blobs (sha1 -> stored size).
 
@@ -294,6 +363,7 @@ class Catalog:
         return int(row[0])
 
     # Queries
+    @_guarded
     def backups(self, tag: str | None = None) -> list[BackupRecord]:
         """Backups, newest first, optionally of one tag."""
         sql = "SELECT * FROM backups"
@@ -315,6 +385,7 @@ class Catalog:
             for r in self.db.query(sql, params)
         ]
 
+    @_guarded
     def files_of(self, backup_name: str) -> dict[str, FileRecord]:
         """Regular files of a backup with their chunk lists, for incremental backups."""
         rows = self.conn.execute(
@@ -338,6 +409,7 @@ class Catalog:
             records[path] = FileRecord(path, size, mtime_ns, inode, chunk_size, chunks)
         return records
 
+    @_guarded
     def referenced_sha1s(self, backups: Collection[str] | None = None) -> set[str]:
         """Blobs referenced by the given backups (all backups when None)."""
         if backups is None:
@@ -350,12 +422,14 @@ class Catalog:
                 "WHERE b.name = ?", (name,)))
         return out
 
+    @_guarded
     def referenced_digests(self, backups: Collection[str] | None = None) -> list[ChunkDigest]:
         wanted = self.referenced_sha1s(backups)
         return [ChunkDigest(sha1, b3) for sha1, b3 in
                 self.conn.execute("SELECT sha1, blake3 FROM blobs WHERE refcount > 0")
                 if sha1 in wanted]
 
+    @_guarded
     def references_to(self, sha1s: Collection[str]) -> dict[str, list[tuple[str, str]]]:
         """For each blob, the (backup, file) pairs that reference it."""
         out: dict[str, list[tuple[str, str]]] = {}
@@ -366,6 +440,7 @@ class Catalog:
                 "WHERE bl.sha1 = ? ORDER BY 1, 2", (sha1,))]
         return out
 
+    @_guarded
     def forget_blobs(self, sha1s: Collection[str]) -> None:
         """Drop rows of blobs about to be deleted from the store (nothing references
         them), so the catalog never claims a blob the store may no longer hold."""
@@ -373,6 +448,7 @@ class Catalog:
             self.conn.executemany("DELETE FROM blobs WHERE sha1 = ? AND refcount = 0",
                                   [(s,) for s in sha1s])
 
+    @_guarded
     def tag_stats(self) -> dict[str, dict[str, int]]:
         """Per tag (and '*' for all): backups, logical bytes, unique blobs and their
         plain and stored sizes."""
@@ -392,6 +468,21 @@ class Catalog:
                           "unique_bytes": plain, "stored_bytes": stored}
         return stats
 
+    @_guarded
+    def wrong_reference_counts(self) -> int:
+        """Blobs whose reference count disagrees with the chunk table (normally 0)."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM blobs b LEFT JOIN (SELECT blob_id, count(*) AS n FROM "
+            "chunks GROUP BY blob_id) c ON c.blob_id = b.id "
+            "WHERE b.refcount != coalesce(c.n, 0)").fetchone()
+        return int(row[0])
+
+    @_guarded
+    def reference_counts(self) -> dict[str, int]:
+        """Each referenced blob's reference count."""
+        return dict(self.conn.execute("SELECT sha1, refcount FROM blobs WHERE refcount > 0"))
+
+    @_guarded
     def blob_stats(self) -> dict[str, int]:
         row = self.conn.execute(
             "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(stored_size), 0), "

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import structlog
 
 from . import __version__, nodeos
 from . import log as logsetup
 from .backup import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, BackupOptions, run_backup
-from .catalog import BackupRecord, default_catalog_path
+from .catalog import BackupRecord
 from .errors import PitreosError, UsageError
 from .manifest import Manifest, validate_meta_key, validate_tag
 from .progress import NoProgress, Progress, RichProgress
@@ -26,6 +25,7 @@ from .walk import PathFilter
 from .workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logsetup.get_logger(__name__)
 _SIZE_RE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
 
 
@@ -42,11 +42,12 @@ class Settings:
     @contextmanager
     def workspace(self, *, create: bool = False, sync: bool = True,
                   compression_level: int = 3, store: str | None = None,
-                  catalog: Path | None = None) -> Iterator[Workspace]:
+                  catalog: Path | None = None, rebuild_catalog: bool = False
+                  ) -> Iterator[Workspace]:
         ws = Workspace.open(store or self.store,
                             catalog_path=catalog if store else self.catalog, create=create,
                             workers=self.parallel, compression_level=compression_level,
-                            cache_dir=self.cache)
+                            cache_dir=self.cache, rebuild_catalog=rebuild_catalog)
         try:
             if sync:
                 ws.sync()
@@ -235,7 +236,7 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: 
             click.echo(f"note: {environment}", err=True)
         unused = options.path_filter.unused([e.path for e in manifest.entries])
         for pattern in unused:
-            structlog.get_logger().warning("restore.glob_matches_nothing", glob=pattern)
+            log.warning("restore.glob_matches_nothing", glob=pattern)
         plan = plan_restore(manifest, Path(dest), options, make_progress())
         if dry_run:
             _print_plan(plan)
@@ -385,7 +386,8 @@ def gc(settings: Settings, keep_last: int | None, keep_hourly: int | None,
 
     Per tag, a backup kept by any --keep-* rule stays. Safe while backups run on other
     machines (see docs/gc.md), safe to interrupt and run again."""
-    from .gc import GCOptions, RetentionPolicy, run_gc
+    from .gc import GCOptions, run_gc
+    from .gcdecision import RetentionPolicy
     from .select import parse_duration
 
     options = GCOptions(
@@ -476,13 +478,7 @@ def catalog() -> None:
 @click.pass_obj
 def catalog_sync(settings: Settings, rebuild: bool) -> None:
     """Bring the catalog level with the store (rebuilds it on a fresh machine)."""
-    if rebuild:
-        from .stores import open_store
-
-        path = settings.catalog or default_catalog_path(open_store(settings.store).url)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-    with settings.workspace(sync=False) as ws:
+    with settings.workspace(sync=False, rebuild_catalog=rebuild) as ws:
         report = ws.sync(list_blobs=True)
         stats = ws.catalog.blob_stats()
     click.echo(f"catalog {ws.catalog.path}: {report.added} backups added, {report.removed} "

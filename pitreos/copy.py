@@ -7,16 +7,15 @@ written, and the manifest is written last, as by a backup.
 
 from dataclasses import dataclass
 
-import structlog
-
 from . import manifest as mf
 from .catalog import Catalog, NewBlob
 from .errors import PitreosError
 from .hashing import ChunkDigest
-from .parallel import TaskWindow
+from .log import get_logger
+from .parallel import imap_unordered
 from .repository import Repository
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass
@@ -37,21 +36,16 @@ def copy_backup(manifest: mf.Manifest, source: Repository, dest: Repository,
 
     def copy_one(d: ChunkDigest) -> NewBlob:
         blob = source.get_blob(d.sha1)
-        data = source.codec.decode(blob, d)  # never spread a corrupt blob
+        size = source.check_blob(blob, d)  # never spread a corrupt blob
         dest.put_blob(d.sha1, blob)
-        return NewBlob(d.sha1, d.blake3, len(data), len(blob))
+        return NewBlob(d.sha1, d.blake3, size, len(blob))
 
     copied: list[NewBlob] = []
     try:
-        with TaskWindow[NewBlob](workers) as window:
-            queue = list(reversed(missing))
-            while queue or len(window):
-                while queue and not window.full:
-                    window.submit(copy_one, queue.pop())
-                blob = window.next_done()
-                copied.append(blob)
-                stats.blobs_copied += 1
-                stats.bytes_copied += blob.stored_size
+        for blob in imap_unordered(copy_one, missing, workers=workers):
+            copied.append(blob)
+            stats.blobs_copied += 1
+            stats.bytes_copied += blob.stored_size
     finally:
         if copied:
             dest.flush()

@@ -1,8 +1,10 @@
-"""Markers in the store that let gc and backups on different machines stay out of each
-other's way, with no lock server. The protocol and its argument: ``docs/gc.md``.
+"""Markers that let gc and backups on different machines stay out of each other's way,
+with no lock server: the records the protocol of :mod:`pitreos.gcprotocol` exchanges
+through the store (where they live: :mod:`pitreos.repository`). Its argument:
+``docs/gc.md``.
 
-A marker is a small JSON object under ``locks/``. It is advisory: a marker older than
-``stale_after`` whose owner never finished (a crashed process) is ignored.
+A marker is a small JSON object. It is advisory: a marker older than ``stale_after``
+whose owner never finished (a crashed process) is ignored.
 """
 
 import json
@@ -13,10 +15,6 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from .errors import BlobNotFound
-from .stores.base import Store
-
-LOCK_PREFIX = "locks/"
 DEFAULT_STALE_AFTER = 6 * 3600.0
 FINISHED_GC_KEPT = 7 * 24 * 3600.0  # how long finished gc markers stay, for slow backups
 
@@ -34,10 +32,6 @@ class Marker:
     finished: float | None = None
     deleting_blobs: bool = False  # gc only: it saw no running backup and deletes blobs
 
-    @property
-    def key(self) -> str:
-        return f"{LOCK_PREFIX}{self.kind}-{self.id}.json"
-
     def live(self, now: float, stale_after: float) -> bool:
         return self.finished is None and now - self.updated < stale_after
 
@@ -48,23 +42,15 @@ def new_marker(kind: Kind) -> Marker:
                   host=socket.gethostname(), pid=os.getpid(), started=now, updated=now)
 
 
-def write(store: Store, marker: Marker) -> None:
+def encode(marker: Marker) -> bytes:
+    """Stamp the marker as updated now, and serialise it."""
     marker.updated = time.time()
-    store.put(marker.key, json.dumps(asdict(marker)).encode(), overwrite=True)
+    return json.dumps(asdict(marker)).encode()
 
 
-def remove(store: Store, marker: Marker) -> None:
-    store.delete(marker.key)
-
-
-def read_all(store: Store) -> list[Marker]:
-    markers = []
-    for info in store.list(LOCK_PREFIX):
-        try:
-            doc = json.loads(store.get(info.key))
-            markers.append(Marker(**doc))
-        except BlobNotFound:  # removed while listing
-            continue
-        except (ValueError, TypeError):  # not ours or damaged: ignore, never trust
-            continue
-    return markers
+def decode(data: bytes) -> Marker | None:
+    """The marker in ``data``; None when it is damaged or not ours."""
+    try:
+        return Marker(**json.loads(data))
+    except (ValueError, TypeError):
+        return None

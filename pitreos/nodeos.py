@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import structlog
+from .log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 BLOCKS_LOG = "blocks/blocks.log"
 BLOCKS_INDEX = "blocks/blocks.index"

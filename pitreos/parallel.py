@@ -1,63 +1,89 @@
-"""A bounded window of tasks on a thread pool.
+"""Bounded parallel maps on a thread pool: the one place the engine hands work to threads.
 
 The engine's work (positional reads and writes, hashing, compression, store requests)
-runs in C code that releases the GIL, so threads use every core. The window bounds how
-many tasks (and so how many chunk buffers) are in flight: memory stays proportional to
-the window, whatever the size of the files.
+runs in C code that releases the GIL, so threads use every core. :func:`imap_unordered`
+keeps a bounded window of tasks in flight, so memory stays proportional to the window
+(one chunk buffer a task), whatever the size of the files.
 """
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from queue import SimpleQueue
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
 
 
-class TaskWindow(Generic[T]):
-    """Submit tasks while not :attr:`full`; take results with :meth:`next_done`.
+class Feed(Generic[A]):
+    """Items that a consumer of :func:`imap_unordered` adds while it iterates.
+
+    Items pushed come first (a backup's store tasks overtake its reads: their buffers
+    are already in memory), then those of ``then``. Running dry is not the end: the
+    map polls again after every result, and ends only when the feed is dry with
+    nothing in flight.
+    """
+
+    def __init__(self, then: Iterable[A] = ()) -> None:
+        self._pushed: deque[A] = deque()
+        self._then = iter(then)
+
+    def push(self, item: A) -> None:
+        self._pushed.append(item)
+
+    def __iter__(self) -> "Feed[A]":
+        return self
+
+    def __next__(self) -> A:
+        if self._pushed:
+            return self._pushed.popleft()
+        return next(self._then)
+
+
+def imap_unordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int,
+                   window: int | None = None) -> Iterator[R]:
+    """``fn`` over ``items`` on ``workers`` threads, results as they finish.
+
+    At most ``window`` tasks (default twice the workers) are in flight; items are taken
+    from ``items`` only as room frees up, so a lazy iterable is consumed lazily, on the
+    calling thread. ``items`` is polled again after each result, so a :class:`Feed`
+    that the caller extends while iterating is drained too.
 
     Finished tasks land in a queue (a done-callback puts them there), so taking one is a
     single queue read: ``concurrent.futures.wait`` builds waiters and locks on every
     call, which cost the main thread more than the work it hands out at a thousand
     chunks a second.
 
-    Use as a context manager: on an exception (Ctrl-C included) pending tasks are
-    cancelled and running ones are waited for, so no thread writes after the caller
-    has given up.
+    When the caller stops early or a task raises (Ctrl-C included), pending tasks are
+    cancelled and running ones are waited for, so no thread writes after the caller has
+    given up.
     """
+    workers = max(1, workers)
+    limit = max(workers, window or workers * 2)
+    source = iter(items)
+    finished: SimpleQueue[Future[R]] = SimpleQueue()
+    in_flight = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pitreos") as pool:
+        try:
+            while True:
+                while in_flight < limit:
+                    try:
+                        item = next(source)
+                    except StopIteration:
+                        break
+                    pool.submit(fn, item).add_done_callback(finished.put)
+                    in_flight += 1
+                if not in_flight:
+                    return
+                future = finished.get()
+                in_flight -= 1
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
-    def __init__(self, workers: int, limit: int | None = None) -> None:
-        self.workers = max(1, workers)
-        self.limit = max(self.workers, limit or self.workers * 2)
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pitreos")
-        self._finished: SimpleQueue[Future[T]] = SimpleQueue()
-        self._in_flight = 0
 
-    def __enter__(self) -> "TaskWindow[T]":
-        return self
+def call(task: Callable[[], R]) -> R:
+    """Run a task: :func:`imap_unordered`'s ``fn`` for a stream of mixed callables."""
+    return task()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __len__(self) -> int:
-        return self._in_flight
-
-    @property
-    def full(self) -> bool:
-        return self._in_flight >= self.limit
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> None:
-        future = self._pool.submit(fn, *args)
-        self._in_flight += 1
-        future.add_done_callback(self._finished.put)
-
-    def next_done(self) -> T:
-        """Wait for a task to finish and return its result (or raise its exception)."""
-        future = self._finished.get()
-        self._in_flight -= 1
-        return future.result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._in_flight = 0

@@ -1,30 +1,34 @@
-"""The repository: how backups and blobs are laid out in a store.
+"""The repository: how backups, blobs and markers are laid out in a store, and the only
+module that knows it. Everything above it asks the repository, never the store.
 
 Layout (documented in ``schema/manifest.md``)::
 
     blobs/<sha1[:2]>/<sha1>       one chunk, encoded by :mod:`pitreos.blobcodec`
     manifests/<name>.yaml         one backup, written after all its blobs
     index/manifests.txt           names of the manifests, for stores that cannot list
+    locks/<kind>-<id>.json        markers of running backups and gcs (:mod:`pitreos.locks`)
 """
 
+import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-import structlog
-
+from . import locks
 from . import manifest as mf
-from .blobcodec import BlobCodec
-from .errors import BackupNotFound, BlobNotFound, IntegrityError, ManifestError
+from .blobcodec import BlobCodec, parse_header
+from .errors import BackupNotFound, BlobNotFound, IntegrityError, ManifestError, StoreNotFound
 from .hashing import ChunkDigest
-from .stores.base import Store
+from .log import get_logger
+from .stores.base import Store, StoreProperties
 
 BLOB_PREFIX = "blobs/"
 MANIFEST_PREFIX = "manifests/"
 MANIFEST_SUFFIX = ".yaml"
 INDEX_KEY = "index/manifests.txt"
+LOCK_PREFIX = "locks/"
 _INTEGRITY_ATTEMPTS = 3
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def blob_key(sha1: str) -> str:
@@ -35,11 +39,40 @@ def manifest_key(name: str) -> str:
     return f"{MANIFEST_PREFIX}{name}{MANIFEST_SUFFIX}"
 
 
+def marker_key(marker: locks.Marker) -> str:
+    return f"{LOCK_PREFIX}{marker.kind}-{marker.id}.json"
+
+
+def is_blob_key(key: str) -> bool:
+    """Blobs never change once written: the only objects a cache may keep."""
+    return key.startswith(BLOB_PREFIX)
+
+
+def blob_is_sound(codec: BlobCodec, key: str, blob: bytes) -> bool:
+    """Whether a blob decodes to data matching its name (sha1) and the blake3 of its own
+    header: what a cache may keep, before any manifest is consulted."""
+    sha1 = key.rpartition("/")[2]
+    try:
+        header = parse_header(blob, sha1)
+        codec.decode(blob, ChunkDigest(sha1, header.blake3))
+    except IntegrityError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class StoredBlob:
     sha1: str
     stored_size: int
     modified: datetime
+
+
+class BlobState(enum.Enum):
+    """What the store holds under a sha1, compared with the chunk expected there."""
+
+    SOUND = "sound"  # the expected chunk, both hashes checked
+    DAMAGED = "damaged"  # absent, cut short, or not decodable: to be stored again
+    OTHER = "other"  # a sound blob of other data: a sha1 collision
 
 
 def parse_manifest(name: str, data: bytes) -> mf.Manifest:
@@ -51,38 +84,69 @@ def parse_manifest(name: str, data: bytes) -> mf.Manifest:
 
 
 class Repository:
-    """Blob and manifest operations on top of a :class:`~pitreos.stores.base.Store`.
+    """Blob, manifest and marker operations on top of a
+    :class:`~pitreos.stores.base.Store` (with its wrappers)."""
 
-    ``cache`` is an optional second store (a local directory) that reads try first;
-    only blobs whose hashes were checked enter it.
-    """
-
-    def __init__(self, store: Store, codec: BlobCodec | None = None,
-                 cache: Store | None = None) -> None:
-        self.store = store
-        self.codec = codec or BlobCodec()
-        self.cache = cache
+    def __init__(self, store: Store, codec: BlobCodec | None = None) -> None:
+        self._store = store
+        self._codec = codec or BlobCodec()
 
     @property
     def url(self) -> str:
-        return self.store.url
+        return self._store.url
+
+    @property
+    def properties(self) -> StoreProperties:
+        return self._store.properties
+
+    def check(self) -> None:
+        """Raise :class:`~pitreos.errors.StoreNotFound` unless the store exists; a store
+        that cannot list must hold the index of its manifests."""
+        self._store.check()
+        if not self.properties.listable and not self._store.exists(INDEX_KEY):
+            raise StoreNotFound(f"store {self.url} does not exist (no {INDEX_KEY} there)")
 
     # Blobs
+    def encode_blob(self, data: bytes | bytearray, chunk: ChunkDigest) -> bytes:
+        return self._codec.encode(data, chunk)
+
+    def check_blob(self, blob: bytes, chunk: ChunkDigest) -> int:
+        """Raise :class:`~pitreos.errors.IntegrityError` unless ``blob`` holds ``chunk``;
+        returns the chunk's length."""
+        return len(self._codec.decode(blob, chunk))
+
     def put_blob(self, sha1: str, blob: bytes) -> bool:
         """Store an encoded blob unless present; True when this call wrote it. It may be
         durable only after :meth:`flush`."""
-        return self.store.put(blob_key(sha1), blob)
+        return self._store.put(blob_key(sha1), blob)
 
     def replace_blob(self, sha1: str, blob: bytes) -> None:
         """Overwrite a damaged blob with a good one."""
-        self.store.put(blob_key(sha1), blob, overwrite=True)
+        self._store.put(blob_key(sha1), blob, overwrite=True)
 
     def flush(self) -> None:
         """Make every blob put so far durable: before a catalog row or manifest says so."""
-        self.store.flush()
+        self._store.flush()
 
     def get_blob(self, sha1: str) -> bytes:
-        return self.store.get(blob_key(sha1))
+        return self._store.get(blob_key(sha1))
+
+    def blob_exists(self, sha1: str) -> bool:
+        return self._store.exists(blob_key(sha1))
+
+    def examine_blob(self, chunk: ChunkDigest) -> tuple[BlobState, str | None]:
+        """Check the blob stored under ``chunk.sha1`` whole. Returns its state and, for
+        :attr:`BlobState.OTHER`, the blake3 it holds; the reason for
+        :attr:`BlobState.DAMAGED`."""
+        try:
+            stored = self.get_blob(chunk.sha1)
+            header = parse_header(stored, chunk.sha1)
+            if header.blake3 != chunk.blake3:
+                return BlobState.OTHER, header.blake3
+            self._codec.decode(stored, chunk)
+        except (IntegrityError, BlobNotFound) as exc:
+            return BlobState.DAMAGED, str(exc)
+        return BlobState.SOUND, None
 
     def read_chunk(self, chunk: ChunkDigest) -> tuple[bytes, int]:
         """Return a chunk, both hashes checked, and the bytes fetched from the store.
@@ -90,66 +154,62 @@ class Repository:
         A blob that fails its check is fetched again (a body cut short in transit can
         slip past the transport) before the failure is reported.
         """
-        key = blob_key(chunk.sha1)
-        if self.cache is not None:
-            try:
-                return self.codec.decode(self.cache.get(key), chunk), 0
-            except (BlobNotFound, IntegrityError):
-                self.cache.delete(key)
         for attempt in range(1, _INTEGRITY_ATTEMPTS + 1):
-            blob = self.store.get(key)
+            blob = self.get_blob(chunk.sha1)
             try:
-                data = self.codec.decode(blob, chunk)
+                return self._codec.decode(blob, chunk), len(blob)
             except IntegrityError as exc:
                 if attempt == _INTEGRITY_ATTEMPTS:
                     raise IntegrityError(f"{exc} (in store {self.url})") from exc
                 log.warning("blob.refetch", blob=chunk.sha1, error=str(exc))
-                continue
-            if self.cache is not None:
-                self.cache.put(key, blob, overwrite=True)
-            return data, len(blob)
         raise AssertionError("unreachable")
 
     def list_blobs(self) -> Iterator[StoredBlob]:
-        for info in self.store.list(BLOB_PREFIX):
+        for info in self._store.list(BLOB_PREFIX):
             sha1 = info.key.rpartition("/")[2]
             if len(sha1) == 40:
                 yield StoredBlob(sha1, info.size, info.modified)
 
     def delete_blob(self, sha1: str) -> None:
-        self.store.delete(blob_key(sha1))
+        self._store.delete(blob_key(sha1))
 
     # Manifests
     def manifest_names(self) -> list[str]:
         """Names of every complete backup in the store, oldest first."""
-        if not self.store.listable:
-            return sorted(self.store.get(INDEX_KEY).decode().split())
+        if not self.properties.listable:
+            return sorted(self._store.get(INDEX_KEY).decode().split())
         names = [
             info.key[len(MANIFEST_PREFIX) : -len(MANIFEST_SUFFIX)]
-            for info in self.store.list(MANIFEST_PREFIX)
+            for info in self._store.list(MANIFEST_PREFIX)
             if info.key.endswith(MANIFEST_SUFFIX) and "/" not in info.key[len(MANIFEST_PREFIX):]
         ]
         return sorted(names)
 
-    def read_manifest(self, name: str) -> mf.Manifest:
+    def manifest_bytes(self, name: str) -> bytes | None:
+        """The stored manifest, unparsed; None when it is gone (deleted since listing)."""
         try:
-            data = self.store.get(manifest_key(name))
-        except BlobNotFound as exc:
-            raise BackupNotFound(f"no backup named {name!r} in store {self.url}") from exc
+            return self._store.get(manifest_key(name))
+        except BlobNotFound:
+            return None
+
+    def read_manifest(self, name: str) -> mf.Manifest:
+        data = self.manifest_bytes(name)
+        if data is None:
+            raise BackupNotFound(f"no backup named {name!r} in store {self.url}")
         return parse_manifest(name, data)
 
     def write_manifest(self, manifest: mf.Manifest) -> bool:
         """Write a manifest unless one of that name exists; True when written. Its blobs
         are made durable first, and it is durable when this returns."""
-        self.store.flush()
-        if not self.store.put(manifest_key(manifest.name), mf.dump(manifest)):
+        self._store.flush()
+        if not self._store.put(manifest_key(manifest.name), mf.dump(manifest)):
             return False
         self.update_index()
-        self.store.flush()
+        self._store.flush()
         return True
 
     def delete_manifest(self, name: str) -> None:
-        self.store.delete(manifest_key(name))
+        self._store.delete(manifest_key(name))
         self.update_index()
 
     def update_index(self) -> None:
@@ -159,4 +219,24 @@ class Repository:
         index holds at least every manifest written before it listed.
         """
         names = "".join(f"{name}\n" for name in self.manifest_names())
-        self.store.put(INDEX_KEY, names.encode(), overwrite=True)
+        self._store.put(INDEX_KEY, names.encode(), overwrite=True)
+
+    # Markers of running operations
+    def write_marker(self, marker: locks.Marker) -> None:
+        self._store.put(marker_key(marker), locks.encode(marker), overwrite=True)
+
+    def remove_marker(self, marker: locks.Marker) -> None:
+        self._store.delete(marker_key(marker))
+
+    def markers(self) -> list[locks.Marker]:
+        """Every readable marker; one that is damaged or not ours is ignored, never
+        trusted."""
+        found = []
+        for info in self._store.list(LOCK_PREFIX):
+            try:
+                marker = locks.decode(self._store.get(info.key))
+            except BlobNotFound:  # removed while listing
+                continue
+            if marker is not None:
+                found.append(marker)
+        return found

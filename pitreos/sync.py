@@ -2,15 +2,14 @@
 
 from dataclasses import dataclass
 
-import structlog
-
 from .catalog import Catalog
-from .errors import BlobNotFound, ManifestError
+from .errors import ManifestError
+from .log import get_logger
 from .manifest import Manifest
-from .parallel import TaskWindow
-from .repository import Repository, StoredBlob, manifest_key, parse_manifest
+from .parallel import imap_unordered
+from .repository import Repository, StoredBlob, parse_manifest
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +49,7 @@ def sync_catalog(
     # Fetching runs on threads; parsing (GIL-bound) on the main thread, between inserts.
 
     def fetch(name: str) -> tuple[str, bytes | None]:
-        try:
-            return name, repo.store.get(manifest_key(name))
-        except BlobNotFound:  # deleted since the listing
-            return name, None
+        return name, repo.manifest_bytes(name)  # None: deleted since the listing
 
     def insert(result: Manifest | tuple[str, str]) -> None:
         if isinstance(result, tuple):
@@ -63,14 +59,9 @@ def sync_catalog(
         catalog.add_backup(result, count_references=False)
         log.info("catalog.backup_added", backup=result.name)
 
-    with TaskWindow[tuple[str, bytes | None]](workers) as window:
-        queue = list(reversed(new))
-        while queue or len(window):
-            while queue and not window.full:
-                window.submit(fetch, queue.pop())
-            name, data = window.next_done()
-            if data is not None:
-                insert(_parse_or_name(name, data))
+    for name, data in imap_unordered(fetch, new, workers=workers):
+        if data is not None:
+            insert(_parse_or_name(name, data))
     if new:
         catalog.recount_references()  # before the listing is applied: it trusts the counts
     missing = None

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from .catalog import Catalog
 from .errors import IntegrityError, StoreError
 from .hashing import ChunkDigest
-from .parallel import TaskWindow
-from .repository import Repository, blob_key
+from .parallel import imap_unordered
+from .repository import Repository
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,11 @@ def verify(repo: Repository, catalog: Catalog, backups: Collection[str] | None,
     report = VerifyReport(backups=len(backups) if backups is not None else
                           len(catalog.backup_names()), blobs_checked=len(digests))
     problems: dict[str, str] = {}
-    if repo.store.listable:
+    listable = repo.properties.listable
+    if listable:
         present = {b.sha1 for b in repo.list_blobs()}
         problems.update({d.sha1: "missing" for d in digests if d.sha1 not in present})
-    if deep or not repo.store.listable:
+    if deep or not listable:
         todo = [d for d in digests if d.sha1 not in problems]
         problems.update(_check_each(repo, todo, deep, workers, report))
     refs = catalog.references_to(problems)
@@ -55,27 +56,22 @@ def _check_each(repo: Repository, digests: list[ChunkDigest], deep: bool, worker
 
     def check(d: ChunkDigest) -> tuple[str, str | None, int]:
         if not deep:
-            return d.sha1, None if repo.store.exists(blob_key(d.sha1)) else "missing", 0
+            return d.sha1, None if repo.blob_exists(d.sha1) else "missing", 0
         try:
             blob = repo.get_blob(d.sha1)
         except StoreError as exc:
             return d.sha1, str(exc), 0
         try:
-            repo.codec.decode(blob, d)
+            repo.check_blob(blob, d)
         except IntegrityError as exc:
             return d.sha1, f"corrupt: {exc}", len(blob)
         return d.sha1, None, len(blob)
 
     problems: dict[str, str] = {}
-    with TaskWindow[tuple[str, str | None, int]](workers) as window:
-        queue = list(reversed(digests))
-        while queue or len(window):
-            while queue and not window.full:
-                window.submit(check, queue.pop())
-            sha1, problem, size = window.next_done()
-            report.bytes_downloaded += size
-            if problem is not None:
-                problems[sha1] = "missing" if "not found" in problem else problem
+    for sha1, problem, size in imap_unordered(check, digests, workers=workers):
+        report.bytes_downloaded += size
+        if problem is not None:
+            problems[sha1] = "missing" if "not found" in problem else problem
     return problems
 
 
@@ -98,13 +94,10 @@ def check_catalog(repo: Repository, catalog: Catalog) -> CatalogCheck:
     in_catalog = catalog.backup_names()
     present = {b.sha1 for b in repo.list_blobs()}
     referenced = catalog.referenced_sha1s()
-    wrong = catalog.conn.execute(
-        "SELECT count(*) FROM blobs b LEFT JOIN (SELECT blob_id, count(*) AS n FROM chunks "
-        "GROUP BY blob_id) c ON c.blob_id = b.id WHERE b.refcount != coalesce(c.n, 0)"
-    ).fetchone()[0]
+    wrong = catalog.wrong_reference_counts()
     return CatalogCheck(
         manifests_only_in_store=sorted(in_store - in_catalog),
         backups_only_in_catalog=sorted(in_catalog - in_store),
         referenced_blobs_missing=sorted(referenced - present),
-        wrong_reference_counts=int(wrong),
+        wrong_reference_counts=wrong,
     )

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import structlog
-
 from .errors import PitreosError, UsageError
+from .log import get_logger
 from .manifest import EntryType
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # Left behind in a destination while a restore runs; never backed up or deleted.
 RESTORE_MARKER = ".pitreos-restore"

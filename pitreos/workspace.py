@@ -1,16 +1,22 @@
-"""A store opened together with its catalog: the usual starting point of every command."""
+"""A store opened together with its catalog: the usual starting point of every command,
+and the one place where the layers are put together (backend, its wrappers, the
+repository on top, the catalog beside it)."""
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .blobcodec import BlobCodec
 from .catalog import Catalog, default_catalog_path
 from .errors import BackupNotFound
 from .manifest import Manifest
-from .repository import Repository
+from .repository import Repository, blob_is_sound, is_blob_key
 from .select import BackupFilter, choose
 from .stores import open_store
+from .stores.base import Store, StoreProperties
+from .stores.cache import CachingStore
+from .stores.counting import CountingStore
 from .stores.local import LocalStore
 from .sync import SyncReport, sync_catalog
 
@@ -20,20 +26,33 @@ class Workspace:
     repo: Repository
     catalog: Catalog
     workers: int
+    requests: CountingStore | None = None  # with count_requests: what was asked of the store
 
     @classmethod
     def open(cls, store_url: str, *, catalog_path: Path | None = None, create: bool = False,
              workers: int | None = None, compression_level: int = 3,
-             cache_dir: Path | None = None) -> "Workspace":
-        workers = workers or default_workers(store_url)
-        store = open_store(store_url, create=create, pool_size=workers)
-        store.check()
-        cache = LocalStore(cache_dir, create=True) if cache_dir else None
-        if cache is not None:
-            cache.check()
-        repo = Repository(store, BlobCodec(level=compression_level), cache)
-        catalog = Catalog(catalog_path or default_catalog_path(store.url), store.url)
-        return cls(repo, catalog, workers)
+             cache_dir: Path | None = None, rebuild_catalog: bool = False,
+             count_requests: bool = False) -> "Workspace":
+        """Open the store at ``store_url`` and its catalog. ``rebuild_catalog`` starts
+        from an empty catalog (it is a cache of the store); ``count_requests`` counts
+        the requests made to the store (what an object store would bill)."""
+        codec = BlobCodec(level=compression_level)
+        store: Store = open_store(store_url, create=create,
+                                  pool_size=workers or _remote_workers())
+        workers = workers or default_workers(store.properties)
+        requests = None
+        if count_requests:
+            store = requests = CountingStore(store)
+        if cache_dir is not None:
+            store = CachingStore(store, LocalStore(cache_dir, create=True),
+                                 cacheable=is_blob_key,
+                                 verify=partial(blob_is_sound, codec))
+        repo = Repository(store, codec)
+        repo.check()
+        path = catalog_path or default_catalog_path(repo.url)
+        if rebuild_catalog:
+            Catalog.remove(path)
+        return cls(repo, Catalog(path, repo.url), workers, requests)
 
     def sync(self, *, list_blobs: bool = False) -> SyncReport:
         return sync_catalog(self.catalog, self.repo, list_blobs=list_blobs,
@@ -58,11 +77,13 @@ class Workspace:
         self.catalog.close()
 
 
-def default_workers(store_url: str) -> int:
+def default_workers(properties: StoreProperties) -> int:
     """A local store is CPU-bound: a thread a core (on 2 cores, 2 threads backed up
     ~10% faster than 3 and ~15% faster than 4, which only added contention for the GIL
     and the file system's locks: docs/performance.md). Object stores are latency-bound:
     more requests in flight hide the round trips."""
-    cores = os.cpu_count() or 2
-    remote = any(store_url.startswith(s) for s in ("gs:", "s3:", "azblob:", "http:", "https:"))
-    return max(16, 4 * cores) if remote else max(2, cores)
+    return _remote_workers() if properties.remote else max(2, os.cpu_count() or 2)
+
+
+def _remote_workers() -> int:
+    return max(16, 4 * (os.cpu_count() or 2))

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from pitreos.sparse import (  # noqa: E402
     read_nonzero,
     read_range,
 )
+from pitreos.stores.local import PROPERTIES as LOCAL_PROPERTIES  # noqa: E402
 from pitreos.workspace import default_workers  # noqa: E402
 
 CORES = os.cpu_count() or 2
@@ -190,7 +192,7 @@ def _workspace(spec: dict[str, Any]) -> Any:
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measured operation; returns its figures."""
     kind = spec["kind"]
-    workers = spec.get("workers") or default_workers("file:")  # as many as the engine
+    workers = spec.get("workers") or default_workers(LOCAL_PROPERTIES)  # as the engine
     started = time.perf_counter()
     extra: dict[str, Any] = {}
     if kind == "limit_backup":
@@ -239,13 +241,15 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         report = ws.sync()
         extra = {"added": report.added}
     elif kind in ("gc", "verify"):
-        from pitreos.gc import GCOptions, RetentionPolicy, run_gc
+        from pitreos.gc import GCOptions, run_gc
+        from pitreos.gcdecision import RetentionPolicy
         from pitreos.verify import verify
         from pitreos.workspace import Workspace
 
-        ws = Workspace.open(spec["store"], catalog_path=Path(spec["catalog"]))
-        counter = CountingStore(ws.repo.store)
-        ws.repo.store = counter  # type: ignore[assignment]
+        ws = Workspace.open(spec["store"], catalog_path=Path(spec["catalog"]),
+                            count_requests=True)
+        counter = ws.requests
+        assert counter is not None
         started = time.perf_counter()
         if kind == "gc":
             gc_report = run_gc(ws.repo, ws.catalog, GCOptions(
@@ -276,51 +280,6 @@ def _peak_rss() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-class CountingStore:
-    """Counts the requests a store would make: one per get/put/exists/delete, one per
-    listing page of 1,000 objects (GCS's and S3's page size)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.read_only = inner.read_only
-        self.listable = inner.listable
-        self.counts: dict[str, int] = {}
-        self.lock = threading.Lock()
-
-    def _count(self, op: str, n: int = 1) -> None:
-        with self.lock:
-            self.counts[op] = self.counts.get(op, 0) + n
-
-    def requests(self) -> dict[str, int]:
-        return dict(self.counts)
-
-    def check(self) -> None:
-        self._count("check")
-        self.inner.check()
-
-    def get(self, key: str) -> bytes:
-        self._count("get")
-        return bytes(self.inner.get(key))
-
-    def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
-        self._count("put")
-        return bool(self.inner.put(key, data, overwrite=overwrite))
-
-    def exists(self, key: str) -> bool:
-        self._count("exists")
-        return bool(self.inner.exists(key))
-
-    def list(self, prefix: str) -> Iterator[Any]:
-        items = list(self.inner.list(prefix))
-        self._count("list", max(1, -(-len(items) // 1000)))
-        return iter(items)
-
-    def delete(self, key: str) -> None:
-        self._count("delete")
-        self.inner.delete(key)
-
-
 # Parent side -------------------------------------------------------------------------
 
 
@@ -335,10 +294,10 @@ class Row:
 
     @property
     def seconds(self) -> float:
-        return statistics.median(r["seconds"] for r in self.runs)
+        return float(statistics.median(r["seconds"] for r in self.runs))
 
     def median(self, key: str) -> float:
-        return statistics.median(r.get(key, 0) for r in self.runs)
+        return float(statistics.median(r.get(key, 0) for r in self.runs))
 
 
 def child(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -346,7 +305,8 @@ def child(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, 
                           capture_output=True, text=True, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise SystemExit(f"child {spec['kind']} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def drop_dir(path: Path) -> None:
@@ -496,9 +456,9 @@ class Bench:
             return {"kind": "backup", "store": store.as_uri(), "catalog": str(catalog),
                     "chunk": self.chunk, "source": str(self.node), "workers": workers}
 
-        default = default_workers(store.as_uri())
+        default = default_workers(LOCAL_PROPERTIES)
         try:
-            runs = {w: self.repeat(lambda i, w=w: spec(w), [self.node])
+            runs = {w: self.repeat(partial(_spec_for, spec, w), [self.node])
                     for w in sorted({1, 2, default})}
         finally:
             drop_dir(store)
@@ -754,7 +714,12 @@ class Bench:
 
 
 def _median_seconds(runs: list[dict[str, Any]]) -> float:
-    return statistics.median(r["seconds"] for r in runs)
+    return float(statistics.median(r["seconds"] for r in runs))
+
+
+def _spec_for(spec: Callable[[int | None], dict[str, Any]], workers: int | None,
+              _run: int) -> dict[str, Any]:
+    return spec(workers)
 
 
 def _load_servers() -> Any:
@@ -775,7 +740,7 @@ def _make_bucket(kind: str, server: Any) -> str:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        storage.Client(project="bench", credentials=AnonymousCredentials(),
+        storage.Client(project="bench", credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
                        client_options={"api_endpoint": server.endpoint}).create_bucket(bucket)
         return f"gs://{bucket}/bench"
     import boto3
@@ -805,7 +770,7 @@ def _fill_store(url: str, catalog: str, backups: int, blobs: int,
     digests = [digest(c) for c in chunks]
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(lambda i: repo.put_blob(digests[i].sha1,
-                                              repo.codec.encode(chunks[i], digests[i])),
+                                              repo.encode_blob(chunks[i], digests[i])),
                       range(blobs)))
     per = 2_000
     step = (blobs - per) // max(1, backups - 1)

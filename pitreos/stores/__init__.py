@@ -1,26 +1,27 @@
-"""Opening a store from its URL.
+"""Opening a store from its URL: the backend, wrapped in the decorators it needs.
 
 ``file:///path`` (or a plain path) is built in; ``gs://``, ``s3://``, ``azblob://`` and
-``http(s)://`` backends load their client library only when used.
+``http(s)://`` backends load their client library only when used. The imports are
+plain ``from .gcs import GCSStore``: mypy then checks each backend against the
+:class:`~pitreos.stores.base.Store` protocol where it is returned as one.
 """
 
-import importlib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 import platformdirs
 
 from ..errors import UsageError
-from .base import ObjectInfo, Store
+from .base import ObjectInfo, Store, StoreProperties
+from .limit import LimitedStore
 from .local import LocalStore
 from .retry import RetryingStore
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
-__all__ = ["ObjectInfo", "Store", "default_store_url", "open_store"]
+__all__ = ["ObjectInfo", "Store", "StoreProperties", "default_store_url", "open_store"]
 
 
 def default_store_url() -> str:
@@ -31,7 +32,8 @@ def default_store_url() -> str:
 def open_store(url: str, *, create: bool = False, pool_size: int = 32) -> Store:
     """Open the store at ``url``. ``create`` lets a local directory store be created.
 
-    Object stores come wrapped in :class:`~pitreos.stores.retry.RetryingStore`.
+    An object store comes wrapped: retries outside, a limit of ``pool_size`` requests
+    in flight inside (a retry waiting out its backoff holds no slot).
     """
     if not _SCHEME_RE.match(url):  # a plain path
         if not url or url.startswith("-"):
@@ -54,16 +56,23 @@ def open_store(url: str, *, create: bool = False, pool_size: int = 32) -> Store:
         )
     if not parts.netloc:
         raise UsageError(f"invalid store URL {url!r}: no bucket or host")
-    return RetryingStore(_REMOTE[parts.scheme](url, parts, pool_size))
+    backend = _REMOTE[parts.scheme](url, parts, pool_size)
+    return RetryingStore(LimitedStore(backend, backend.properties.connections or pool_size))
 
 
 def _gcs(url: str, parts: SplitResult, pool_size: int) -> Store:
-    gcs = _import("pitreos.stores.gcs", "gcs", url)
-    return gcs.GCSStore(parts.netloc, parts.path, url, pool_size)  # type: ignore[no-any-return]
+    try:
+        from .gcs import GCSStore
+    except ImportError as exc:
+        raise _missing_extra("gcs", url, exc) from exc
+    return GCSStore(parts.netloc, parts.path, url, pool_size)
 
 
 def _s3(url: str, parts: SplitResult, pool_size: int) -> Store:
-    s3 = _import("pitreos.stores.s3", "s3", url)
+    try:
+        from .s3 import S3Store
+    except ImportError as exc:
+        raise _missing_extra("s3", url, exc) from exc
     params = dict(parse_qsl(parts.query))
     unknown = set(params) - {"endpoint", "region", "path_style"}
     if unknown:
@@ -71,14 +80,17 @@ def _s3(url: str, parts: SplitResult, pool_size: int) -> Store:
                          "use endpoint, region, path_style")
     path_style = params.get("path_style", "").lower() in ("1", "true", "yes")
     display = urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
-    return s3.S3Store(parts.netloc, parts.path, display,  # type: ignore[no-any-return]
-                      endpoint=params.get("endpoint"), region=params.get("region"),
-                      path_style=path_style or "endpoint" in params, pool_size=pool_size)
+    return S3Store(parts.netloc, parts.path, display, endpoint=params.get("endpoint"),
+                   region=params.get("region"), path_style=path_style or "endpoint" in params,
+                   pool_size=pool_size)
 
 
 def _azure(url: str, parts: SplitResult, pool_size: int) -> Store:
-    azure = _import("pitreos.stores.azure", "azure", url)
-    return azure.AzureStore(parts.netloc, parts.path, url)  # type: ignore[no-any-return]
+    try:
+        from .azure import AzureStore
+    except ImportError as exc:
+        raise _missing_extra("azure", url, exc) from exc
+    return AzureStore(parts.netloc, parts.path, url, pool_size)
 
 
 def _http(url: str, parts: SplitResult, pool_size: int) -> Store:
@@ -92,11 +104,8 @@ _REMOTE: dict[str, Callable[[str, SplitResult, int], Store]] = {
 }
 
 
-def _import(module: str, extra: str, url: str) -> ModuleType:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise UsageError(
-            f"store {url} needs the optional '{extra}' extra ({exc.name} is not installed): "
-            f"pip install 'pitreos[{extra}]'"
-        ) from exc
+def _missing_extra(extra: str, url: str, exc: ImportError) -> UsageError:
+    return UsageError(
+        f"store {url} needs the optional '{extra}' extra ({exc.name} is not installed): "
+        f"pip install 'pitreos[{extra}]'"
+    )

@@ -14,16 +14,13 @@ import azure.core.exceptions as aexc
 from azure.storage.blob import ContainerClient
 
 from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError, UsageError
-from .base import DurableOnPut, ObjectInfo
+from .base import ObjectInfo, ObjectStoreBase, StoreProperties
 
 
-class AzureStore(DurableOnPut):
-    read_only = False
-    listable = True
-
-    def __init__(self, container: str, prefix: str, url: str) -> None:
-        self.url = url
-        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+class AzureStore(ObjectStoreBase):
+    def __init__(self, container: str, prefix: str, url: str, pool_size: int = 32) -> None:
+        super().__init__(url, prefix)
+        self.properties = StoreProperties(remote=True, connections=pool_size)
         options: dict[str, Any] = {"retry_total": 0, "connection_timeout": 10,
                                    "read_timeout": 120}
         conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
@@ -41,19 +38,19 @@ class AzureStore(DurableOnPut):
                              "AZURE_STORAGE_SAS_TOKEN)")
 
     def _error(self, action: str, key: str, exc: Exception) -> StoreError:
-        where = f"{action} {key} in store {self.url}" if key else f"{action} store {self.url}"
+        denied = "access denied (check the credentials)"
         if isinstance(exc, aexc.ClientAuthenticationError):
-            return StoreError(f"cannot {where}: access denied (check the credentials)")
+            return self.error(action, key, denied)
         if isinstance(exc, aexc.ServiceRequestError | aexc.ServiceResponseError):
-            return TransientStoreError(f"cannot {where}: {type(exc).__name__}")
+            return self.error(action, key, type(exc).__name__, TransientStoreError)
         if isinstance(exc, aexc.HttpResponseError):
             status = exc.status_code or 0
             if status >= 500 or status == 429:
-                return TransientStoreError(f"cannot {where}: HTTP {status}")
+                return self.error(action, key, f"HTTP {status}", TransientStoreError)
             if status == 403:
-                return StoreError(f"cannot {where}: access denied (check the credentials)")
-            return StoreError(f"cannot {where}: HTTP {status} {exc.reason or ''}".strip())
-        return StoreError(f"cannot {where}: {exc}")
+                return self.error(action, key, denied)
+            return self.error(action, key, f"HTTP {status} {exc.reason or ''}".strip())
+        return self.error(action, key, str(exc))
 
     def check(self) -> None:
         try:

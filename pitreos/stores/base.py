@@ -1,16 +1,18 @@
-"""The store protocol: five operations on keyed objects, which every backend implements.
+"""The store protocol: keyed objects, which every backend implements and every wrapper
+(:mod:`~pitreos.stores.retry`, :mod:`~pitreos.stores.limit`,
+:mod:`~pitreos.stores.cache`, :mod:`~pitreos.stores.counting`) passes on.
 
 Keys are ``/``-separated relative paths. A put is visible at once but may be durable
 only after :meth:`Store.flush`: callers flush before they record or publish anything
-that relies on earlier puts (a catalog row, a manifest). Retry, concurrency limits and caching are
-wrappers around this protocol (see :mod:`pitreos.stores.retry` and
-:mod:`pitreos.stores.cache`), written once for every backend.
+that relies on earlier puts (a catalog row, a manifest).
 """
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from ..errors import StoreError
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,12 +22,31 @@ class ObjectInfo:
     modified: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class StoreProperties:
+    """What a backend is, declared by the backend (callers never guess from its URL).
+
+    ``remote``: every request is a network round trip, so many requests in flight pay
+    off; ``connections``: how many requests it can have in flight at once (its pool);
+    ``listable``: False for plain HTTP, where the repository reads its index instead;
+    ``conditional_put``: a put without overwrite is create-only-if-absent on the server.
+    """
+
+    remote: bool
+    read_only: bool = False
+    listable: bool = True
+    conditional_put: bool = True
+    connections: int | None = None  # None: no limit of its own
+
+
 class Store(Protocol):
     """Keyed object storage. ``url`` is safe to print: it never holds a secret."""
 
-    url: str
-    read_only: bool
-    listable: bool  # False: list() is unsupported (plain HTTP); the repository uses its index
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def properties(self) -> StoreProperties: ...
 
     def check(self) -> None:
         """Raise :class:`~pitreos.errors.StoreNotFound` unless the store exists."""
@@ -53,9 +74,63 @@ class Store(Protocol):
         file system once instead of once per object."""
 
 
-class DurableOnPut:
-    """Mixed into the backends whose put returns once the object is durable (object
-    stores): :meth:`Store.flush` has nothing to do there."""
+class ObjectStoreBase:
+    """What the object-store backends share: a key prefix inside the bucket, errors
+    that say where they happened, and a put that is durable when it returns."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._url = url
+        stripped = prefix.strip("/")
+        self.prefix = f"{stripped}/" if stripped else ""
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def where(self, action: str, key: str) -> str:
+        """``"read KEY in store URL"``, or ``"open store URL"`` without a key."""
+        return f"{action} {key} in store {self._url}" if key else f"{action} store {self._url}"
+
+    def error(self, action: str, key: str, reason: str,
+              kind: type[StoreError] = StoreError) -> StoreError:
+        return kind(f"cannot {self.where(action, key)}: {reason}")
 
     def flush(self) -> None:
-        return None
+        return None  # an object store holds an object durably once its put returns
+
+
+class StoreWrapper:
+    """Base of the wrappers: passes everything to ``inner``; a wrapper overrides what
+    it changes."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    @property
+    def properties(self) -> StoreProperties:
+        return self.inner.properties
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
+        return self.inner.put(key, data, overwrite=overwrite)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def flush(self) -> None:
+        self.inner.flush()

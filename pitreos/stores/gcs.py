@@ -13,14 +13,14 @@ from typing import Any
 import google.api_core.exceptions as gexc
 import google.auth.exceptions
 import requests
-import structlog
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError
-from .base import DurableOnPut, ObjectInfo
+from ..log import get_logger
+from .base import ObjectInfo, ObjectStoreBase, StoreProperties
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 TIMEOUT = (10, 120)  # connect, read (seconds)
 LIST_PAGE_SIZE = 1000
 _TRANSIENT = (
@@ -31,23 +31,19 @@ _TRANSIENT = (
 )
 
 
-class GCSStore(DurableOnPut):
-    read_only = False
-    listable = True
-
+class GCSStore(ObjectStoreBase):
     def __init__(self, bucket: str, prefix: str, url: str, pool_size: int = 32) -> None:
-        self.url = url
-        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        super().__init__(url, prefix)
+        self.properties = StoreProperties(remote=True, connections=pool_size)
         self.client = _client(pool_size)
         self.bucket = self.client.bucket(bucket)
 
     def _error(self, action: str, key: str, exc: Exception) -> StoreError:
-        where = f"{action} {key} in store {self.url}" if key else f"{action} store {self.url}"
         if isinstance(exc, _TRANSIENT):
-            return TransientStoreError(f"cannot {where}: {_short(exc)}")
+            return self.error(action, key, _short(exc), TransientStoreError)
         if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
-            return StoreError(f"cannot {where}: access denied (check the credentials)")
-        return StoreError(f"cannot {where}: {_short(exc)}")
+            return self.error(action, key, "access denied (check the credentials)")
+        return self.error(action, key, _short(exc))
 
     def check(self) -> None:
         try:

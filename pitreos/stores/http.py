@@ -10,18 +10,17 @@ from collections.abc import Iterator
 
 import requests
 
-from ..errors import BlobNotFound, ReadOnlyStore, StoreError, StoreNotFound, TransientStoreError
-from .base import DurableOnPut, ObjectInfo
+from ..errors import BlobNotFound, ReadOnlyStore, StoreError, TransientStoreError
+from .base import ObjectInfo, ObjectStoreBase, StoreProperties
 
 TIMEOUT = (10, 120)
 
 
-class HTTPStore(DurableOnPut):
-    read_only = True
-    listable = False
-
+class HTTPStore(ObjectStoreBase):
     def __init__(self, url: str, pool_size: int = 32) -> None:
-        self.url = url.rstrip("/")
+        super().__init__(url.rstrip("/"), "")
+        self.properties = StoreProperties(remote=True, read_only=True, listable=False,
+                                          conditional_put=False, connections=pool_size)
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size,
                                                 pool_maxsize=pool_size)
@@ -33,40 +32,32 @@ class HTTPStore(DurableOnPut):
             response = self.session.request(method, f"{self.url}/{key}", timeout=TIMEOUT)
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
-            raise TransientStoreError(f"cannot read {key} from store {self.url}: "
-                                      f"{type(exc).__name__}") from exc
+            raise self.error("read", key, type(exc).__name__, TransientStoreError) from exc
         if response.status_code >= 500 or response.status_code == 429:
-            raise TransientStoreError(f"cannot read {key} from store {self.url}: "
-                                      f"HTTP {response.status_code}")
+            raise self.error("read", key, f"HTTP {response.status_code}", TransientStoreError)
         return response
 
     def check(self) -> None:
-        from ..repository import INDEX_KEY
-
-        response = self._request("HEAD", INDEX_KEY)
-        if response.status_code == 404:
-            raise StoreNotFound(f"store {self.url} does not exist (no {INDEX_KEY} there)")
-        if response.status_code != 200:
-            raise StoreError(f"cannot open store {self.url}: HTTP {response.status_code}")
+        """A static site cannot say whether a prefix exists: the repository's first
+        read (of its index) tells."""
 
     def get(self, key: str) -> bytes:
         response = self._request("GET", key)
         if response.status_code == 404:
             raise BlobNotFound(key, self.url)
         if response.status_code != 200:
-            raise StoreError(f"cannot read {key} from store {self.url}: "
-                             f"HTTP {response.status_code}")
+            raise self.error("read", key, f"HTTP {response.status_code}")
         expected = response.headers.get("Content-Length")
         if expected is not None and "Content-Encoding" not in response.headers and int(
                 expected) != len(response.content):
-            raise TransientStoreError(f"cannot read {key} from store {self.url}: truncated")
+            raise self.error("read", key, "truncated", TransientStoreError)
         return response.content
 
     def exists(self, key: str) -> bool:
         status = self._request("HEAD", key).status_code
         if status in (200, 404):
             return status == 200
-        raise StoreError(f"cannot check {key} in store {self.url}: HTTP {status}")
+        raise self.error("check", key, f"HTTP {status}")
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         raise StoreError(f"store {self.url} is plain HTTP: it cannot list {prefix}")

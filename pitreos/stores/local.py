@@ -18,12 +18,14 @@ from pathlib import Path
 
 from .. import libc
 from ..errors import BlobNotFound, StoreError, StoreNotFound
-from .base import ObjectInfo
+from .base import ObjectInfo, StoreProperties
+
+# CPU-bound: a request is a system call, not a round trip
+PROPERTIES = StoreProperties(remote=False)
 
 
 class LocalStore:
-    read_only = False
-    listable = True
+    properties = PROPERTIES
 
     def __init__(self, root: Path, *, create: bool = False) -> None:
         self.root = root

@@ -1,4 +1,4 @@
-"""Retries with exponential backoff, for every backend at once.
+"""Retries with exponential backoff and jitter, for every backend at once.
 
 Only :class:`~pitreos.errors.TransientStoreError` is retried (throttling, 5xx, reset or
 timed-out connections); after the last attempt the error is raised, so a store that keeps
@@ -11,26 +11,24 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-import structlog
-
 from ..errors import StoreError, TransientStoreError
-from .base import ObjectInfo, Store
+from ..log import get_logger
+from .base import ObjectInfo, Store, StoreWrapper
 
 T = TypeVar("T")
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
-class RetryingStore:
+class RetryingStore(StoreWrapper):
     def __init__(self, inner: Store, *, attempts: int = 6, base_delay: float = 0.2,
-                 max_delay: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.read_only = inner.read_only
-        self.listable = inner.listable
+                 max_delay: float = 5.0, sleep: Callable[[float], None] = time.sleep,
+                 jitter: Callable[[float, float], float] = random.uniform) -> None:
+        super().__init__(inner)
         self.attempts = attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.sleep = sleep
+        self.jitter = jitter
 
     def _call(self, fn: Callable[[], T]) -> T:
         for attempt in range(1, self.attempts + 1):
@@ -39,7 +37,7 @@ class RetryingStore:
             except TransientStoreError as exc:
                 if attempt == self.attempts:
                     raise StoreError(f"{exc} (gave up after {attempt} attempts)") from exc
-                delay = random.uniform(0, min(self.max_delay, self.base_delay * 2 ** attempt))
+                delay = self.jitter(0, min(self.max_delay, self.base_delay * 2 ** attempt))
                 log.info("store.retry", url=self.url, attempt=attempt, error=str(exc),
                          delay=round(delay, 3))
                 self.sleep(delay)

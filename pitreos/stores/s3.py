@@ -14,7 +14,7 @@ import botocore.config
 import botocore.exceptions as bexc
 
 from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError
-from .base import DurableOnPut, ObjectInfo
+from .base import ObjectInfo, ObjectStoreBase, StoreProperties
 
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
                     "Throttling", "ThrottlingException", "RequestTimeTooSkewed"}
@@ -24,15 +24,12 @@ _DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
 
 
-class S3Store(DurableOnPut):
-    read_only = False
-    listable = True
-
+class S3Store(ObjectStoreBase):
     def __init__(self, bucket: str, prefix: str, url: str, *, endpoint: str | None,
                  region: str | None, path_style: bool, pool_size: int = 32) -> None:
-        self.url = url
+        super().__init__(url, prefix)
+        self.properties = StoreProperties(remote=True, connections=pool_size)
         self.bucket = bucket
-        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         config = botocore.config.Config(
             connect_timeout=10, read_timeout=120, retries={"max_attempts": 1},
             max_pool_connections=pool_size,
@@ -42,23 +39,21 @@ class S3Store(DurableOnPut):
             "s3", endpoint_url=endpoint, region_name=region, config=config)
 
     def _error(self, action: str, key: str, exc: Exception) -> StoreError:
-        where = f"{action} {key} in store {self.url}" if key else f"{action} store {self.url}"
         if isinstance(exc, bexc.ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                return TransientStoreError(f"cannot {where}: {code or status}")
+                return self.error(action, key, str(code or status), TransientStoreError)
             if code in _DENIED_CODES or status in (401, 403):
-                return StoreError(f"cannot {where}: access denied ({code}; check the "
-                                  "credentials)")
+                return self.error(action, key, f"access denied ({code}; check the credentials)")
             if code == "NoSuchBucket":
                 return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
-            return StoreError(f"cannot {where}: {code or status}")
+            return self.error(action, key, str(code or status))
         if isinstance(exc, _TRANSIENT):
-            return TransientStoreError(f"cannot {where}: {type(exc).__name__}")
+            return self.error(action, key, type(exc).__name__, TransientStoreError)
         if isinstance(exc, bexc.NoCredentialsError):
-            return StoreError(f"cannot {where}: no AWS credentials found")
-        return StoreError(f"cannot {where}: {exc}")
+            return self.error(action, key, "no AWS credentials found")
+        return self.error(action, key, str(exc))
 
     def check(self) -> None:
         try:
@@ -83,7 +78,7 @@ class S3Store(DurableOnPut):
         except Exception as exc:
             raise self._error("read", key, exc) from exc
         if len(data) != response.get("ContentLength", len(data)):
-            raise TransientStoreError(f"cannot read {key} in store {self.url}: truncated body")
+            raise self.error("read", key, "truncated body", TransientStoreError)
         return data
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:

@@ -1,0 +1,48 @@
+"""What a backup is asked to do, and what it reports."""
+
+from dataclasses import dataclass, field
+
+from .. import locks, nodeos
+from .. import manifest as mf
+from ..walk import PathFilter
+
+DEFAULT_CHUNK_SIZE = 1 << 20  # chosen by tools/bench.py: see docs/performance.md
+MIN_CHUNK_SIZE = 64 << 10
+MAX_CHUNK_SIZE = 256 << 20
+
+
+@dataclass
+class BackupOptions:
+    tag: str = "default"
+    meta: dict[str, str] = field(default_factory=dict)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    workers: int = 4
+    incremental: bool = False
+    path_filter: PathFilter = field(default_factory=PathFilter)
+    appendonly: tuple[str, ...] = nodeos.APPEND_ONLY_DEFAULTS
+    node: bool | None = None  # None: detect a nodeos data directory
+    allow_dirty: bool = False
+    keep_finalizer_safety: bool = False
+    lock_stale_after: float = locks.DEFAULT_STALE_AFTER  # seconds
+    gc_poll_seconds: float = 2.0
+
+
+@dataclass
+class BackupStats:
+    files: int = 0
+    files_unchanged: int = 0
+    files_appended: int = 0  # append-only files of which only the tail was read
+    blobs_stored_again: int = 0  # reused blobs an overlapping gc deleted
+    chunks: int = 0
+    chunks_empty: int = 0
+    chunks_known: int = 0
+    blobs_stored: int = 0
+    bytes_read: int = 0
+    bytes_stored: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class BackupResult:
+    manifest: mf.Manifest
+    stats: BackupStats

@@ -1,0 +1,173 @@
+"""The backup planner: what to read. Scans the source, checks a node's data directory,
+and for each file decides which chunks the previous backup (with ``--incremental``)
+already holds: unchanged files are reused whole, append-only files keep their prefix,
+holes are never read. The pipeline then reads what is left.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import manifest as mf
+from .. import nodeos
+from ..catalog import Catalog, FileRecord
+from ..errors import DirtyState
+from ..log import get_logger
+from ..sparse import data_extents, overlaps
+from ..walk import PathFilter, SourceEntry, check_source_dir, glob_match, scan
+from .jobs import FileJob, open_source, read_chunk
+from .options import BackupOptions, BackupStats
+
+log = get_logger(__name__)
+
+
+@dataclass
+class BackupPlan:
+    entries: list[mf.Entry]  # the manifest's entries; a job's file gets its chunks later
+    jobs: list[FileJob]  # the files with chunks to read
+    meta: dict[str, str]
+    missing_blobs: set[str]  # blobs the catalog knows the store lacks
+
+    def bytes_to_read(self) -> int:
+        return sum(job.length(i) for job in self.jobs for i in job.reads())
+
+
+def plan_backup(source: Path, catalog: Catalog, options: BackupOptions,
+                stats: BackupStats) -> BackupPlan:
+    mf.validate_tag(options.tag)
+    check_source_dir(source)
+    path_filter, meta = _node_checks(source, options)
+    scanned = scan(source, path_filter)
+    for pattern in path_filter.unused([e.path for e in scanned.entries], scanned.excluded):
+        log.warning("backup.glob_matches_nothing", glob=pattern)
+    previous = _previous_files(catalog, options.tag) if options.incremental else {}
+    planner = _Planner(options, stats, catalog.missing_blobs())
+    entries: list[mf.Entry] = []
+    jobs: list[FileJob] = []
+    for src in scanned.entries:
+        entry = _entry_for(src, options.appendonly)
+        entries.append(entry)
+        if src.type == "file":
+            job = planner.plan_file(src, entry, previous.get(src.path))
+            if job is not None:
+                jobs.append(job)
+    return BackupPlan(entries, jobs, meta, planner.missing_blobs)
+
+
+def _node_checks(source: Path, options: BackupOptions) -> tuple[PathFilter, dict[str, str]]:
+    """For a nodeos data directory: record the head block and the state's build
+    environment, refuse a dirty state, leave out the finalizer's safety file.
+    Returns the path filter to scan with and the backup's metadata."""
+    path_filter = options.path_filter
+    node = nodeos.is_node_dir(source) if options.node is None else options.node
+    if not node:
+        return path_filter, dict(options.meta)
+    info = nodeos.inspect(source)
+    if info.state is not None and info.state.dirty and not options.allow_dirty:
+        raise DirtyState(
+            f"{source / nodeos.STATE_FILE} has its dirty flag set (nodeos is running "
+            "or was not stopped cleanly): a restore of it would not open. Stop nodeos "
+            "cleanly, or pass --allow-dirty"
+        )
+    safety = source / nodeos.FINALIZER_SAFETY
+    if not options.keep_finalizer_safety and safety.exists():
+        log.warning("backup.finalizer_safety_left_out", path=str(safety),
+                    reason="restoring an old copy on a finalizer is dangerous",
+                    hint="--keep-finalizer-safety keeps it")
+        path_filter = PathFilter(path_filter.include,
+                                 (*path_filter.exclude, nodeos.FINALIZER_SAFETY))
+    return path_filter, {**info.meta, **options.meta}  # --meta wins over detection
+
+
+def _previous_files(catalog: Catalog, tag: str) -> dict[str, FileRecord]:
+    records = catalog.backups(tag=tag)
+    if not records:
+        log.info("backup.no_previous", tag=tag)
+        return {}
+    return catalog.files_of(records[0].name)
+
+
+def _entry_for(src: SourceEntry, appendonly: tuple[str, ...]) -> mf.Entry:
+    st = src.st
+    entry = mf.Entry(path=src.path, type=src.type, mode=st.st_mode & 0o7777,
+                     mtime_ns=st.st_mtime_ns)
+    if src.type == "symlink":
+        entry.target = os.readlink(src.abspath)
+    elif src.type == "file":
+        entry.size = st.st_size
+        entry.inode = st.st_ino
+        entry.appendonly = any(glob_match(src.path, p) for p in appendonly)
+    return entry
+
+
+@dataclass
+class _Planner:
+    options: BackupOptions
+    stats: BackupStats
+    missing_blobs: set[str]
+
+    def plan_file(self, src: SourceEntry, entry: mf.Entry,
+                  previous: FileRecord | None) -> FileJob | None:
+        """Reuse an unchanged file's chunks, or open it and list the chunks to read."""
+        self.stats.files += 1
+        size, step = entry.size, self.options.chunk_size
+        count = -(-size // step)
+        self.stats.chunks += count
+        if (previous is not None and previous.size == size and previous.chunk_size == step
+                and previous.mtime_ns == entry.mtime_ns and previous.inode == entry.inode
+                and not self._lacks_blobs(previous)):
+            entry.chunks = previous.chunks
+            self.stats.files_unchanged += 1
+            return None
+        usable = previous if previous is not None and previous.chunk_size == step else None
+        fd = open_source(src)  # closed again: the pipeline reopens files as it reaches them
+        try:
+            job = FileJob(src, step, [None] * count, data_extents(fd, size), usable)
+            kept = self._appended_prefix(job, entry, previous, fd) if previous else 0
+            job.chunks[:kept] = previous.chunks[:kept] if previous is not None else []
+        finally:
+            os.close(fd)
+        for index in range(kept, count):
+            start = index * step
+            if not overlaps(job.extents, start, min(start + step, size)):
+                job.chunks[index] = mf.Chunk(start, None)
+                self.stats.chunks_empty += 1
+        return job
+
+    def _lacks_blobs(self, previous: FileRecord) -> bool:
+        """Whether the store lacks a blob of this file's previous chunks (a sync saw it
+        missing): the file is then read again, so that its blob is stored again."""
+        return bool(self.missing_blobs) and any(
+            c.digest is not None and c.digest.sha1 in self.missing_blobs
+            for c in previous.chunks)
+
+    def _appended_prefix(self, job: FileJob, entry: mf.Entry, previous: FileRecord,
+                         fd: int) -> int:
+        """How many leading chunks of an append-only file the previous backup already
+        holds unchanged: the full chunks of its previous size, when the file did not
+        shrink and its first and last full chunks still hash the same (a cheap check of
+        the prefix). 0 means a full pass."""
+        if not (entry.appendonly and self.options.incremental):
+            return 0
+        step = self.options.chunk_size
+        if entry.size < previous.size or previous.chunk_size != step:
+            log.warning("backup.appendonly_full_pass", path=entry.path,
+                        reason=f"shrank from {previous.size} to {entry.size} bytes"
+                        if entry.size < previous.size else "chunk size changed")
+            return 0
+        full = previous.size // step
+        if full == 0:
+            return 0
+        if self._lacks_blobs(previous):
+            log.warning("backup.appendonly_full_pass", path=entry.path,
+                        reason="the store lacks a blob of the previous backup")
+            return 0
+        for index in sorted({0, full - 1}):
+            probe = read_chunk(job, index, fd)
+            if probe.digest != previous.chunks[index].digest:
+                log.warning("backup.appendonly_full_pass", path=entry.path,
+                            reason=f"chunk {index} changed since the previous backup")
+                return 0
+            self.stats.bytes_read += len(probe.data or b"")
+        self.stats.files_appended += 1
+        return full

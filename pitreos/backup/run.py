@@ -1,0 +1,84 @@
+"""A backup from start to end: plan, guard, pipeline, publish.
+
+The manifest is written last, so an interrupted or failed backup leaves blobs (which a
+later backup reuses) but never a manifest.
+"""
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from .. import manifest as mf
+from ..catalog import Catalog
+from ..errors import PitreosError
+from ..gcprotocol import BackupGuard
+from ..log import get_logger
+from ..progress import NoProgress, Progress
+from ..repository import Repository
+from .options import BackupOptions, BackupResult, BackupStats
+from .pipeline import Pipeline
+from .plan import plan_backup
+
+log = get_logger(__name__)
+_NAME_ATTEMPTS = 60
+
+
+def run_backup(source: Path, repo: Repository, catalog: Catalog, options: BackupOptions,
+               progress: Progress | None = None) -> BackupResult:
+    """Back up ``source``; returns the manifest written and what it cost."""
+    progress = progress or NoProgress()
+    started = time.monotonic()
+    stats = BackupStats()
+    plan = plan_backup(source, catalog, options, stats)
+    with BackupGuard(repo, options.lock_stale_after, options.gc_poll_seconds) as guard:
+        pipeline = Pipeline(repo, catalog, guard, plan.missing_blobs,
+                            workers=options.workers, stats=stats, progress=progress)
+        progress.start("backup", plan.bytes_to_read())
+        try:
+            pipeline.run(plan.jobs)
+        finally:
+            progress.finish()
+        by_path = {job.path: job for job in plan.jobs}
+        for entry in plan.entries:
+            job = by_path.get(entry.path)
+            if job is not None:
+                entry.chunks = [c for c in job.chunks if c is not None]
+
+        def settle_with_gc(since: float) -> float:
+            """A gc that deleted blobs while this backup ran may have taken some that it
+            reuses: they are stored again."""
+            overlapped, checked_at = guard.wait_for_gc(since)
+            if overlapped:
+                pipeline.store_again(source, plan.entries, options.chunk_size)
+            return checked_at
+
+        checked_at = settle_with_gc(guard.started)
+        manifest = _publish(repo, catalog, options, plan.entries, plan.meta)
+        settle_with_gc(checked_at)  # a gc that started while the manifest was written
+    stats.seconds = time.monotonic() - started
+    log.info("backup.done", backup=manifest.name, files=stats.files, read=stats.bytes_read,
+             stored=stats.bytes_stored, new_blobs=stats.blobs_stored,
+             seconds=round(stats.seconds, 3))
+    return BackupResult(manifest, stats)
+
+
+def _publish(repo: Repository, catalog: Catalog, options: BackupOptions,
+             entries: list[mf.Entry], meta: dict[str, str]) -> mf.Manifest:
+    """Write the manifest under a name no backup ever had, and mirror it in the catalog.
+
+    ``created`` keeps sub-second precision to order backups made in the same second;
+    the name has whole seconds, moved on by one while a backup of that name exists.
+    """
+    created = datetime.now(UTC)
+    name_time = created.replace(microsecond=0)
+    taken = catalog.backup_names()  # a name never means two backups, even after gc
+    for _ in range(_NAME_ATTEMPTS):
+        manifest = mf.Manifest(
+            name=mf.backup_name(name_time, options.tag), tag=options.tag, created=created,
+            chunk_size=options.chunk_size, entries=entries, meta=dict(meta),
+        )
+        if manifest.name not in taken and repo.write_manifest(manifest):
+            catalog.add_backup(manifest)
+            return manifest
+        name_time += timedelta(seconds=1)
+    raise PitreosError(f"could not find a free backup name in store {repo.url}")

@@ -1,0 +1,219 @@
+"""Restore, step two: execute a plan made by :mod:`.plan`.
+
+Fetches the chunks that differ, checks both hashes of each blob before writing, writes
+only the non-zero blocks (holes stay holes), punches holes where the backup is empty
+and the local file is not, and sets modes and mtimes last.
+
+While a restore runs, ``DIR/.pitreos-restore`` names the backup being restored; it is
+removed only when everything is written and synced, so a failed or interrupted restore
+never looks finished. Running the same restore again completes it.
+"""
+
+import json
+import os
+import shutil
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from .. import manifest as mf
+from ..errors import PitreosError, RestoreError
+from ..handles import Handles
+from ..log import get_logger
+from ..parallel import call, imap_unordered
+from ..progress import NoProgress, Progress
+from ..repository import Repository
+from ..sparse import nonzero_runs, punch_hole, pwrite_all
+from ..walk import RESTORE_MARKER
+from .plan import FilePlan, RestoreOptions, RestorePlan
+
+log = get_logger(__name__)
+
+
+@dataclass
+class RestoreStats:
+    chunks_checked: int = 0
+    chunks_kept: int = 0
+    chunks_fetched: int = 0
+    chunks_holed: int = 0
+    bytes_fetched: int = 0  # as stored (compressed)
+    bytes_written: int = 0
+    files: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+
+
+def execute_restore(plan: RestorePlan, repo: Repository, options: RestoreOptions,
+                    progress: Progress | None = None) -> RestoreStats:
+    """Carry out a plan made by :func:`plan_restore`."""
+    progress = progress or NoProgress()
+    started = time.monotonic()
+    dest = plan.dest
+    stats = RestoreStats()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RestoreError(f"cannot create destination {dest}: {exc.strerror}") from exc
+    marker = dest / RESTORE_MARKER
+    if marker.exists():
+        log.warning("restore.resuming", destination=str(dest),
+                    previous=marker.read_text(errors="replace").strip())
+    marker.write_text(json.dumps({"restoring": plan.manifest.name, "started": time.time()}))
+    _fsync_dir(dest)
+    try:
+        _restore_entries(plan, repo, options, stats, progress)
+    except (PitreosError, OSError) as exc:
+        raise RestoreError(
+            f"restore of {plan.manifest.name} into {dest} failed: {exc}; the files there are "
+            "incomplete: run the same restore again to finish it"
+        ) from exc
+    marker.unlink()
+    _fsync_dir(dest)
+    stats.seconds = time.monotonic() - started
+    log.info("restore.done", backup=plan.manifest.name, destination=str(dest),
+             fetched=stats.chunks_fetched, kept=stats.chunks_kept, holed=stats.chunks_holed,
+             seconds=round(stats.seconds, 3))
+    return stats
+
+
+def _restore_entries(plan: RestorePlan, repo: Repository, options: RestoreOptions,
+                     stats: RestoreStats, progress: Progress) -> None:
+    dest = plan.dest
+    for entry in plan.entries:
+        if entry.type == "dir":
+            _ensure_dir(dest, entry.path)
+    for fp in plan.files:
+        stats.files += 1
+        stats.chunks_checked += fp.checked
+        stats.chunks_kept += fp.kept
+    progress.start("restore", plan.bytes_to_fetch())
+    try:
+        _fetch_and_write(plan, repo, options.workers, stats, progress)
+    finally:
+        progress.finish()
+    for entry in plan.entries:
+        if entry.type == "symlink":
+            _restore_symlink(dest, entry)
+    if options.delete_extra:
+        for rel in reversed(plan.extra):
+            _remove(dest / rel)
+            stats.deleted += 1
+            log.info("restore.deleted", path=rel)
+    for entry in reversed(plan.entries):  # children before parents: mtimes stick
+        if entry.type == "dir":
+            path = dest / entry.path
+            os.chmod(path, entry.mode)
+            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+
+
+def _fetch_and_write(plan: RestorePlan, repo: Repository, workers: int,
+                     stats: RestoreStats, progress: Progress) -> None:
+    """Per file, in order: open (created or resized) on its first task, punch and fetch,
+    then fsync and give it its mode and mtime after its last task."""
+    step = plan.manifest.chunk_size
+    by_path = {fp.entry.path: fp for fp in plan.files}
+
+    def finish(path: str, fd: int) -> None:
+        entry = by_path[path].entry
+        os.fsync(fd)
+        os.fchmod(fd, entry.mode)
+        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+
+    handles = Handles(lambda path: _open_for_restore(plan.dest, by_path[path]), finish)
+
+    def punch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int]:
+        start = index * step
+        punch_hole(fd, start, mf.chunk_length(fp.entry.size, step, index))
+        return fp.entry.path, 0, 0
+
+    def fetch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int]:
+        chunk = fp.entry.chunks[index]
+        assert chunk.digest is not None
+        data, fetched = repo.read_chunk(chunk.digest)
+        written = 0
+        previous_end = 0
+        had_data = index in fp.local_data
+        for run_start, run_end in nonzero_runs(data):
+            if had_data and run_start > previous_end:
+                punch_hole(fd, chunk.start + previous_end, run_start - previous_end)
+            pwrite_all(fd, memoryview(data)[run_start:run_end], chunk.start + run_start)
+            written += run_end - run_start
+            previous_end = run_end
+        if had_data and previous_end < len(data):
+            punch_hole(fd, chunk.start + previous_end, len(data) - previous_end)
+        progress.advance(len(data))
+        return fp.entry.path, fetched, written
+
+    def tasks() -> Iterator[Callable[[], tuple[str, int, int]]]:
+        for fp in plan.files:
+            for fn, indexes in ((punch, fp.punch), (fetch, fp.fetch)):
+                for index in indexes:
+                    yield partial(fn, fp, index, handles.fd(fp.entry.path))
+
+    try:
+        for fp in plan.files:
+            handles.expect(fp.entry.path, len(fp.punch) + len(fp.fetch))
+        for path, fetched, written in imap_unordered(call, tasks(), workers=workers):
+            stats.bytes_fetched += fetched
+            stats.bytes_written += written
+            handles.done(path)
+    finally:
+        handles.close_all()
+    stats.chunks_holed = sum(len(fp.punch) for fp in plan.files)
+    stats.chunks_fetched = sum(len(fp.fetch) for fp in plan.files)
+
+
+def _open_for_restore(dest: Path, fp: FilePlan) -> int:
+    path = dest / fp.entry.path
+    _ensure_dir(dest, fp.entry.path.rpartition("/")[0])
+    if fp.in_the_way:
+        _remove(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    if fp.local_size != fp.entry.size:
+        os.ftruncate(fd, fp.entry.size)
+    return fd
+
+
+def _ensure_dir(dest: Path, rel: str) -> None:
+    """Make ``dest/rel`` a real directory, never following a symlink on the way: a
+    symlink or file in the way of a directory the backup has is replaced."""
+    current = dest
+    for part in rel.split("/") if rel else []:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            current.mkdir()
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            _remove(current)
+            current.mkdir()
+
+
+def _restore_symlink(dest: Path, entry: mf.Entry) -> None:
+    path = dest / entry.path
+    _ensure_dir(dest, entry.path.rpartition("/")[0])
+    assert entry.target is not None
+    if not (os.path.islink(path) and os.readlink(path) == entry.target):
+        if os.path.lexists(path):
+            _remove(path)
+        os.symlink(entry.target, path)
+    os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

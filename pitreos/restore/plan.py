@@ -1,0 +1,233 @@
+"""Restore, step one: plan. Compare the destination with the backup, changing nothing.
+
+For each file it compares the local data with the backup, hashing every local chunk
+that holds data where the backup has data. Only blake3 is computed: equal blake3 means
+equal bytes (and so equal sha1), and it is about three times cheaper than sha1. Holes
+in the local file are not read. :mod:`.execute` then carries the plan out.
+"""
+
+import os
+import stat
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import manifest as mf
+from ..errors import RestoreError, UsageError
+from ..handles import Handles
+from ..hashing import blake3_hex, digest
+from ..log import get_logger
+from ..parallel import imap_unordered
+from ..progress import NoProgress, Progress
+from ..sparse import data_extents, is_zero, overlaps, pread_exact, read_range
+from ..walk import RESTORE_MARKER, PathFilter
+
+log = get_logger(__name__)
+
+
+@dataclass
+class RestoreOptions:
+    workers: int = 4
+    delete_extra: bool = False
+    path_filter: PathFilter = field(default_factory=PathFilter)
+    check_all: bool = False  # hash every local chunk, append-only prefixes too
+
+
+@dataclass
+class FilePlan:
+    """What restoring one file takes. Chunk lists hold chunk numbers."""
+
+    entry: mf.Entry
+    local_size: int | None  # None: no regular file there now
+    in_the_way: bool = False  # a directory or symlink occupies the path
+    fetch: list[int] = field(default_factory=list)
+    punch: list[int] = field(default_factory=list)
+    local_data: set[int] = field(default_factory=set)  # chunks where the local file has data
+    local_extents: list[tuple[int, int]] = field(default_factory=list)
+    kept: int = 0
+    checked: int = 0
+
+    def bytes_of(self, chunks: list[int], chunk_size: int) -> int:
+        return sum(mf.chunk_length(self.entry.size, chunk_size, i) for i in chunks)
+
+
+@dataclass
+class RestorePlan:
+    manifest: mf.Manifest
+    dest: Path
+    entries: list[mf.Entry]
+    files: list[FilePlan]
+    extra: list[str]  # local paths the backup does not have
+
+    def bytes_to_fetch(self) -> int:
+        return sum(p.bytes_of(p.fetch, self.manifest.chunk_size) for p in self.files)
+
+    def bytes_to_punch(self) -> int:
+        return sum(p.bytes_of(p.punch, self.manifest.chunk_size) for p in self.files)
+
+    def truncated(self) -> list[FilePlan]:
+        return [p for p in self.files if p.local_size is not None
+                and p.local_size > p.entry.size]
+
+
+def plan_restore(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
+                 progress: Progress | None = None) -> RestorePlan:
+    """Compare ``dest`` with the backup; reads and hashes local data, changes nothing."""
+    try:
+        return _plan(manifest, dest, options, progress or NoProgress())
+    except OSError as exc:
+        raise RestoreError(f"cannot inspect {exc.filename or dest} before restoring: "
+                           f"{exc.strerror}; nothing was changed") from exc
+
+
+def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
+          progress: Progress) -> RestorePlan:
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"destination {dest} exists and is not a directory")
+    kept_paths = options.path_filter.apply([e.path for e in manifest.entries])
+    entries = [e for e in manifest.entries if e.path in kept_paths]
+    if options.path_filter.include and not any(e.type == "file" for e in entries):
+        log.warning("restore.filter_matches_nothing", include=options.path_filter.include)
+    files = [_inspect(dest, e, manifest.chunk_size) for e in entries if e.type == "file"]
+    trusted: set[tuple[str, int]] = set()
+    if not options.check_all:
+        for fp in files:
+            trusted.update((fp.entry.path, i)
+                           for i in _trusted_prefix(dest, fp, manifest.chunk_size))
+    checks = [(p, i) for p in files for i in sorted(p.local_data)
+              if p.entry.chunks[i].digest is not None and (p.entry.path, i) not in trusted]
+    step = manifest.chunk_size
+    progress.start("check", sum(mf.chunk_length(p.entry.size, step, i) for p, i in checks))
+    try:
+        _check_local_chunks(dest, checks, step, options.workers, progress)
+    finally:
+        progress.finish()
+    extra = _extra_paths(dest, {e.path for e in manifest.entries}, options.path_filter)
+    return RestorePlan(manifest, dest, entries, files, extra)
+
+
+def _inspect(dest: Path, entry: mf.Entry, step: int) -> FilePlan:
+    path = dest / entry.path
+    st = os.lstat(path) if _inside_real_dirs(dest, entry.path) else None
+    plan = FilePlan(entry, None)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        plan.in_the_way = True
+        st = None
+    if st is not None:
+        plan.local_size = st.st_size
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            plan.local_extents = data_extents(fd, st.st_size)
+        finally:
+            os.close(fd)
+    for index, chunk in enumerate(entry.chunks):
+        start = chunk.start
+        has_local = overlaps(plan.local_extents, start, min(start + step, entry.size))
+        if has_local:
+            plan.local_data.add(index)
+        if chunk.digest is None:
+            if has_local:
+                plan.punch.append(index)
+        elif not has_local:
+            plan.fetch.append(index)
+    return plan
+
+
+def _trusted_prefix(dest: Path, plan: FilePlan, step: int) -> list[int]:
+    """For an append-only file: the leading chunks kept without hashing them all.
+
+    The local file's full chunks (within the backup's size) form a prefix; when its first
+    and last full chunks match the backup (both hashes), the whole prefix is taken as
+    matching, and only the tail is fetched. Otherwise every chunk is checked.
+    """
+    entry = plan.entry
+    if not entry.appendonly or not plan.local_size:
+        return []
+    full = min(plan.local_size, entry.size) // step
+    if full == 0:
+        return []
+    fd = os.open(dest / entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        for index in sorted({0, full - 1}):
+            expected = entry.chunks[index].digest
+            data = pread_exact(fd, step, index * step)
+            actual = None if is_zero(data) else digest(data)
+            if actual != expected:
+                log.warning("restore.appendonly_prefix_differs", path=entry.path,
+                            chunk=index, action="checking every chunk")
+                return []
+    finally:
+        os.close(fd)
+    kept = [i for i in range(full) if i in plan.local_data and entry.chunks[i].digest]
+    plan.kept += len(kept)
+    return kept
+
+
+def _inside_real_dirs(dest: Path, rel: str) -> bool:
+    """Whether ``dest/rel`` exists and every directory above it is a real directory
+    (not a symlink): local data seen through a symlink is never trusted."""
+    current = dest
+    parts = rel.split("/")
+    for part in parts[:-1]:
+        current = current / part
+        try:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                return False
+        except FileNotFoundError:
+            return False
+    return os.path.lexists(current / parts[-1])
+
+
+def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, int]], step: int,
+                        workers: int, progress: Progress) -> None:
+    """Hash local chunks; those whose blake3 matches are kept."""
+    handles = Handles(lambda path: os.open(dest / path, os.O_RDONLY | os.O_NOFOLLOW))
+    for path, count in Counter(p.entry.path for p, _ in checks).items():
+        handles.expect(path, count)
+
+    def check(task: tuple[FilePlan, int, int]) -> tuple[FilePlan, int, bool]:
+        plan, index, fd = task
+        chunk = plan.entry.chunks[index]
+        assert plan.local_size is not None and chunk.digest is not None
+        length = mf.chunk_length(plan.entry.size, step, index)
+        if plan.local_size < chunk.start + length:
+            return plan, index, False
+        data = read_range(fd, chunk.start, length, plan.local_extents)
+        progress.advance(length)
+        return plan, index, blake3_hex(data) == chunk.digest.blake3
+
+    tasks = ((plan, index, handles.fd(plan.entry.path)) for plan, index in checks)
+    try:
+        for plan, index, same in imap_unordered(check, tasks, workers=workers):
+            handles.done(plan.entry.path)
+            plan.checked += 1
+            if same:
+                plan.kept += 1
+            else:
+                plan.fetch.append(index)
+    finally:
+        handles.close_all()
+    for plan, _ in checks:
+        plan.fetch.sort()
+
+
+def _extra_paths(dest: Path, wanted: set[str], path_filter: PathFilter) -> list[str]:
+    """Local paths under ``dest`` that the backup lacks (within the filter's scope)."""
+    if not dest.is_dir():
+        return []
+    extra: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(dest):
+        rel_dir = os.path.relpath(dirpath, dest).replace(os.sep, "/")
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        for name in sorted(dirnames + filenames):
+            rel = rel_dir + name
+            if rel == RESTORE_MARKER or rel in wanted:
+                continue
+            if path_filter.excludes(rel) or not path_filter.includes(rel):
+                continue
+            extra.append(rel)
+        # do not descend into directories that are extra as a whole
+        dirnames[:] = [d for d in dirnames if rel_dir + d in wanted]
+    return sorted(extra)
+
+

@@ -1,0 +1,74 @@
+"""Real storage servers for the tests, started once per session through tools/servers.py.
+
+A server that cannot start raises: its tests fail, they are never skipped.
+"""
+
+import importlib.util
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_tools_servers() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("pitreos_tools_servers",
+                                                  ROOT / "tools" / "servers.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Backend:
+    """A bucket on a running server: its store URL and the environment clients need."""
+
+    name: str
+    url: str
+    env: dict[str, str]
+
+
+def unique_bucket() -> str:
+    return f"pitreos-{uuid.uuid4().hex[:16]}"
+
+
+def create_gcs_bucket(server: Any) -> Backend:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    bucket = unique_bucket()
+    anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
+    client = storage.Client(project="pitreos", credentials=anonymous,
+                            client_options={"api_endpoint": server.endpoint})
+    client.create_bucket(bucket)
+    return Backend("gcs", f"gs://{bucket}/backups", dict(server.env))
+
+
+def create_s3_bucket(server: Any) -> Backend:
+    import boto3
+
+    bucket = unique_bucket()
+    client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                          aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"])
+    client.create_bucket(Bucket=bucket)
+    return Backend("s3", f"s3://{bucket}/backups?endpoint={server.endpoint}&path_style=1",
+                   dict(server.env))
+
+
+def create_azure_container(server: Any) -> Backend:
+    from azure.storage.blob import BlobServiceClient
+
+    container = unique_bucket()
+    conn = server.env["AZURE_STORAGE_CONNECTION_STRING"]
+    BlobServiceClient.from_connection_string(conn).create_container(container)
+    return Backend("azure", f"azblob://{container}/backups", dict(server.env))
+
+
+CREATORS: dict[str, Callable[[Any], Backend]] = {
+    "gcs": create_gcs_bucket, "s3": create_s3_bucket, "azure": create_azure_container,
+}

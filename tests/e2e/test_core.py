@@ -1,0 +1,161 @@
+"""Backup and restore through the CLI on the local store: bytes, modes, links, holes."""
+
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+from pitreos.manifest import load as load_manifest
+from pitreos.sparse import allocated_bytes
+
+from .helpers import (
+    CHUNK,
+    Runner,
+    assert_no_more_disk,
+    assert_same_tree,
+    sparse_copy,
+    write_at,
+)
+
+NAME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ--[\w.-]+$")
+
+
+def backup(run: Runner, src: Path, *args: str) -> str:
+    result = run("backup", str(src), "--chunk-size", str(CHUNK), *args).ok()
+    name = result.stdout.strip()
+    assert NAME_RE.match(name), result.stdout  # the name is all stdout carries
+    return name
+
+
+def restore_summary(stderr: str) -> dict[str, int]:
+    m = re.search(r"chunks checked (\d+), kept (\d+), fetched (\d+), holed (\d+)", stderr)
+    assert m, stderr
+    return dict(zip(["checked", "kept", "fetched", "holed"], map(int, m.groups()), strict=True))
+
+
+def test_backup_and_restore_to_empty_dir(run: Runner, tree: Path, tmp_path: Path) -> None:
+    name = backup(run, tree)
+    dst = tmp_path / "dst" / "nested"  # created with its parents
+    result = run("restore", name, str(dst)).ok()
+    assert_same_tree(tree, dst)
+    assert_no_more_disk(tree, dst)
+    assert not (dst / ".pitreos-restore").exists()
+    # only data chunks were fetched: the sparse state file's holes were never sent
+    fetched = restore_summary(result.stderr)["fetched"]
+    assert 0 < fetched < 40 + 16
+    # the state file's data sits in 4 chunks (3 of random data, 1 partial); others are holes
+    assert allocated_bytes(dst / "state/shared_memory.bin") <= 4 * CHUNK
+
+
+def test_store_holds_each_chunk_once_and_no_zero_chunks(run: Runner, tree: Path,
+                                                        tmp_path: Path) -> None:
+    write_at(tree / "small.txt", 0, b"x")
+    (tree / "copy.bin").write_bytes((tree / "blocks/blocks.index").read_bytes())
+    name = backup(run, tree)
+    text = (tmp_path / f"store/manifests/{name}.yaml").read_bytes()
+    manifest = load_manifest(text, name)
+    blobs = list((tmp_path / "store/blobs").rglob("*"))
+    stored = {p.name for p in blobs if p.is_file()}
+    assert stored == {d.sha1 for d in manifest.digests()}  # the copy's chunks: stored once
+    files = {e.path: e for e in manifest.files()}
+    state = files["state/shared_memory.bin"].chunks
+    assert state[0].digest is None and state[30].digest is None  # hole and zero chunk
+    assert files["empty.bin"].chunks == []
+    raw = yaml.safe_load(text)  # readable YAML: one line per chunk
+    state_lines = next(f for f in raw["files"] if f["path"] == "state/shared_memory.bin")
+    assert state_lines["chunks"].splitlines()[30] == f"{30 * CHUNK} -"
+
+
+def test_restore_over_modified_copy_moves_only_differences(run: Runner, tree: Path,
+                                                           tmp_path: Path) -> None:
+    name = backup(run, tree)
+    dst = tmp_path / "dst"
+    sparse_copy(tree, dst)
+    state = dst / "state/shared_memory.bin"
+    write_at(state, 6 * CHUNK + 10, b"changed")  # a data chunk changed
+    write_at(state, 12 * CHUNK, os.urandom(CHUNK))  # data where the backup has a hole
+    with open(dst / "blocks/blocks.log", "ab") as f:  # longer than the backup
+        f.write(b"tail" * 1000)
+    os.truncate(dst / "blocks/blocks.index", CHUNK)  # shorter than the backup
+    (dst / "small.txt").unlink()
+    os.chmod(dst / "protected", 0o644)
+    (dst / "extra.txt").write_text("not in the backup")
+    (dst / "state/link").unlink()
+    (dst / "state/link").symlink_to("elsewhere")
+    result = run("restore", name, str(dst)).ok()
+    summary = restore_summary(result.stderr)
+    assert summary["fetched"] <= 6  # state chunk, log tail chunk, index chunks, small.txt
+    assert summary["kept"] > 0 and summary["holed"] == 1
+    assert "extra.txt" in result.stderr  # listed, not deleted
+    assert (dst / "extra.txt").exists()
+    run("restore", name, str(dst), "--delete").ok()
+    assert_same_tree(tree, dst)
+    assert_no_more_disk(tree, dst)
+
+
+def test_second_restore_is_a_no_op(run: Runner, tree: Path, tmp_path: Path) -> None:
+    name = backup(run, tree)
+    dst = tmp_path / "dst"
+    run("restore", name, str(dst)).ok()
+    summary = restore_summary(run("restore", name, str(dst)).ok().stderr)
+    assert summary["fetched"] == 0 and summary["holed"] == 0 and summary["kept"] > 0
+    assert_same_tree(tree, dst)
+
+
+def test_latest_and_list(run: Runner, tree: Path, tmp_path: Path) -> None:
+    first = backup(run, tree, "--tag", "standard")
+    (tree / "small.txt").write_text("second version\n")
+    second = backup(run, tree, "--tag", "standard", "--meta", "block=42")
+    assert first != second
+    listing = run("list").ok().stdout.splitlines()
+    assert [line.split()[0] for line in listing] == [second, first]  # newest first
+    assert "block=42" in listing[0]
+    dst = tmp_path / "dst"
+    run("restore", str(dst)).ok()  # 'latest' is the default
+    assert (dst / "small.txt").read_text() == "second version\n"
+    shown = run("show", first).ok().stdout
+    assert "# files: 7" in shown and "unique blobs:" in shown
+
+
+def test_unchanged_backup_stores_nothing_new(run: Runner, tree: Path, tmp_path: Path) -> None:
+    backup(run, tree)
+    blobs = {p.name for p in (tmp_path / "store/blobs").rglob("*") if p.is_file()}
+    result = run("backup", str(tree), "--chunk-size", str(CHUNK)).ok()
+    assert "stored 0 new blobs" in result.stderr
+    assert {p.name for p in (tmp_path / "store/blobs").rglob("*") if p.is_file()} == blobs
+
+
+def test_many_files_under_a_low_open_file_limit(tmp_path: Path) -> None:
+    """300 files with a limit of 64 open files: files are opened as the work reaches
+    them and closed after, never all at once."""
+    import resource
+    import subprocess
+    import sys
+
+    src = tmp_path / "many"
+    for i in range(300):
+        (src / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 7}/f{i}").write_bytes(os.urandom(100 + i) * (1 + i % 3))
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    env = {**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
+           "PITREOS_CATALOG": str(tmp_path / "c.sqlite")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "pitreos", *args], env=env,
+                              capture_output=True, text=True, preexec_fn=limited,
+                              cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    name = cli("backup", str(src), "--chunk-size", str(CHUNK)).stdout.strip()
+    dest = tmp_path / "dest"
+    cli("restore", name, str(dest))
+    assert_same_tree(src, dest)
+    for i in range(0, 300, 10):  # in place, with local data to check in every file
+        (dest / f"d{i % 7}/f{i}").write_bytes(b"stale")
+    cli("restore", name, str(dest))
+    assert_same_tree(src, dest)

@@ -1,0 +1,88 @@
+"""The store contract, run on every backend against its real server (as restic's
+internal/backend/test does): what the repository relies on, checked backend by backend
+through the same wrappers the CLI uses."""
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from pitreos.errors import BlobNotFound, StoreNotFound
+from pitreos.stores import open_store
+from pitreos.stores.base import Store
+
+from .servers import Backend
+
+
+@pytest.fixture
+def store(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    for key, value in backend.env.items():
+        monkeypatch.setenv(key, value)
+    opened = open_store(backend.url, pool_size=4)
+    opened.check()
+    yield opened
+
+
+def test_conditional_put_creates_once(store: Store) -> None:
+    assert store.put("blobs/ab/one", b"first") is True
+    assert store.put("blobs/ab/one", b"second") is False
+    assert store.get("blobs/ab/one") == b"first"  # the loser changed nothing
+
+
+def test_overwrite_replaces(store: Store) -> None:
+    store.put("index/manifests.txt", b"a\n")
+    assert store.put("index/manifests.txt", b"a\nb\n", overwrite=True) is True
+    assert store.get("index/manifests.txt") == b"a\nb\n"
+
+
+def test_missing_object(store: Store) -> None:
+    with pytest.raises(BlobNotFound):
+        store.get("blobs/00/absent")
+    assert store.exists("blobs/00/absent") is False
+
+
+def test_exists_and_empty_object(store: Store) -> None:
+    store.put("locks/empty", b"")
+    assert store.exists("locks/empty") is True
+    assert store.get("locks/empty") == b""
+
+
+def test_delete_is_idempotent(store: Store) -> None:
+    store.put("blobs/cd/two", b"x")
+    store.delete("blobs/cd/two")
+    store.delete("blobs/cd/two")
+    store.delete("blobs/cd/never-there")
+    assert store.exists("blobs/cd/two") is False
+
+
+def test_listing_by_prefix(store: Store) -> None:
+    keys = {"blobs/aa/1": b"1", "blobs/aa/2": b"22", "blobs/bb/3": b"333",
+            "manifests/m.yaml": b"m", "blobsx/not-a-blob": b"x"}
+    for key, data in keys.items():
+        store.put(key, data)
+    listed = {info.key: info.size for info in store.list("blobs/")}
+    assert listed == {"blobs/aa/1": 1, "blobs/aa/2": 2, "blobs/bb/3": 3}
+    assert {i.key for i in store.list("blobs/aa/")} == {"blobs/aa/1", "blobs/aa/2"}
+    assert list(store.list("nothing/")) == []
+    assert all(info.modified.tzinfo is not None for info in store.list("manifests/"))
+
+
+def test_flush_and_properties(store: Store) -> None:
+    store.put("blobs/ee/5", b"5")
+    store.flush()
+    assert store.properties.listable and not store.properties.read_only
+    assert store.properties.conditional_put
+    assert store.properties.remote is (not store.url.startswith("file:"))
+
+
+def test_store_not_found(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in backend.env.items():
+        monkeypatch.setenv(key, value)
+    if backend.name == "file":
+        url = backend.url + "-" + uuid.uuid4().hex
+    else:
+        scheme, _, rest = backend.url.partition("://")
+        path = rest.partition("/")[2]
+        url = f"{scheme}://missing-{uuid.uuid4().hex[:12]}/{path}"
+    with pytest.raises(StoreNotFound):
+        open_store(url).check()

@@ -1,0 +1,98 @@
+"""The catalog's schema: named migrations applied once and recorded, a catalog from a
+newer pitreos refused, and SQLite's errors turned into one clear pitreos error."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from pitreos.catalog import Catalog, NewBlob, migration_steps, migrations
+from pitreos.errors import CatalogError
+
+URL = "file:///store"
+
+
+def applied(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return [r[0] for r in db.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    finally:
+        db.close()
+
+
+def test_a_new_catalog_records_every_migration(tmp_path: Path) -> None:
+    Catalog(tmp_path / "c.sqlite", URL).close()
+    names = [name for name, _ in migration_steps()]
+    assert names[:2] == ["0001_tables", "0002_blobs_missing_index"]
+    assert applied(tmp_path / "c.sqlite") == names
+    Catalog(tmp_path / "c.sqlite", URL).close()  # opening again applies nothing twice
+    assert applied(tmp_path / "c.sqlite") == names
+
+
+def test_a_catalog_part_way_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    steps = migration_steps()
+    db = sqlite_utils.Database(path)
+    migrations(steps).apply(db, stop_before=steps[1][0])
+    db.execute("INSERT INTO blobs (sha1, blake3, size, added_unix) VALUES ('a', 'b', 1, 0)")
+    db.conn.commit()
+    db.close()
+    catalog = Catalog(path, URL)
+    assert set(catalog.known_blobs(["a"])) == {"a"}
+    catalog.add_blobs([NewBlob("c" * 40, "d" * 64, 10, 5)])
+    catalog.close()
+    assert applied(path) == [name for name, _ in steps]
+    db2 = sqlite3.connect(path)
+    assert db2.execute("SELECT name FROM sqlite_master WHERE name = 'blobs_missing'").fetchone()
+    db2.close()
+
+
+def test_a_catalog_of_pitreos_0_1_is_adopted(tmp_path: Path) -> None:
+    """0.1 created the tables with one script and set user_version 2, recording no
+    migration: every step is idempotent, so it passes them unharmed."""
+    path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(path)
+    for _, sql in migration_steps():
+        db.executescript(sql)
+    db.execute("INSERT INTO settings VALUES ('store_url', ?)", (URL,))
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    Catalog(path, URL).close()
+    assert applied(path) == [name for name, _ in migration_steps()]
+
+
+def test_a_catalog_from_a_newer_pitreos_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    Catalog(path, URL).close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+               "VALUES ('pitreos-catalog', '9999_future', 'now')")
+    db.commit()
+    db.close()
+    with pytest.raises(CatalogError, match="schema version 9999_future, newer than this pitreos"):
+        Catalog(path, URL)
+
+
+def test_a_catalog_of_another_store_is_refused(tmp_path: Path) -> None:
+    Catalog(tmp_path / "c.sqlite", URL).close()
+    with pytest.raises(CatalogError, match="mirrors store file:///store, not"):
+        Catalog(tmp_path / "c.sqlite", "file:///elsewhere")
+
+
+def test_garbage_is_a_catalog_error_that_says_how_to_rebuild(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CatalogError, match=r"catalog sync --rebuild"):
+        Catalog(path, URL)
+    Catalog.remove(path)
+    Catalog(path, URL).close()  # rebuilt from nothing
+
+
+def test_errors_after_opening_are_catalog_errors(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite", URL)
+    catalog.conn.execute("DROP TABLE blobs")  # damage from outside
+    with pytest.raises(CatalogError, match="no such table: blobs"):
+        catalog.missing_blobs()
+    catalog.close()

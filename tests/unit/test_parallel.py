@@ -1,0 +1,76 @@
+"""The one bounded parallel map: every result once, a bounded window, a feed extended
+while iterating, and no task running after the caller gave up."""
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pitreos.parallel import Feed, call, imap_unordered
+
+
+def test_every_item_once() -> None:
+    assert sorted(imap_unordered(lambda x: x * 2, range(100), workers=4)) == [
+        x * 2 for x in range(100)]
+
+
+def test_items_are_taken_lazily_within_the_window() -> None:
+    taken: list[int] = []
+    in_flight_peak = 0
+    lock = threading.Lock()
+    running = 0
+
+    def items() -> Iterator[int]:
+        for i in range(50):
+            taken.append(i)
+            yield i
+
+    def task(i: int) -> int:
+        nonlocal running, in_flight_peak
+        with lock:
+            running += 1
+            in_flight_peak = max(in_flight_peak, running)
+        time.sleep(0.001)
+        with lock:
+            running -= 1
+        return i
+
+    results = imap_unordered(task, items(), workers=3, window=5)
+    first = next(results)
+    assert len(taken) <= 5  # no more than the window taken before a result
+    assert sorted([first, *results]) == list(range(50))
+    assert in_flight_peak <= 3
+
+
+def test_a_feed_extended_while_iterating_is_drained() -> None:
+    feed: Feed[int] = Feed(range(5))
+    seen = []
+    for value in imap_unordered(lambda x: x, feed, workers=2):
+        seen.append(value)
+        if value < 5:
+            feed.push(value + 100)  # pushed items come before the rest
+    assert sorted(seen) == [0, 1, 2, 3, 4, 100, 101, 102, 103, 104]
+
+
+def test_an_error_stops_the_map_and_cancels_pending_tasks() -> None:
+    started: list[int] = []
+
+    def task(i: int) -> int:
+        started.append(i)
+        if i == 3:
+            raise ValueError("task 3 failed")
+        time.sleep(0.01)
+        return i
+
+    with pytest.raises(ValueError, match="task 3 failed"):
+        for _ in imap_unordered(task, range(1000), workers=2):
+            pass
+    count = len(started)
+    time.sleep(0.05)
+    assert len(started) == count < 1000  # nothing ran after the error surfaced
+
+
+def test_call_runs_mixed_tasks() -> None:
+    tasks = [lambda: 1, lambda: "two"]
+    assert sorted(map(str, imap_unordered(call, tasks, workers=2))) == ["1", "two"]

@@ -1,0 +1,64 @@
+"""Property tests: the manifest round-trips; zero-block detection matches a plain scan."""
+
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pitreos import manifest as mf
+from pitreos.hashing import ChunkDigest
+from pitreos.sparse import BLOCK_SIZE, nonzero_runs
+
+hexes = st.text("0123456789abcdef", min_size=1, max_size=1)
+sha1s = st.text("0123456789abcdef", min_size=40, max_size=40)
+blake3s = st.text("0123456789abcdef", min_size=64, max_size=64)
+names = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=["Cs"]),
+                min_size=1, max_size=20).filter(lambda s: s not in (".", ".."))
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> list[mf.Entry]:
+    chunk_size = 4096
+    out: list[mf.Entry] = []
+    for name in sorted(draw(st.sets(names, max_size=5))):
+        kind = draw(st.sampled_from(mf.ENTRY_TYPES))
+        entry = mf.Entry(path=name, type=kind, mode=draw(st.integers(0, 0o7777)),
+                         mtime_ns=draw(st.integers(0, 2**62)))
+        if kind == "symlink":
+            entry.target = draw(st.text(min_size=1, max_size=30).filter(
+                lambda t: "\0" not in t and t.isprintable()))
+        if kind == "file":
+            entry.size = draw(st.integers(0, 5 * chunk_size))
+            entry.inode = draw(st.none() | st.integers(0, 2**63))
+            count = -(-entry.size // chunk_size)
+            entry.chunks = [
+                mf.Chunk(i * chunk_size, draw(st.none() | st.builds(ChunkDigest, sha1s, blake3s)))
+                for i in range(count)
+            ]
+        out.append(entry)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(entries(), st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True),
+                                  st.text(max_size=20), max_size=4))
+def test_manifest_round_trip(items: list[mf.Entry], meta: dict[str, str]) -> None:
+    created = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+    m = mf.Manifest(name=mf.backup_name(created, "standard"), tag="standard",
+                    created=created, chunk_size=4096, entries=items, meta=meta)
+    loaded = mf.load(mf.dump(m), "test")
+    assert loaded == m
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 3 * BLOCK_SIZE)), max_size=12))
+def test_nonzero_runs_cover_exactly_the_nonzero_blocks(parts: list[tuple[bool, int]]) -> None:
+    data = b"".join((b"\x01" if filled else b"\0") * n for filled, n in parts)
+    runs = list(nonzero_runs(data))
+    covered = bytearray(len(data))
+    for start, end in runs:
+        assert start % BLOCK_SIZE == 0 and (end % BLOCK_SIZE == 0 or end == len(data))
+        covered[start:end] = b"\x01" * (end - start)
+    for block in range(0, len(data), BLOCK_SIZE):
+        nonzero = any(data[block:block + BLOCK_SIZE])
+        assert bool(covered[block]) == nonzero

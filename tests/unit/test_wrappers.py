@@ -1,0 +1,101 @@
+"""The store wrappers: a limit on requests in flight, request counting, and a cache that
+keeps only sound blobs and never serves a rotten copy."""
+
+import threading
+import time
+from functools import partial
+
+from pitreos.blobcodec import BlobCodec
+from pitreos.hashing import digest
+from pitreos.repository import Repository, blob_is_sound, blob_key, is_blob_key
+from pitreos.stores.cache import CachingStore
+from pitreos.stores.counting import CountingStore
+from pitreos.stores.limit import LimitedStore
+
+from .memstore import MemoryStore
+
+
+class SlowStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.peak = 0
+
+    def get(self, key: str) -> bytes:
+        with self.lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        time.sleep(0.01)
+        with self.lock:
+            self.in_flight -= 1
+        return b"x"
+
+
+def test_limit_bounds_requests_in_flight() -> None:
+    inner = SlowStore()
+    limited = LimitedStore(inner, 3)
+    threads = [threading.Thread(target=limited.get, args=(f"k{i}",)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert inner.peak == 3
+
+
+def test_counting_counts_requests_bytes_and_listing_pages() -> None:
+    counting = CountingStore(MemoryStore())
+    for i in range(1500):
+        counting.put(f"blobs/{i}", b"abc")
+    counting.get("blobs/1")
+    assert counting.exists("blobs/2")
+    assert len(list(counting.list("blobs/"))) == 1500
+    assert counting.requests() == {"put": 1500, "get": 1, "exists": 1, "list": 2}
+    assert counting.bytes_moved()["put"] == 4500
+
+
+def _cache_setup() -> tuple[MemoryStore, MemoryStore, CachingStore, Repository, bytes]:
+    codec = BlobCodec()
+    store, cache = MemoryStore(), MemoryStore()
+    caching = CachingStore(store, cache, cacheable=is_blob_key,
+                           verify=partial(blob_is_sound, codec))
+    data = b"chunk data " * 1000
+    return store, cache, caching, Repository(caching, codec), data
+
+
+def test_cache_fills_with_sound_blobs_and_serves_them() -> None:
+    store, cache, _, repo, data = _cache_setup()
+    d = digest(data)
+    repo.put_blob(d.sha1, repo.encode_blob(data, d))
+    assert repo.read_chunk(d)[0] == data
+    assert blob_key(d.sha1) in cache.objects
+    del store.objects[blob_key(d.sha1)]  # now only the cache has it
+    assert repo.read_chunk(d)[0] == data
+
+
+def test_cache_never_keeps_a_damaged_blob() -> None:
+    store, cache, caching, repo, data = _cache_setup()
+    d = digest(data)
+    blob = bytearray(repo.encode_blob(data, d))
+    blob[-1] ^= 0xFF
+    store.put(blob_key(d.sha1), bytes(blob))
+    assert caching.get(blob_key(d.sha1)) == bytes(blob)  # passed on, for the caller to judge
+    assert cache.objects == {}
+
+
+def test_a_rotten_cached_copy_is_dropped_and_fetched_again() -> None:
+    store, cache, _, repo, data = _cache_setup()
+    d = digest(data)
+    good = repo.encode_blob(data, d)
+    store.put(blob_key(d.sha1), good)
+    rotten = bytearray(good)
+    rotten[-1] ^= 0xFF
+    cache.put(blob_key(d.sha1), bytes(rotten))
+    assert repo.read_chunk(d)[0] == data
+    assert cache.objects[blob_key(d.sha1)] == good  # replaced by the sound copy
+
+
+def test_cache_keeps_no_manifest_or_marker() -> None:
+    store, cache, caching, _, _ = _cache_setup()
+    store.put("manifests/a.yaml", b"name: a")
+    assert caching.get("manifests/a.yaml") == b"name: a"
+    assert cache.objects == {}
