@@ -60,19 +60,38 @@ def open_store(url: str, *, create: bool = False, pool_size: int = 32) -> Store:
     return RetryingStore(LimitedStore(backend, backend.properties.connections or pool_size))
 
 
+Factory = Callable[[str, SplitResult, int], Store]
+
+
+def _needs_extra(extra: str) -> Callable[[Factory], Factory]:
+    """A backend whose client library is an optional extra: importing it inside the
+    factory may fail, and then the user is told what to install."""
+
+    def decorate(factory: Factory) -> Factory:
+        def guarded(url: str, parts: SplitResult, pool_size: int) -> Store:
+            try:
+                return factory(url, parts, pool_size)
+            except ImportError as exc:
+                raise UsageError(
+                    f"store {url} needs the optional '{extra}' extra ({exc.name} is not "
+                    f"installed): pip install 'pitreos[{extra}]'") from exc
+
+        return guarded
+
+    return decorate
+
+
+@_needs_extra("gcs")
 def _gcs(url: str, parts: SplitResult, pool_size: int) -> Store:
-    try:
-        from .gcs import GCSStore
-    except ImportError as exc:
-        raise _missing_extra("gcs", url, exc) from exc
+    from .gcs import GCSStore
+
     return GCSStore(parts.netloc, parts.path, url, pool_size)
 
 
+@_needs_extra("s3")
 def _s3(url: str, parts: SplitResult, pool_size: int) -> Store:
-    try:
-        from .s3 import S3Store
-    except ImportError as exc:
-        raise _missing_extra("s3", url, exc) from exc
+    from .s3 import S3Store
+
     params = dict(parse_qsl(parts.query))
     unknown = set(params) - {"endpoint", "region", "path_style"}
     if unknown:
@@ -85,11 +104,10 @@ def _s3(url: str, parts: SplitResult, pool_size: int) -> Store:
                    pool_size=pool_size)
 
 
+@_needs_extra("azure")
 def _azure(url: str, parts: SplitResult, pool_size: int) -> Store:
-    try:
-        from .azure import AzureStore
-    except ImportError as exc:
-        raise _missing_extra("azure", url, exc) from exc
+    from .azure import AzureStore
+
     return AzureStore(parts.netloc, parts.path, url, pool_size)
 
 
@@ -99,13 +117,7 @@ def _http(url: str, parts: SplitResult, pool_size: int) -> Store:
     return HTTPStore(url, pool_size)
 
 
-_REMOTE: dict[str, Callable[[str, SplitResult, int], Store]] = {
+_REMOTE: dict[str, Factory] = {
     "gs": _gcs, "s3": _s3, "azblob": _azure, "http": _http, "https": _http,
 }
 
-
-def _missing_extra(extra: str, url: str, exc: ImportError) -> UsageError:
-    return UsageError(
-        f"store {url} needs the optional '{extra}' extra ({exc.name} is not installed): "
-        f"pip install 'pitreos[{extra}]'"
-    )

@@ -6,6 +6,7 @@ for a public container). The SDK's own retries are off:
 :class:`~pitreos.stores.retry.RetryingStore` retries.
 """
 
+import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -37,8 +38,10 @@ class AzureStore(ObjectStoreBase):
                              "AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY or "
                              "AZURE_STORAGE_SAS_TOKEN)")
 
-    def _error(self, action: str, key: str, exc: Exception) -> StoreError:
+    def translate(self, action: str, key: str, exc: Exception) -> StoreError:
         denied = "access denied (check the credentials)"
+        if isinstance(exc, aexc.ResourceNotFoundError) and action in ("open", "list"):
+            return StoreNotFound(f"store {self.url} does not exist (no such container)")
         if isinstance(exc, aexc.ClientAuthenticationError):
             return self.error(action, key, denied)
         if isinstance(exc, aexc.ServiceRequestError | aexc.ServiceResponseError):
@@ -53,53 +56,35 @@ class AzureStore(ObjectStoreBase):
         return self.error(action, key, str(exc))
 
     def check(self) -> None:
-        try:
+        with self.failures("open", ""):
             self.client.get_container_properties()
-        except aexc.ResourceNotFoundError as exc:
-            raise StoreNotFound(f"store {self.url} does not exist (no such container)"
-                                ) from exc
-        except Exception as exc:
-            raise self._error("open", "", exc) from exc
 
     def get(self, key: str) -> bytes:
-        try:
-            data: bytes = self.client.download_blob(self.prefix + key).readall()
-            return data
-        except aexc.ResourceNotFoundError as exc:
-            raise BlobNotFound(key, self.url) from exc
-        except Exception as exc:
-            raise self._error("read", key, exc) from exc
+        with self.failures("read", key):
+            try:
+                data: bytes = self.client.download_blob(self.prefix + key).readall()
+            except aexc.ResourceNotFoundError as exc:
+                raise BlobNotFound(key, self.url) from exc
+        return data
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
-        try:
-            self.client.upload_blob(self.prefix + key, data, overwrite=overwrite)
-        except aexc.ResourceExistsError:
-            return False
-        except Exception as exc:
-            raise self._error("write", key, exc) from exc
+        with self.failures("write", key):
+            try:
+                self.client.upload_blob(self.prefix + key, data, overwrite=overwrite)
+            except aexc.ResourceExistsError:
+                return False
         return True
 
     def exists(self, key: str) -> bool:
-        try:
+        with self.failures("check", key):
             return bool(self.client.get_blob_client(self.prefix + key).exists())
-        except Exception as exc:
-            raise self._error("check", key, exc) from exc
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        try:
+        with self.failures("list", prefix):
             for item in self.client.list_blobs(name_starts_with=self.prefix + prefix):
                 yield ObjectInfo(item.name[len(self.prefix):], int(item.size),
                                  item.last_modified)
-        except aexc.ResourceNotFoundError as exc:
-            raise StoreNotFound(f"store {self.url} does not exist (no such container)"
-                                ) from exc
-        except Exception as exc:
-            raise self._error("list", prefix, exc) from exc
 
     def delete(self, key: str) -> None:
-        try:
+        with self.failures("delete", key), contextlib.suppress(aexc.ResourceNotFoundError):
             self.client.delete_blob(self.prefix + key)
-        except aexc.ResourceNotFoundError:
-            return
-        except Exception as exc:
-            raise self._error("delete", key, exc) from exc

@@ -7,7 +7,9 @@ only after :meth:`Store.flush`: callers flush before they record or publish anyt
 that relies on earlier puts (a catalog row, a manifest).
 """
 
+import abc
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -74,9 +76,12 @@ class Store(Protocol):
         file system once instead of once per object."""
 
 
-class ObjectStoreBase:
+class ObjectStoreBase(abc.ABC):
     """What the object-store backends share: a key prefix inside the bucket, errors
-    that say where they happened, and a put that is durable when it returns."""
+    that say where they happened, and a put that is durable when it returns.
+
+    A backend runs its SDK calls inside :meth:`failures`, and says in :meth:`translate`
+    what its SDK's exceptions mean (transient, denied, ...)."""
 
     def __init__(self, url: str, prefix: str) -> None:
         self._url = url
@@ -94,6 +99,20 @@ class ObjectStoreBase:
     def error(self, action: str, key: str, reason: str,
               kind: type[StoreError] = StoreError) -> StoreError:
         return kind(f"cannot {self.where(action, key)}: {reason}")
+
+    @abc.abstractmethod
+    def translate(self, action: str, key: str, exc: Exception) -> StoreError:
+        """The pitreos error for an exception of the backend's SDK."""
+
+    @contextmanager
+    def failures(self, action: str, key: str) -> Iterator[None]:
+        """Turn whatever the SDK raises inside into a pitreos error saying where."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self.translate(action, key, exc) from exc
 
     def flush(self) -> None:
         return None  # an object store holds an object durably once its put returns

@@ -6,6 +6,7 @@ is enough to read a public bucket. ``STORAGE_EMULATOR_HOST`` points it at an emu
 The client's own retries are off: :class:`~pitreos.stores.retry.RetryingStore` retries.
 """
 
+import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -38,7 +39,9 @@ class GCSStore(ObjectStoreBase):
         self.client = _client(pool_size)
         self.bucket = self.client.bucket(bucket)
 
-    def _error(self, action: str, key: str, exc: Exception) -> StoreError:
+    def translate(self, action: str, key: str, exc: Exception) -> StoreError:
+        if isinstance(exc, gexc.NotFound) and not key:
+            return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
         if isinstance(exc, _TRANSIENT):
             return self.error(action, key, _short(exc), TransientStoreError)
         if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
@@ -46,62 +49,46 @@ class GCSStore(ObjectStoreBase):
         return self.error(action, key, _short(exc))
 
     def check(self) -> None:
-        try:
+        with self.failures("open", ""):
             list(self.client.list_blobs(self.bucket, prefix=self.prefix, max_results=1,
                                         timeout=TIMEOUT, retry=None))
-        except gexc.NotFound as exc:
-            raise StoreNotFound(f"store {self.url} does not exist (no such bucket)") from exc
-        except Exception as exc:
-            raise self._error("open", "", exc) from exc
 
     def get(self, key: str) -> bytes:
-        try:
-            data: bytes = self.bucket.blob(self.prefix + key).download_as_bytes(
-                timeout=TIMEOUT, retry=None, checksum="crc32c")
-            return data
-        except gexc.NotFound as exc:
-            raise BlobNotFound(key, self.url) from exc
-        except Exception as exc:
-            raise self._error("read", key, exc) from exc
+        with self.failures("read", key):
+            try:
+                data: bytes = self.bucket.blob(self.prefix + key).download_as_bytes(
+                    timeout=TIMEOUT, retry=None, checksum="crc32c")
+            except gexc.NotFound as exc:
+                raise BlobNotFound(key, self.url) from exc
+        return data
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
         kwargs: dict[str, Any] = {} if overwrite else {"if_generation_match": 0}
-        try:
-            self.bucket.blob(self.prefix + key).upload_from_string(
-                data, timeout=TIMEOUT, retry=None, checksum="crc32c", **kwargs)
-        except gexc.PreconditionFailed:
-            return False
-        except Exception as exc:
-            raise self._error("write", key, exc) from exc
+        with self.failures("write", key):
+            try:
+                self.bucket.blob(self.prefix + key).upload_from_string(
+                    data, timeout=TIMEOUT, retry=None, checksum="crc32c", **kwargs)
+            except gexc.PreconditionFailed:
+                return False
         return True
 
     def exists(self, key: str) -> bool:
-        try:
+        with self.failures("check", key):
             return bool(self.bucket.blob(self.prefix + key).exists(timeout=TIMEOUT, retry=None))
-        except Exception as exc:
-            raise self._error("check", key, exc) from exc
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        try:
-            # an explicit page size: without one the client asks for none, and a server
-            # free to answer everything at once (fake-gcs-server does) costs ~5 KB of
-            # Python objects per object listed (measured: 100,000 blobs -> ~600 MiB)
+        # an explicit page size: without one the client asks for none, and a server free
+        # to answer everything at once (fake-gcs-server does) costs ~5 KB of Python
+        # objects per object listed (measured: 100,000 blobs -> ~600 MiB)
+        with self.failures("list", ""):
             for blob in self.client.list_blobs(self.bucket, prefix=self.prefix + prefix,
                                                page_size=LIST_PAGE_SIZE, timeout=TIMEOUT,
                                                retry=None):
                 yield ObjectInfo(blob.name[len(self.prefix):], int(blob.size), blob.updated)
-        except gexc.NotFound as exc:
-            raise StoreNotFound(f"store {self.url} does not exist (no such bucket)") from exc
-        except Exception as exc:
-            raise self._error("list", prefix, exc) from exc
 
     def delete(self, key: str) -> None:
-        try:
+        with self.failures("delete", key), contextlib.suppress(gexc.NotFound):
             self.bucket.blob(self.prefix + key).delete(timeout=TIMEOUT, retry=None)
-        except gexc.NotFound:
-            return
-        except Exception as exc:
-            raise self._error("delete", key, exc) from exc
 
 
 def _client(pool_size: int) -> storage.Client:

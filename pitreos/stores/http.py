@@ -27,12 +27,15 @@ class HTTPStore(ObjectStoreBase):
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
+    def translate(self, action: str, key: str, exc: Exception) -> StoreError:
+        if isinstance(exc, requests.ConnectionError | requests.Timeout
+                      | requests.exceptions.ChunkedEncodingError):
+            return self.error(action, key, type(exc).__name__, TransientStoreError)
+        return self.error(action, key, str(exc))
+
     def _request(self, method: str, key: str) -> requests.Response:
-        try:
+        with self.failures("read", key):
             response = self.session.request(method, f"{self.url}/{key}", timeout=TIMEOUT)
-        except (requests.ConnectionError, requests.Timeout,
-                requests.exceptions.ChunkedEncodingError) as exc:
-            raise self.error("read", key, type(exc).__name__, TransientStoreError) from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise self.error("read", key, f"HTTP {response.status_code}", TransientStoreError)
         return response

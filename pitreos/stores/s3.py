@@ -38,16 +38,16 @@ class S3Store(ObjectStoreBase):
         self.client = boto3.session.Session().client(
             "s3", endpoint_url=endpoint, region_name=region, config=config)
 
-    def _error(self, action: str, key: str, exc: Exception) -> StoreError:
+    def translate(self, action: str, key: str, exc: Exception) -> StoreError:
         if isinstance(exc, bexc.ClientError):
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            code = _code(exc)
+            status = _status(exc)
+            if code == "NoSuchBucket" or (status == 404 and not key):
+                return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
             if code in _TRANSIENT_CODES or status >= 500 or status == 429:
                 return self.error(action, key, str(code or status), TransientStoreError)
             if code in _DENIED_CODES or status in (401, 403):
                 return self.error(action, key, f"access denied ({code}; check the credentials)")
-            if code == "NoSuchBucket":
-                return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
             return self.error(action, key, str(code or status))
         if isinstance(exc, _TRANSIENT):
             return self.error(action, key, type(exc).__name__, TransientStoreError)
@@ -56,68 +56,60 @@ class S3Store(ObjectStoreBase):
         return self.error(action, key, str(exc))
 
     def check(self) -> None:
-        try:
+        with self.failures("open", ""):
             self.client.head_bucket(Bucket=self.bucket)
-        except bexc.ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if status == 404:
-                raise StoreNotFound(f"store {self.url} does not exist (no such bucket)"
-                                    ) from exc
-            raise self._error("open", "", exc) from exc
-        except Exception as exc:
-            raise self._error("open", "", exc) from exc
 
     def get(self, key: str) -> bytes:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        with self.failures("read", key):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+            except bexc.ClientError as exc:
+                if _code(exc) in ("NoSuchKey", "404"):
+                    raise BlobNotFound(key, self.url) from exc
+                raise
             data: bytes = response["Body"].read()
-        except bexc.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise BlobNotFound(key, self.url) from exc
-            raise self._error("read", key, exc) from exc
-        except Exception as exc:
-            raise self._error("read", key, exc) from exc
         if len(data) != response.get("ContentLength", len(data)):
             raise self.error("read", key, "truncated body", TransientStoreError)
         return data
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
         kwargs: dict[str, Any] = {} if overwrite else {"IfNoneMatch": "*"}
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
-                                   **kwargs)
-        except bexc.ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise self._error("write", key, exc) from exc
-        except Exception as exc:
-            raise self._error("write", key, exc) from exc
+        with self.failures("write", key):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
+                                       **kwargs)
+            except bexc.ClientError as exc:
+                if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise
         return True
 
     def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
-        except bexc.ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                return False
-            raise self._error("check", key, exc) from exc
-        except Exception as exc:
-            raise self._error("check", key, exc) from exc
+        with self.failures("check", key):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            except bexc.ClientError as exc:
+                if _status(exc) == 404:
+                    return False
+                raise
         return True
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
-        try:
+        with self.failures("list", prefix):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for item in page.get("Contents", []):
                     yield ObjectInfo(item["Key"][len(self.prefix):], int(item["Size"]),
                                      item["LastModified"])
-        except Exception as exc:
-            raise self._error("list", prefix, exc) from exc
 
     def delete(self, key: str) -> None:
-        try:
+        with self.failures("delete", key):
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
-        except Exception as exc:
-            raise self._error("delete", key, exc) from exc
+
+
+def _code(exc: bexc.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: bexc.ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
