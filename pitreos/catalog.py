@@ -135,8 +135,8 @@ class Catalog:
             raise CatalogError(f"cannot open catalog {path}: {exc.strerror}") from exc
         except sqlite3.Error as exc:
             raise _translate(path, exc) from exc
-        self.db = sqlite_utils.Database(conn)
-        self.conn = conn
+        self._db = sqlite_utils.Database(conn)
+        self._conn = conn
         try:
             self._setup()
         except sqlite3.Error as exc:
@@ -157,30 +157,30 @@ class Catalog:
                                    f"{exc.strerror}") from exc
 
     def _setup(self) -> None:
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
         # scratch tables (incoming, listed) and a 64 MiB page cache: syncing a million
         # chunk references is then bounded by inserting them, not by temp-file I/O
-        self.conn.execute("PRAGMA temp_store = MEMORY")
-        self.conn.execute("PRAGMA cache_size = -65536")
+        self._conn.execute("PRAGMA temp_store = MEMORY")
+        self._conn.execute("PRAGMA cache_size = -65536")
         steps = migration_steps()
         migration_set = migrations(steps)
         known = {name for name, _ in steps}
-        applied = {m.name for m in migration_set.applied(self.db)}
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        applied = {m.name for m in migration_set.applied(self._db)}
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if applied - known or version > len(known):
             newer = sorted(applied - known) or [str(version)]
             raise CatalogError(
                 f"catalog {self.path} has schema version {newer[-1]}, newer than this "
                 "pitreos reads: upgrade pitreos or use another --catalog")
         if applied != known:
-            migration_set.apply(self.db)
+            migration_set.apply(self._db)
             # pitreos 0.1 read only user_version: one a migration keeps it out
-            self.conn.execute(f"PRAGMA user_version = {len(known)}")
-        self.conn.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('store_url', ?)",
+            self._conn.execute(f"PRAGMA user_version = {len(known)}")
+        self._conn.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('store_url', ?)",
                           (self.store_url,))
-        row = self.conn.execute("SELECT value FROM settings WHERE key = 'store_url'").fetchone()
+        row = self._conn.execute("SELECT value FROM settings WHERE key = 'store_url'").fetchone()
         if row[0] != self.store_url:
             raise CatalogError(
                 f"catalog {self.path} mirrors store {row[0]}, not {self.store_url}: use "
@@ -188,24 +188,24 @@ class Catalog:
             )
 
     def close(self) -> None:
-        self.conn.close()
+        self._conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        self._conn.execute("COMMIT")
 
     # Blobs
     @_guarded
     def known_blobs(self, sha1s: Collection[str]) -> dict[str, KnownBlob]:
         """The catalog's rows for those of ``sha1s`` it knows (at most 999 at a time)."""
         marks = ",".join("?" * len(sha1s))
-        rows = self.conn.execute(
+        rows = self._conn.execute(
             f"SELECT sha1, blake3, missing, refcount, added_unix FROM blobs "
             f"WHERE sha1 IN ({marks})", tuple(sha1s))
         return {r[0]: KnownBlob(r[0], r[1], bool(r[2]), r[3], r[4]) for r in rows}
@@ -213,14 +213,14 @@ class Catalog:
     @_guarded
     def missing_blobs(self) -> set[str]:
         """Blobs a listing showed the store lacks (normally none)."""
-        return {r[0] for r in self.conn.execute("SELECT sha1 FROM blobs WHERE missing = 1")}
+        return {r[0] for r in self._conn.execute("SELECT sha1 FROM blobs WHERE missing = 1")}
 
     @_guarded
     def add_blobs(self, blobs: Iterable[NewBlob]) -> None:
         """Record blobs just stored (no references yet); clears a 'missing' mark."""
         now = time.time()
         with self.transaction():
-            self.conn.executemany(
+            self._conn.executemany(
                 "INSERT INTO blobs (sha1, blake3, size, stored_size, added_unix) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha1) DO UPDATE SET missing = 0, "
                 "stored_size = excluded.stored_size",
@@ -230,7 +230,7 @@ class Catalog:
     # Backups
     @_guarded
     def backup_names(self) -> set[str]:
-        return {r[0] for r in self.conn.execute("SELECT name FROM backups")}
+        return {r[0] for r in self._conn.execute("SELECT name FROM backups")}
 
     @_guarded
     def add_backup(self, manifest: mf.Manifest, *, count_references: bool = True) -> None:
@@ -243,7 +243,7 @@ class Catalog:
 
     def _insert_backup(self, m: mf.Manifest, count_references: bool) -> None:
         files = m.files()
-        cur = self.conn.execute(
+        cur = self._conn.execute(
             "INSERT INTO backups (name, tag, created, created_unix, chunk_size, tool, "
             "file_count, apparent_size, data_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -253,14 +253,14 @@ class Catalog:
             ),
         )
         backup_id = cur.lastrowid
-        self.conn.executemany(
+        self._conn.executemany(
             "INSERT INTO backup_meta (backup_id, key, value) VALUES (?, ?, ?)",
             [(backup_id, k, v) for k, v in m.meta.items()],
         )
         incoming: dict[str, tuple[str, int]] = {}
         chunk_rows: list[tuple[int, int, str, str]] = []
         for entry in m.entries:
-            cur = self.conn.execute(
+            cur = self._conn.execute(
                 "INSERT INTO files (backup_id, path, type, size, mode, mtime_ns, inode, "
                 "target, data_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (backup_id, entry.path, entry.type, entry.size, entry.mode, entry.mtime_ns,
@@ -279,14 +279,14 @@ class Catalog:
                                          f"{d.sha1} with blake3 {seen[0]} and {d.blake3}")
                 chunk_rows.append((file_id, index, d.sha1, d.blake3))
         now = time.time()
-        self.conn.executemany(
+        self._conn.executemany(
             "INSERT INTO blobs (sha1, blake3, size, added_unix) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (sha1) DO NOTHING",
             [(sha1, b3, size, now) for sha1, (b3, size) in incoming.items()],
         )
         # a chunk finds its blob only when both hashes agree: fewer rows than chunks
         # means the catalog knows one of these sha1s with another blake3
-        cur = self.conn.executemany(
+        cur = self._conn.executemany(
             "INSERT INTO chunks (file_id, idx, blob_id) "
             "SELECT ?, ?, id FROM blobs WHERE sha1 = ? AND blake3 = ?",
             chunk_rows,
@@ -298,7 +298,7 @@ class Catalog:
 
     def _raise_collision(self, source: str, incoming: dict[str, tuple[str, int]]) -> None:
         for sha1, (b3, _) in incoming.items():
-            row = self.conn.execute("SELECT blake3 FROM blobs WHERE sha1 = ?", (sha1,)).fetchone()
+            row = self._conn.execute("SELECT blake3 FROM blobs WHERE sha1 = ?", (sha1,)).fetchone()
             if row is not None and row[0] != b3:
                 raise CollisionError(
                     f"sha1 collision: {source} has blob {sha1} with blake3 {b3}, "
@@ -307,7 +307,7 @@ class Catalog:
         raise CatalogError(f"catalog {self.path}: chunks of {source} found no blob row")
 
     def _adjust_refcounts(self, backup_id: int | None, sign: int) -> None:
-        self.conn.execute(
+        self._conn.execute(
             "UPDATE blobs SET refcount = refcount + ? * c.n FROM ("
             " SELECT blob_id, count(*) AS n FROM chunks"
             " WHERE file_id IN (SELECT id FROM files WHERE backup_id = ?) GROUP BY blob_id"
@@ -322,17 +322,17 @@ class Catalog:
             self._delete_backup(name)
 
     def _delete_backup(self, name: str) -> None:
-        row = self.conn.execute("SELECT id FROM backups WHERE name = ?", (name,)).fetchone()
+        row = self._conn.execute("SELECT id FROM backups WHERE name = ?", (name,)).fetchone()
         if row is not None:
             self._adjust_refcounts(row[0], -1)
-            self.conn.execute("DELETE FROM backups WHERE id = ?", (row[0],))
+            self._conn.execute("DELETE FROM backups WHERE id = ?", (row[0],))
 
     @_guarded
     def recount_references(self) -> None:
         """Recompute every reference count from the chunk table."""
         with self.transaction():
-            self.conn.execute("UPDATE blobs SET refcount = 0")
-            self.conn.execute(
+            self._conn.execute("UPDATE blobs SET refcount = 0")
+            self._conn.execute(
                 "UPDATE blobs SET refcount = c.n FROM (SELECT blob_id, count(*) AS n "
                 "FROM chunks GROUP BY blob_id) AS c WHERE blobs.id = c.blob_id"
             )
@@ -346,20 +346,20 @@ class Catalog:
         missing.
         """
         with self.transaction():
-            self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS listed "
+            self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS listed "
                               "(sha1 TEXT PRIMARY KEY, stored_size INTEGER)")
-            self.conn.execute("DELETE FROM listed")
-            self.conn.executemany("INSERT INTO listed VALUES (?, ?)", present.items())
-            self.conn.execute(
+            self._conn.execute("DELETE FROM listed")
+            self._conn.executemany("INSERT INTO listed VALUES (?, ?)", present.items())
+            self._conn.execute(
                 "UPDATE blobs SET missing = 0, stored_size = l.stored_size "
                 "FROM listed AS l WHERE blobs.sha1 = l.sha1"
             )
-            self.conn.execute(
+            self._conn.execute(
                 "UPDATE blobs SET missing = 1 WHERE sha1 NOT IN (SELECT sha1 FROM listed)"
             )
-            self.conn.execute("DELETE FROM blobs WHERE missing = 1 AND refcount = 0")
-            row = self.conn.execute("SELECT count(*) FROM blobs WHERE missing = 1").fetchone()
-            self.conn.execute("DELETE FROM listed")
+            self._conn.execute("DELETE FROM blobs WHERE missing = 1 AND refcount = 0")
+            row = self._conn.execute("SELECT count(*) FROM blobs WHERE missing = 1").fetchone()
+            self._conn.execute("DELETE FROM listed")
         return int(row[0])
 
     # Queries
@@ -373,7 +373,7 @@ class Catalog:
             params.append(tag)
         sql += " ORDER BY created_unix DESC, name DESC"
         meta: dict[int, dict[str, str]] = {}
-        for backup_id, key, value in self.conn.execute("SELECT * FROM backup_meta"):
+        for backup_id, key, value in self._conn.execute("SELECT * FROM backup_meta"):
             meta.setdefault(backup_id, {})[key] = value
         return [
             BackupRecord(
@@ -382,19 +382,19 @@ class Catalog:
                 tool=r["tool"], file_count=r["file_count"], apparent_size=r["apparent_size"],
                 data_size=r["data_size"], meta=meta.get(r["id"], {}),
             )
-            for r in self.db.query(sql, params)
+            for r in self._db.query(sql, params)
         ]
 
     @_guarded
     def files_of(self, backup_name: str) -> dict[str, FileRecord]:
         """Regular files of a backup with their chunk lists, for incremental backups."""
-        rows = self.conn.execute(
+        rows = self._conn.execute(
             "SELECT f.id, f.path, f.size, f.mtime_ns, f.inode, b.chunk_size FROM files f "
             "JOIN backups b ON b.id = f.backup_id WHERE b.name = ? AND f.type = 'file'",
             (backup_name,),
         ).fetchall()
         digests: dict[int, dict[int, ChunkDigest]] = {}
-        for file_id, idx, sha1, b3 in self.conn.execute(
+        for file_id, idx, sha1, b3 in self._conn.execute(
             "SELECT c.file_id, c.idx, bl.sha1, bl.blake3 FROM chunks c "
             "JOIN blobs bl ON bl.id = c.blob_id JOIN files f ON f.id = c.file_id "
             "JOIN backups b ON b.id = f.backup_id WHERE b.name = ?",
@@ -413,10 +413,10 @@ class Catalog:
     def referenced_sha1s(self, backups: Collection[str] | None = None) -> set[str]:
         """Blobs referenced by the given backups (all backups when None)."""
         if backups is None:
-            return {r[0] for r in self.conn.execute("SELECT sha1 FROM blobs WHERE refcount > 0")}
+            return {r[0] for r in self._conn.execute("SELECT sha1 FROM blobs WHERE refcount > 0")}
         out: set[str] = set()
         for name in backups:
-            out.update(r[0] for r in self.conn.execute(
+            out.update(r[0] for r in self._conn.execute(
                 "SELECT DISTINCT bl.sha1 FROM chunks c JOIN files f ON f.id = c.file_id "
                 "JOIN backups b ON b.id = f.backup_id JOIN blobs bl ON bl.id = c.blob_id "
                 "WHERE b.name = ?", (name,)))
@@ -426,7 +426,7 @@ class Catalog:
     def referenced_digests(self, backups: Collection[str] | None = None) -> list[ChunkDigest]:
         wanted = self.referenced_sha1s(backups)
         return [ChunkDigest(sha1, b3) for sha1, b3 in
-                self.conn.execute("SELECT sha1, blake3 FROM blobs WHERE refcount > 0")
+                self._conn.execute("SELECT sha1, blake3 FROM blobs WHERE refcount > 0")
                 if sha1 in wanted]
 
     @_guarded
@@ -434,7 +434,7 @@ class Catalog:
         """For each blob, the (backup, file) pairs that reference it."""
         out: dict[str, list[tuple[str, str]]] = {}
         for sha1 in sha1s:
-            out[sha1] = [(r[0], r[1]) for r in self.conn.execute(
+            out[sha1] = [(r[0], r[1]) for r in self._conn.execute(
                 "SELECT DISTINCT b.name, f.path FROM chunks c JOIN blobs bl ON bl.id = c.blob_id "
                 "JOIN files f ON f.id = c.file_id JOIN backups b ON b.id = f.backup_id "
                 "WHERE bl.sha1 = ? ORDER BY 1, 2", (sha1,))]
@@ -445,7 +445,7 @@ class Catalog:
         """Drop rows of blobs about to be deleted from the store (nothing references
         them), so the catalog never claims a blob the store may no longer hold."""
         with self.transaction():
-            self.conn.executemany("DELETE FROM blobs WHERE sha1 = ? AND refcount = 0",
+            self._conn.executemany("DELETE FROM blobs WHERE sha1 = ? AND refcount = 0",
                                   [(s,) for s in sha1s])
 
     @_guarded
@@ -453,13 +453,13 @@ class Catalog:
         """Per tag (and '*' for all): backups, logical bytes, unique blobs and their
         plain and stored sizes."""
         stats: dict[str, dict[str, int]] = {}
-        tags = [r[0] for r in self.conn.execute("SELECT DISTINCT tag FROM backups ORDER BY 1")]
+        tags = [r[0] for r in self._conn.execute("SELECT DISTINCT tag FROM backups ORDER BY 1")]
         for tag in [*tags, "*"]:
             where, params = ("WHERE b.tag = ?", (tag,)) if tag != "*" else ("", ())
-            backups, logical = self.conn.execute(
+            backups, logical = self._conn.execute(
                 f"SELECT count(*), coalesce(sum(data_size), 0) FROM backups b {where}",
                 params).fetchone()
-            blobs, plain, stored = self.conn.execute(
+            blobs, plain, stored = self._conn.execute(
                 "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(stored_size), 0) "
                 "FROM blobs WHERE id IN (SELECT c.blob_id FROM chunks c JOIN files f "
                 f"ON f.id = c.file_id JOIN backups b ON b.id = f.backup_id {where})",
@@ -471,7 +471,7 @@ class Catalog:
     @_guarded
     def wrong_reference_counts(self) -> int:
         """Blobs whose reference count disagrees with the chunk table (normally 0)."""
-        row = self.conn.execute(
+        row = self._conn.execute(
             "SELECT count(*) FROM blobs b LEFT JOIN (SELECT blob_id, count(*) AS n FROM "
             "chunks GROUP BY blob_id) c ON c.blob_id = b.id "
             "WHERE b.refcount != coalesce(c.n, 0)").fetchone()
@@ -480,11 +480,11 @@ class Catalog:
     @_guarded
     def reference_counts(self) -> dict[str, int]:
         """Each referenced blob's reference count."""
-        return dict(self.conn.execute("SELECT sha1, refcount FROM blobs WHERE refcount > 0"))
+        return dict(self._conn.execute("SELECT sha1, refcount FROM blobs WHERE refcount > 0"))
 
     @_guarded
     def blob_stats(self) -> dict[str, int]:
-        row = self.conn.execute(
+        row = self._conn.execute(
             "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(stored_size), 0), "
             "coalesce(sum(refcount), 0) FROM blobs WHERE refcount > 0"
         ).fetchone()

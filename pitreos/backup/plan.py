@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import manifest as mf
 from .. import nodeos
 from ..catalog import Catalog, FileRecord
-from ..errors import DirtyState
+from ..errors import DirtyState, PitreosError
 from ..log import get_logger
 from ..sparse import data_extents, overlaps
 from ..walk import PathFilter, SourceEntry, check_source_dir, glob_match, scan
@@ -34,6 +34,15 @@ class BackupPlan:
 
 def plan_backup(source: Path, catalog: Catalog, options: BackupOptions,
                 stats: BackupStats) -> BackupPlan:
+    try:
+        return _plan(source, catalog, options, stats)
+    except OSError as exc:  # a file that vanished or became unreadable while planning
+        raise PitreosError(f"cannot read {exc.filename or source}: {exc.strerror}; no "
+                           "backup was written") from exc
+
+
+def _plan(source: Path, catalog: Catalog, options: BackupOptions,
+          stats: BackupStats) -> BackupPlan:
     mf.validate_tag(options.tag)
     check_source_dir(source)
     path_filter, meta = _node_checks(source, options)

@@ -92,7 +92,9 @@ def test_garbage_is_a_catalog_error_that_says_how_to_rebuild(tmp_path: Path) -> 
 
 def test_errors_after_opening_are_catalog_errors(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite", URL)
-    catalog.conn.execute("DROP TABLE blobs")  # damage from outside
+    outside = sqlite3.connect(tmp_path / "c.sqlite")
+    outside.execute("DROP TABLE blobs")  # damage from outside
+    outside.close()
     with pytest.raises(CatalogError, match="no such table: blobs"):
         catalog.missing_blobs()
     catalog.close()

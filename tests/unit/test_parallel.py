@@ -74,3 +74,27 @@ def test_an_error_stops_the_map_and_cancels_pending_tasks() -> None:
 def test_call_runs_mixed_tasks() -> None:
     tasks = [lambda: 1, lambda: "two"]
     assert sorted(map(str, imap_unordered(call, tasks, workers=2))) == ["1", "two"]
+
+
+def test_a_consumer_that_gives_up_stops_the_map_at_once() -> None:
+    """The consumer's own error (a collision found on the main thread) closes the map
+    as the error leaves the loop: pending tasks are cancelled, running ones waited for."""
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def task(i: int) -> int:
+        with lock:
+            started.append(i)
+        time.sleep(0.005)
+        return i
+
+    def consume() -> None:
+        for value in imap_unordered(task, range(1000), workers=2):
+            if value >= 5:
+                raise RuntimeError("consumer gave up")
+
+    with pytest.raises(RuntimeError):
+        consume()
+    count = len(started)
+    time.sleep(0.05)
+    assert len(started) == count < 50
