@@ -25,6 +25,7 @@ from . import manifest as mf
 from .errors import CatalogError, CollisionError
 from .hashing import ChunkDigest
 
+_QUERY_BATCH = 900  # host parameters a statement may hold: 999 in older SQLite builds
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -203,12 +204,17 @@ class Catalog:
     # Blobs
     @_guarded
     def known_blobs(self, sha1s: Collection[str]) -> dict[str, KnownBlob]:
-        """The catalog's rows for those of ``sha1s`` it knows (at most 999 at a time)."""
-        marks = ",".join("?" * len(sha1s))
-        rows = self._conn.execute(
-            f"SELECT sha1, blake3, missing, refcount, added_unix FROM blobs "
-            f"WHERE sha1 IN ({marks})", tuple(sha1s))
-        return {r[0]: KnownBlob(r[0], r[1], bool(r[2]), r[3], r[4]) for r in rows}
+        """The catalog's rows for those of ``sha1s`` it knows."""
+        wanted = list(sha1s)
+        found: dict[str, KnownBlob] = {}
+        for start in range(0, len(wanted), _QUERY_BATCH):
+            part = wanted[start:start + _QUERY_BATCH]
+            marks = ",".join("?" * len(part))
+            rows = self._conn.execute(
+                f"SELECT sha1, blake3, missing, refcount, added_unix FROM blobs "
+                f"WHERE sha1 IN ({marks})", part)
+            found.update((r[0], KnownBlob(r[0], r[1], bool(r[2]), r[3], r[4])) for r in rows)
+        return found
 
     @_guarded
     def missing_blobs(self) -> set[str]:
@@ -223,7 +229,7 @@ class Catalog:
             self._conn.executemany(
                 "INSERT INTO blobs (sha1, blake3, size, stored_size, added_unix) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha1) DO UPDATE SET missing = 0, "
-                "stored_size = excluded.stored_size",
+                "damaged = 0, stored_size = excluded.stored_size",
                 [(b.sha1, b.blake3, b.size, b.stored_size, now) for b in blobs],
             )
 
@@ -351,7 +357,7 @@ class Catalog:
             self._conn.execute("DELETE FROM listed")
             self._conn.executemany("INSERT INTO listed VALUES (?, ?)", present.items())
             self._conn.execute(
-                "UPDATE blobs SET missing = 0, stored_size = l.stored_size "
+                "UPDATE blobs SET missing = damaged, stored_size = l.stored_size "
                 "FROM listed AS l WHERE blobs.sha1 = l.sha1"
             )
             self._conn.execute(
@@ -467,6 +473,26 @@ class Catalog:
             stats[tag] = {"backups": backups, "logical_bytes": logical, "unique_blobs": blobs,
                           "unique_bytes": plain, "stored_bytes": stored}
         return stats
+
+    @_guarded
+    def store_id(self) -> str | None:
+        """The id of the store this catalog mirrors, once it is known."""
+        row = self._conn.execute("SELECT value FROM settings WHERE key = 'store_id'").fetchone()
+        return None if row is None else str(row[0])
+
+    @_guarded
+    def set_store_id(self, value: str) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('store_id', ?)",
+                           (value,))
+
+    @_guarded
+    def mark_damaged(self, sha1s: Collection[str]) -> None:
+        """Blobs that verify found missing or damaged in the store: the next backup that
+        reads the same data stores them again (a listing that shows an object of the
+        name does not clear the mark; storing a good copy does)."""
+        with self.transaction():
+            self._conn.executemany("UPDATE blobs SET missing = 1, damaged = 1 WHERE sha1 = ?",
+                                   [(s,) for s in sha1s])
 
     @_guarded
     def wrong_reference_counts(self) -> int:

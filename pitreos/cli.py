@@ -3,9 +3,11 @@
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,10 +17,11 @@ from . import __version__, nodeos
 from . import log as logsetup
 from .backup import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, BackupOptions, run_backup
 from .catalog import BackupRecord
-from .errors import PitreosError, UsageError
+from .errors import PitreosError, Stopped, UsageError
 from .manifest import Manifest, validate_meta_key, validate_tag
 from .progress import NoProgress, Progress, RichProgress
 from .restore import RestoreOptions, RestorePlan, execute_restore, plan_restore
+from .restore.plan import MAX_UNKNOWN_DELETED
 from .select import BackupFilter, parse_time, parse_where
 from .stores import default_store_url
 from .walk import PathFilter
@@ -189,7 +192,8 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
         appendonly=(*nodeos.APPEND_ONLY_DEFAULTS, *appendonly), node=node,
         allow_dirty=allow_dirty, keep_finalizer_safety=keep_finalizer_safety,
     )
-    with settings.workspace(create=True, compression_level=compression_level) as ws:
+    with settings.workspace(create=True, sync=False,  # run_backup syncs after its marker
+                            compression_level=compression_level) as ws:
         options.workers = ws.workers
         result = run_backup(directory, ws.repo, ws.catalog, options, make_progress())
     s = result.stats
@@ -213,16 +217,30 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
 @click.option("--check-all", is_flag=True,
               help="Hash every local chunk, even of append-only files whose first and last "
               "chunks match.")
+@click.option("--force", is_flag=True,
+              help="Restore over a node state file that is locked by another process or "
+              f"dirty, and let --delete remove more than {MAX_UNKNOWN_DELETED} local paths.")
+@click.option("--keep-setuid", "keep_setid", is_flag=True,
+              help="Restore setuid and setgid bits (left out by default, as tar does).")
+@click.option("--write-through-hard-links", is_flag=True,
+              help="Write into local files that have other hard links (by default they "
+              "are replaced: a link may lead outside DIRECTORY).")
 @click.pass_obj
 def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: str | None,
             where: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
-            delete_extra: bool, dry_run: bool, check_all: bool) -> None:
+            delete_extra: bool, dry_run: bool, check_all: bool, force: bool,
+            keep_setid: bool, write_through_hard_links: bool) -> None:
     """Restore a backup into DIRECTORY, in place: only chunks that differ from the local
     files are fetched.
 
     BACKUP is a name or 'latest' (the default): the newest backup that matches --tag,
     --before and --where, e.g. the last one before block N:
-    `pitreos restore --tag standard --where 'block<=123456' /var/lib/nodeos`."""
+    `pitreos restore --tag standard --where 'block<=123456' /var/lib/nodeos`.
+
+    Safe by default: a node state file locked by a running nodeos, or dirty, is refused
+    before anything changes; while it is restored its dirty flag stays set, so an
+    interrupted restore never leaves a state that nodeos would open; nothing is written
+    through a symlink or a hard link; --delete prints each path it removes."""
     if len(args) > 2:
         raise UsageError("restore takes [BACKUP|latest] DIRECTORY")
     name, dest = ("latest", args[0]) if len(args) == 1 else args
@@ -230,7 +248,9 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: 
     with settings.workspace() as ws:
         manifest = ws.choose(name, backup_filter)
         options = RestoreOptions(workers=ws.workers, delete_extra=delete_extra,
-                                 path_filter=PathFilter(include, exclude), check_all=check_all)
+                                 path_filter=PathFilter(include, exclude), check_all=check_all,
+                                 force=force, keep_setid=keep_setid,
+                                 write_through_links=write_through_hard_links)
         environment = nodeos.describe_state_environment(manifest.meta)
         if environment:
             click.echo(f"note: {environment}", err=True)
@@ -249,6 +269,12 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: 
         f"{human(stats.bytes_written)} in {stats.seconds:.1f}s",
         err=True,
     )
+    for rel in stats.deleted:
+        click.echo(f"deleted {rel} (not in the backup)", err=True)
+    if stats.setid_dropped:
+        click.echo(f"note: setuid/setgid bits not restored on {len(stats.setid_dropped)} "
+                   f"paths ({', '.join(stats.setid_dropped[:3])}...): --keep-setuid restores "
+                   "them", err=True)
     if plan.extra and not delete_extra:
         click.echo(f"{len(plan.extra)} local paths are not in the backup (--delete removes "
                    "them):", err=True)
@@ -357,6 +383,10 @@ def copy(settings: Settings, name: str, to_url: str, to_catalog: Path | None) ->
                                                          catalog=to_catalog) as dst:
         manifest = src.choose(name)
         stats = copy_backup(manifest, src.repo, dst.repo, dst.catalog, dst.workers)
+    if stats.already_there:
+        click.echo(f"{to_url} already holds {manifest.name}, identical: nothing sent",
+                   err=True)
+        return
     click.echo(f"copied {manifest.name} to {to_url}: {stats.blobs_copied} blobs "
                f"({human(stats.bytes_copied)}) sent, {stats.blobs_present} already there",
                err=True)
@@ -416,18 +446,26 @@ def gc(settings: Settings, keep_last: int | None, keep_hourly: int | None,
 @click.option("--all", "all_backups", is_flag=True, help="Every backup.")
 @click.option("--deep", is_flag=True,
               help="Download every blob (in parallel) and check both hashes.")
+@click.option("--repair", is_flag=True,
+              help="Also remove damaged blobs from the store, so that every machine's next "
+              "backup of the same data stores them again.")
 @click.pass_obj
-def verify(settings: Settings, name: str | None, all_backups: bool, deep: bool) -> None:
+def verify(settings: Settings, name: str | None, all_backups: bool, deep: bool,
+           repair: bool) -> None:
     """Check that backups restore: every blob they reference exists (one listing, no
     downloads), and with --deep that its content matches. Exits 1 on any damage,
-    naming the backups and files it breaks."""
+    naming the backups and files it breaks.
+
+    Damaged and missing blobs are marked in the local catalog: the next backup here
+    that reads the same data stores them again (with --repair, every machine's does)."""
     from .verify import verify as run_verify
 
     if bool(name) == all_backups:
         raise UsageError("verify takes a BACKUP name or --all")
     with settings.workspace() as ws:
         backups = None if all_backups else [ws.choose(name or "latest").name]
-        report = run_verify(ws.repo, ws.catalog, backups, deep=deep, workers=ws.workers)
+        report = run_verify(ws.repo, ws.catalog, backups, deep=deep, workers=ws.workers,
+                            repair=repair)
     for damage in report.damage:
         click.echo(f"blob {damage.sha1}: {damage.problem}")
         for backup_name, path in damage.files:
@@ -435,9 +473,12 @@ def verify(settings: Settings, name: str | None, all_backups: bool, deep: bool) 
     summary = (f"checked {report.blobs_checked} blobs of {report.backups} backups"
                f"{' (deep, ' + human(report.bytes_downloaded) + ' downloaded)' if deep else ''}")
     if report.damage:
+        repaired = (f"; {len(report.removed)} damaged blobs removed from the store"
+                    if report.removed else "")
         raise PitreosError(f"{summary}: {len(report.damage)} blobs damaged, breaking "
                            f"{len(report.broken_backups())} backups: "
-                           f"{', '.join(report.broken_backups())}")
+                           f"{', '.join(report.broken_backups())}{repaired}; the next backup "
+                           "of the same data stores them again")
     click.echo(f"{summary}: all good", err=True)
 
 
@@ -466,6 +507,38 @@ def stats(settings: Settings, as_json: bool) -> None:
 
 def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 3) if b else None
+
+
+@cli.command()
+@click.option("--all", "everything", is_flag=True,
+              help="Also remove the markers of operations that look alive (only when you "
+              "know that none runs).")
+@click.pass_obj
+def unlock(settings: Settings, everything: bool) -> None:
+    """List the markers that running backups and gcs leave in the store, and release
+    those whose process is gone (same host: by host id, boot id and pid) or that were
+    not refreshed for 6 hours.
+
+    gc deletes no blob while a backup runs, and a backup waits for a running gc that
+    deletes blobs: a marker left by a killed process holds the other side up until it
+    goes stale (a marker of this host whose process is gone, at once), or until this
+    releases it. A backup's marker is removed; a gc's is marked finished, since a
+    backup that overlapped that gc must still learn of it. Finished gc markers are
+    records that backups need for a week, not locks: they stay."""
+    from .gcprotocol import marker_statuses, release_markers
+
+    with settings.workspace(sync=False) as ws:
+        statuses = marker_statuses(ws.repo)
+        released = release_markers(ws.repo, statuses, everything=everything)
+    done = {id(s) for s in released}
+    for status in statuses:
+        m = status.seen.marker
+        started = datetime.fromtimestamp(m.started, UTC).isoformat(timespec="seconds")
+        action = "released" if id(status) in done else "kept"
+        click.echo(f"{action:<8} {m.kind:<6} {m.id}  host {m.host} pid {m.pid}  started "
+                   f"{started}  {status.state}")
+    click.echo(f"{len(released)} markers released, {len(statuses) - len(released)} kept",
+               err=True)
 
 
 @cli.group()
@@ -510,9 +583,21 @@ def catalog_check(settings: Settings) -> None:
     click.echo("the catalog matches the store", err=True)
 
 
+def _stop_on(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 def main() -> None:
+    # systemd, Kubernetes and timeout stop with SIGTERM, a closed terminal sends SIGHUP:
+    # both unwind like Ctrl-C, so markers are removed and nothing half done is published
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on)
     try:
         cli.main(standalone_mode=False, prog_name="pitreos")
+    except Stopped as exc:
+        click.echo(f"pitreos: stopped by {signal.Signals(exc.signum).name}; nothing "
+                   "incomplete looks complete: run the command again", err=True)
+        sys.exit(128 + exc.signum)
     except PitreosError as exc:
         click.echo(f"pitreos: error: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -2,18 +2,20 @@
 
 For example to publish a private snapshot in a public bucket. The destination's blobs
 are known from one listing; each copied blob is checked (both hashes) before it is
-written, and the manifest is written last, as by a backup.
+written, and the manifest is written last, as by a backup, after every check that could
+refuse it: a copy that fails leaves no manifest behind. Copying a backup that the
+destination already holds, identically, is a success that sends nothing.
 """
 
 from dataclasses import dataclass
 
 from . import manifest as mf
 from .catalog import Catalog, NewBlob
-from .errors import PitreosError
+from .errors import CollisionError, PitreosError
 from .hashing import ChunkDigest
 from .log import get_logger
 from .parallel import imap_unordered
-from .repository import Repository
+from .repository import BlobState, Repository
 
 log = get_logger(__name__)
 
@@ -23,21 +25,44 @@ class CopyStats:
     blobs_copied: int = 0
     blobs_present: int = 0
     bytes_copied: int = 0
+    already_there: bool = False  # the destination held this very backup: nothing sent
 
 
 def copy_backup(manifest: mf.Manifest, source: Repository, dest: Repository,
                 dest_catalog: Catalog, workers: int) -> CopyStats:
     if manifest.name in dest.manifest_names():
-        raise PitreosError(f"backup {manifest.name} already exists in store {dest.url}")
+        if dest.read_manifest(manifest.name) == manifest:
+            log.info("copy.already_there", backup=manifest.name, to=dest.url)
+            return CopyStats(blobs_present=len(manifest.digests()), already_there=True)
+        raise PitreosError(f"store {dest.url} holds another backup named {manifest.name}: "
+                           "nothing was copied")
+    wanted = sorted(manifest.digests())
+    known = dest_catalog.known_blobs([d.sha1 for d in wanted])
+    for d in wanted:
+        if d.sha1 in known and known[d.sha1].blake3 != d.blake3:
+            raise _collision(manifest, d, dest, known[d.sha1].blake3)
     present = {b.sha1 for b in dest.list_blobs()}
-    wanted = manifest.digests()
-    missing = sorted((d for d in wanted if d.sha1 not in present), key=lambda d: d.sha1)
+    # a blob the destination holds but its catalog does not know is checked whole: it
+    # may hold another chunk with the same sha1, or be damaged
+    unknown = [d for d in wanted if d.sha1 in present and d.sha1 not in known]
+    damaged: set[str] = set()
+    for d, (state, detail) in imap_unordered(lambda d: (d, dest.examine_blob(d)), unknown,
+                                             workers=workers):
+        if state is BlobState.OTHER:
+            raise _collision(manifest, d, dest, detail or "?")
+        if state is BlobState.DAMAGED:
+            damaged.add(d.sha1)
+    missing = sorted((d for d in wanted if d.sha1 not in present or d.sha1 in damaged),
+                     key=lambda d: d.sha1)
     stats = CopyStats(blobs_present=len(wanted) - len(missing))
 
     def copy_one(d: ChunkDigest) -> NewBlob:
         blob = source.get_blob(d.sha1)
         size = source.check_blob(blob, d)  # never spread a corrupt blob
-        dest.put_blob(d.sha1, blob)
+        if d.sha1 in damaged:
+            dest.replace_blob(d.sha1, blob)
+        else:
+            dest.put_blob(d.sha1, blob)
         return NewBlob(d.sha1, d.blake3, size, len(blob))
 
     copied: list[NewBlob] = []
@@ -51,8 +76,16 @@ def copy_backup(manifest: mf.Manifest, source: Repository, dest: Repository,
             dest.flush()
             dest_catalog.add_blobs(copied)
     if not dest.write_manifest(manifest):
-        raise PitreosError(f"backup {manifest.name} already exists in store {dest.url}")
+        raise PitreosError(f"store {dest.url} holds another backup named {manifest.name}: "
+                           "its blobs were copied, its manifest was not")
     dest_catalog.add_backup(manifest)
     log.info("copy.done", backup=manifest.name, to=dest.url, copied=stats.blobs_copied,
              present=stats.blobs_present)
     return stats
+
+
+def _collision(manifest: mf.Manifest, d: ChunkDigest, dest: Repository,
+               other: str) -> CollisionError:
+    return CollisionError(
+        f"sha1 collision: backup {manifest.name} has blob {d.sha1} with blake3 {d.blake3}, "
+        f"store {dest.url} has it with blake3 {other}; no manifest was copied")

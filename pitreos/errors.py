@@ -71,3 +71,20 @@ class DirtyState(PitreosError):
 
 class RestoreError(PitreosError):
     """A restore could not complete."""
+
+
+class UnfinishedRestore(PitreosError):
+    """A directory holds the marker of a restore that did not finish."""
+
+
+class NodeRunning(PitreosError):
+    """A node's state file is locked by a running process, or dirty."""
+
+
+class Stopped(BaseException):
+    """A stop signal (SIGTERM, SIGHUP) arrived: unwinds like KeyboardInterrupt, so that
+    every cleanup runs, and is never caught as an ordinary error."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum

@@ -9,9 +9,9 @@ blob before the store deletes it, and every run starts from a full sync with the
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from . import locks
+from . import crashpoints, locks
 from .catalog import Catalog
 from .errors import UsageError
 from .gcdecision import RetentionPolicy, deletable, plan_retention
@@ -75,10 +75,12 @@ def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
     if not options.dry_run:
         for name in doomed:
             catalog.remove_backup(name)  # the catalog first: it never claims a gone manifest
+            crashpoints.point("gc.backup_forgotten")
             repo.delete_manifest(name)
+            crashpoints.point("gc.manifest_deleted")
             log.info("gc.backup_deleted", backup=name)
-    running = guard.running_backup()
-    if running is not None and not options.dry_run:
+    running = None if options.dry_run else guard.running_backup()
+    if running is not None:
         guard.stand_down()
         report.blob_deletion_skipped = (
             f"a backup is running on {running.host} (since "
@@ -86,21 +88,25 @@ def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
             "no blob deleted this time; run gc again later")
         return report
     referenced = catalog.referenced_sha1s(remaining if options.dry_run else None)
-    cutoff = datetime.now().astimezone() - options.grace
+    # the grace period is measured by the store's clock, as the blobs' times are
+    cutoff = datetime.fromtimestamp(guard.store_now(), UTC) - options.grace
     decision = deletable(sync.listing.values(), referenced, cutoff)
     report.blobs_too_young = decision.too_young
     report.blobs_deleted = len(decision.delete)
     report.bytes_freed = sum(b.stored_size for b in decision.delete)
     if options.dry_run:
         return report
-    _delete_blobs(repo, catalog, [b.sha1 for b in decision.delete], options.workers)
+    _delete_blobs(repo, catalog, [b.sha1 for b in decision.delete], options.workers, guard)
     return report
 
 
-def _delete_blobs(repo: Repository, catalog: Catalog, sha1s: list[str], workers: int) -> None:
+def _delete_blobs(repo: Repository, catalog: Catalog, sha1s: list[str], workers: int,
+                  guard: GCGuard) -> None:
     for start in range(0, len(sha1s), _DELETE_BATCH):
+        guard.refresh()
         part = sha1s[start:start + _DELETE_BATCH]
         catalog.forget_blobs(part)  # first: the catalog never claims a deleted blob
+        crashpoints.point("gc.blobs_forgotten")
         for _ in imap_unordered(repo.delete_blob, part, workers=workers):
-            pass
+            crashpoints.point("gc.blob_deleted")
         log.info("gc.blobs_deleted", count=len(part))

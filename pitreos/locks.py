@@ -3,8 +3,10 @@ with no lock server: the records the protocol of :mod:`pitreos.gcprotocol` excha
 through the store (where they live: :mod:`pitreos.repository`). Its argument:
 ``docs/gc.md``.
 
-A marker is a small JSON object. It is advisory: a marker older than ``stale_after``
-whose owner never finished (a crashed process) is ignored.
+A marker is a small JSON object. It is advisory. A marker is stale, and ignored, when
+its owner stopped refreshing it for ``stale_after`` (a crashed process on another
+machine), or at once when it names this very machine and boot and its process is gone
+(or the machine rebooted since).
 """
 
 import json
@@ -13,6 +15,8 @@ import socket
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
 from typing import Literal
 
 DEFAULT_STALE_AFTER = 6 * 3600.0
@@ -27,24 +31,50 @@ class Marker:
     id: str
     host: str
     pid: int
-    started: float
+    started: float  # the writer's clock: for people; decisions use the store's clock
     updated: float
     finished: float | None = None
     deleting_blobs: bool = False  # gc only: it saw no running backup and deletes blobs
+    host_id: str = ""  # /etc/machine-id (or the host name): which machine
+    boot_id: str = ""  # which boot of that machine: a pid means nothing across boots
+    pid_start: str = ""  # the process's start time (/proc): a reused pid is not it
 
-    def live(self, now: float, stale_after: float) -> bool:
-        return self.finished is None and now - self.updated < stale_after
+    def owner_gone(self) -> bool:
+        """Whether this marker's process is known to be gone: it ran on this machine,
+        and the machine rebooted since or the process no longer exists."""
+        if not self.host_id or self.host_id != host_id():
+            return False  # another machine: only staleness tells
+        if self.boot_id != boot_id():
+            return True
+        return not _process_exists(self.pid) or (
+            bool(self.pid_start) and process_start(self.pid) != self.pid_start)
 
 
-def new_marker(kind: Kind) -> Marker:
-    now = time.time()
+@dataclass(frozen=True, slots=True)
+class SeenMarker:
+    """A marker as the store holds it, with the store's time of its last write."""
+
+    marker: Marker
+    modified: float  # seconds since the epoch, by the store's clock
+
+    def live(self, store_now: float, stale_after: float) -> bool:
+        """Running now: not finished, refreshed within ``stale_after`` (both times by
+        the store's clock, so the machines' clocks need not agree), owner not gone."""
+        m = self.marker
+        return (m.finished is None and store_now - self.modified < stale_after
+                and not m.owner_gone())
+
+
+def new_marker(kind: Kind, now: float | None = None) -> Marker:
+    now = time.time() if now is None else now
     return Marker(kind=kind, id=f"{int(now)}-{uuid.uuid4().hex[:12]}",
-                  host=socket.gethostname(), pid=os.getpid(), started=now, updated=now)
+                  host=socket.gethostname(), pid=os.getpid(), started=now, updated=now,
+                  host_id=host_id(), boot_id=boot_id(), pid_start=process_start(os.getpid()))
 
 
-def encode(marker: Marker) -> bytes:
+def encode(marker: Marker, now: float | None = None) -> bytes:
     """Stamp the marker as updated now, and serialise it."""
-    marker.updated = time.time()
+    marker.updated = time.time() if now is None else now
     return json.dumps(asdict(marker)).encode()
 
 
@@ -54,3 +84,43 @@ def decode(data: bytes) -> Marker | None:
         return Marker(**json.loads(data))
     except (ValueError, TypeError):
         return None
+
+
+@cache
+def host_id() -> str:
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            value = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if value:
+            return value
+    return socket.gethostname()
+
+
+@cache
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or "" """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rpartition(")")[2].split()  # the name may hold spaces and ')'
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

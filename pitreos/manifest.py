@@ -26,6 +26,7 @@ _META_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}")
 _CHUNK_LINE_RE = re.compile(r"(\d+) (?:(-)|([0-9a-f]{40}) ([0-9a-f]{64}))")
 _NAME_TIME_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
 EMPTY_MARK = "-"
+RESTORE_MARKER = ".pitreos-restore"  # in a destination while a restore is unfinished
 
 
 class Chunk(NamedTuple):
@@ -205,6 +206,9 @@ def _from_doc(doc: dict[str, Any], source: str) -> Manifest:
     for item in doc["files"] or []:
         path = check_relative_path(item["path"], f"manifest {source}")
         where = f"manifest {source}, {path}"
+        if path == RESTORE_MARKER:
+            raise ManifestError(f"{where}: this name is reserved for the marker of an "
+                                "unfinished restore")
         kind = item["type"]
         if kind not in ENTRY_TYPES:
             raise ManifestError(f"{where}: unknown type {kind!r}")
@@ -226,6 +230,8 @@ def _from_doc(doc: dict[str, Any], source: str) -> Manifest:
             entry.target = str(item["target"])
         elif kind == "file":
             entry.size = int(item["size"])
+            if entry.size < 0:
+                raise ManifestError(f"{where}: negative size {entry.size}")
             entry.inode = int(item["inode"]) if item.get("inode") is not None else None
             entry.appendonly = item.get("appendonly", False) is True
             entry.chunks = _parse_chunks(item.get("chunks") or "", entry.size, chunk_size, where)

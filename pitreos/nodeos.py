@@ -34,7 +34,7 @@ APPEND_ONLY_DEFAULTS = (BLOCKS_LOG, BLOCKS_INDEX, "state-history/*.log",
 
 _PRUNED_FLAG = 1 << 31
 _BLOCK_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_CHAINBASE_IDS = {b"EOSIODB2", b"EOSIODB3", b"CHAINB01", b"CHAINB02"}
+CHAINBASE_IDS = {b"EOSIODB2", b"EOSIODB3", b"CHAINB01", b"CHAINB02"}
 _OS_NAMES = {0: "linux", 1: "macos", 2: "windows", 3: "other"}
 _ARCH_NAMES = {0: "x86_64", 1: "arm", 2: "riscv", 3: "other"}
 
@@ -126,7 +126,7 @@ def read_state_header(path: Path) -> StateHeader:
     if len(raw) < 784:
         raise NodeFormatError(f"{path} is too short for a chainbase header")
     db_id = raw[:8]
-    if db_id not in _CHAINBASE_IDS:
+    if db_id not in CHAINBASE_IDS:
         raise NodeFormatError(f"{path} has unknown chainbase id {db_id!r}")
     debug, os_code, arch_code = raw[9], raw[10], raw[11]
     boost = struct.unpack_from("<I", raw, 12)[0]

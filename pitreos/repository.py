@@ -9,15 +9,26 @@ Layout (documented in ``schema/manifest.md``)::
     locks/<kind>-<id>.json        markers of running backups and gcs (:mod:`pitreos.locks`)
 """
 
+import contextlib
 import enum
+import json
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from . import locks
 from . import manifest as mf
 from .blobcodec import BlobCodec, parse_header
-from .errors import BackupNotFound, BlobNotFound, IntegrityError, ManifestError, StoreNotFound
+from .errors import (
+    BackupNotFound,
+    BlobNotFound,
+    IntegrityError,
+    ManifestError,
+    StoreError,
+    StoreNotFound,
+)
 from .hashing import ChunkDigest
 from .log import get_logger
 from .stores.base import Store, StoreProperties
@@ -27,6 +38,9 @@ MANIFEST_PREFIX = "manifests/"
 MANIFEST_SUFFIX = ".yaml"
 INDEX_KEY = "index/manifests.txt"
 LOCK_PREFIX = "locks/"
+CLOCK_PREFIX = "clock/"  # short-lived objects that read the store's clock
+STORE_ID_KEY = "pitreos-store.json"
+STORE_FORMAT = 1
 _INTEGRITY_ATTEMPTS = 3
 log = get_logger(__name__)
 
@@ -105,6 +119,35 @@ class Repository:
         self._store.check()
         if not self.properties.listable and not self._store.exists(INDEX_KEY):
             raise StoreNotFound(f"store {self.url} does not exist (no {INDEX_KEY} there)")
+
+    # Identity
+    def store_id(self) -> str | None:
+        """The id written when the store was first used (None: a store made before ids,
+        or one emptied or recreated since): a catalog mirrors one store id."""
+        try:
+            doc = json.loads(self._store.get(STORE_ID_KEY))
+        except BlobNotFound:
+            return None
+        except ValueError as exc:
+            raise StoreError(f"{STORE_ID_KEY} in store {self.url} is damaged ({exc})") from exc
+        value = doc.get("id") if isinstance(doc, dict) else None
+        if not isinstance(value, str) or not value:
+            raise StoreError(f"{STORE_ID_KEY} in store {self.url} holds no id")
+        return value
+
+    def ensure_store_id(self) -> str:
+        """The store's id, written now if it has none (a conditional write: machines
+        that start using a store at once agree on the first id written)."""
+        existing = self.store_id()
+        if existing is not None:
+            return existing
+        doc = {"format": STORE_FORMAT, "id": uuid.uuid4().hex,
+               "created": datetime.now(UTC).isoformat(timespec="seconds")}
+        self._store.put(STORE_ID_KEY, json.dumps(doc).encode())
+        self._store.flush()
+        written = self.store_id()
+        assert written is not None
+        return written
 
     # Blobs
     def encode_blob(self, data: bytes | bytearray, chunk: ChunkDigest) -> bytes:
@@ -199,13 +242,37 @@ class Repository:
         return parse_manifest(name, data)
 
     def write_manifest(self, manifest: mf.Manifest) -> bool:
-        """Write a manifest unless one of that name exists; True when written. Its blobs
-        are made durable first, and it is durable when this returns."""
+        """Publish a manifest unless another of that name exists; True when published.
+
+        Its blobs are made durable first, and it is durable when this returns: this is
+        the commit point of a backup. A conditional write retried after its first try
+        succeeded unseen answers "exists": the stored bytes are then read back, and
+        equal bytes are this very write. What follows (the index that stores without
+        listing read) is repaired by any later write, so its failure is a warning.
+        """
+        data = mf.dump(manifest)
+        key = manifest_key(manifest.name)
         self._store.flush()
-        if not self._store.put(manifest_key(manifest.name), mf.dump(manifest)):
-            return False
-        self.update_index()
-        self._store.flush()
+        if not self._store.put(key, data):
+            try:
+                existing = self._store.get(key)
+            except BlobNotFound:
+                existing = None
+            if existing != data:
+                return False  # the name belongs to another backup
+        try:
+            self._store.flush()
+        except StoreError:
+            # not known to be durable: take it back, so no listed manifest can vanish
+            with contextlib.suppress(StoreError):
+                self._store.delete(key)
+            raise
+        try:
+            self.update_index()
+        except StoreError as exc:
+            log.warning("manifest.index_not_updated", backup=manifest.name, error=str(exc),
+                        hint="the backup is complete; the next write to the store "
+                        "rewrites the index")
         return True
 
     def delete_manifest(self, name: str) -> None:
@@ -222,15 +289,37 @@ class Repository:
         self._store.put(INDEX_KEY, names.encode(), overwrite=True)
 
     # Markers of running operations
-    def write_marker(self, marker: locks.Marker) -> None:
-        self._store.put(marker_key(marker), locks.encode(marker), overwrite=True)
+    def write_marker(self, marker: locks.Marker) -> float:
+        """Write (or refresh) a marker; returns the store's time of the write, read back
+        from the store: the protocol orders events by the store's clock alone."""
+        key = marker_key(marker)
+        self._store.put(key, locks.encode(marker), overwrite=True)
+        for info in self._store.list(key):
+            if info.key == key:
+                return info.modified.timestamp()
+        raise StoreError(f"marker {key} vanished from store {self.url} as it was written")
+
+    def store_time(self) -> float:
+        """The store's clock now: the time it gives a small object written and removed
+        (on a read-only store, this machine's clock)."""
+        if self.properties.read_only:
+            return time.time()
+        key = f"{CLOCK_PREFIX}{uuid.uuid4().hex}"
+        self._store.put(key, b"", overwrite=True)
+        try:
+            for info in self._store.list(key):
+                if info.key == key:
+                    return info.modified.timestamp()
+        finally:
+            self._store.delete(key)
+        raise StoreError(f"object {key} vanished from store {self.url} as it was written")
 
     def remove_marker(self, marker: locks.Marker) -> None:
         self._store.delete(marker_key(marker))
 
-    def markers(self) -> list[locks.Marker]:
-        """Every readable marker; one that is damaged or not ours is ignored, never
-        trusted."""
+    def markers(self) -> list[locks.SeenMarker]:
+        """Every readable marker with the store's time of its last write; one that is
+        damaged or not ours is ignored, never trusted."""
         found = []
         for info in self._store.list(LOCK_PREFIX):
             try:
@@ -238,5 +327,5 @@ class Repository:
             except BlobNotFound:  # removed while listing
                 continue
             if marker is not None:
-                found.append(marker)
+                found.append(locks.SeenMarker(marker, info.modified.timestamp()))
         return found

@@ -25,14 +25,20 @@ class VerifyReport:
     blobs_checked: int = 0
     bytes_downloaded: int = 0
     damage: list[Damage] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # damaged blobs removed (repair)
 
     def broken_backups(self) -> list[str]:
         return sorted({b for d in self.damage for b, _ in d.files})
 
 
 def verify(repo: Repository, catalog: Catalog, backups: Collection[str] | None,
-           *, deep: bool = False, workers: int = 8) -> VerifyReport:
-    """Check ``backups`` (all when None); the catalog must be in sync with the store."""
+           *, deep: bool = False, workers: int = 8, repair: bool = False) -> VerifyReport:
+    """Check ``backups`` (all when None); the catalog must be in sync with the store.
+
+    Every blob found missing or damaged is marked so in the catalog: the next backup
+    here that reads the same data stores it again. With ``repair`` the damaged objects
+    are also removed from the store, so that every machine's next listing (gc,
+    ``catalog sync``) sees them missing and stores them again too."""
     digests = catalog.referenced_digests(backups)
     report = VerifyReport(backups=len(backups) if backups is not None else
                           len(catalog.backup_names()), blobs_checked=len(digests))
@@ -46,6 +52,12 @@ def verify(repo: Repository, catalog: Catalog, backups: Collection[str] | None,
         problems.update(_check_each(repo, todo, deep, workers, report))
     refs = catalog.references_to(problems)
     report.damage = [Damage(sha1, problems[sha1], refs[sha1]) for sha1 in sorted(problems)]
+    catalog.mark_damaged(list(problems))
+    if repair:
+        for sha1, problem in problems.items():
+            if problem != "missing":
+                repo.delete_blob(sha1)
+                report.removed.append(sha1)
     return report
 
 

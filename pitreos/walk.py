@@ -9,12 +9,12 @@ from pathlib import Path
 
 from .errors import PitreosError, UsageError
 from .log import get_logger
-from .manifest import EntryType
+from .manifest import RESTORE_MARKER, EntryType
 
 log = get_logger(__name__)
 
 # Left behind in a destination while a restore runs; never backed up or deleted.
-RESTORE_MARKER = ".pitreos-restore"
+
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from .blobcodec import BlobCodec
 from .catalog import Catalog, default_catalog_path
 from .errors import BackupNotFound
+from .log import get_logger
 from .manifest import Manifest
 from .repository import Repository, blob_is_sound, is_blob_key
 from .select import BackupFilter, choose
@@ -19,6 +20,8 @@ from .stores.cache import CachingStore
 from .stores.counting import CountingStore
 from .stores.local import LocalStore
 from .sync import SyncReport, sync_catalog
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -52,7 +55,19 @@ class Workspace:
         path = catalog_path or default_catalog_path(repo.url)
         if rebuild_catalog:
             Catalog.remove(path)
-        return cls(repo, Catalog(path, repo.url), workers, requests)
+        store_id = repo.ensure_store_id() if create else repo.store_id()
+        catalog = Catalog(path, repo.url)
+        if catalog.store_id() not in (None, store_id):
+            # the store was emptied or recreated at the same URL: nothing the catalog
+            # knows can be trusted, and it is only a cache
+            log.warning("catalog.store_replaced", catalog=str(path), store=repo.url,
+                        action="the catalog is rebuilt from the store")
+            catalog.close()
+            Catalog.remove(path)
+            catalog = Catalog(path, repo.url)
+        if store_id is not None and catalog.store_id() is None:
+            catalog.set_store_id(store_id)
+        return cls(repo, catalog, workers, requests)
 
     def sync(self, *, list_blobs: bool = False) -> SyncReport:
         return sync_catalog(self.catalog, self.repo, list_blobs=list_blobs,

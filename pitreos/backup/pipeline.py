@@ -6,12 +6,14 @@ store those. The catalog is touched only from the main thread, and only after th
 write it records (and a flush that makes it durable).
 """
 
+import enum
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from .. import crashpoints
 from .. import manifest as mf
 from ..catalog import Catalog, KnownBlob, NewBlob
 from ..errors import CollisionError, SourceChanged
@@ -41,6 +43,13 @@ class BlobStored:
     blob: NewBlob
     written: bool
     existing_blake3: str | None  # a blob already there and not in the catalog
+    confirmed: bool = False  # known to the catalog; the store said it still has it
+
+
+class _Action(enum.Enum):
+    REUSE = "reuse"  # in the store: nothing to do
+    STORE = "store"  # store it (a conditional put: one already there is checked whole)
+    CONFIRM = "confirm"  # ask the store whether it has it; store it if not
 
 
 class Pipeline:
@@ -57,7 +66,6 @@ class Pipeline:
         self.pending_uploads: dict[str, str] = {}  # sha1 -> blake3, being stored now
         self.stored_now: dict[str, str] = {}  # sha1 -> blake3, stored by this backup
         self.new_blobs: list[NewBlob] = []
-        self.trust_unreferenced_after = guard.trust_unreferenced_after()
 
     def run(self, jobs: list[FileJob]) -> None:
         """Read every chunk the jobs still need; store the new ones. Fills each job's
@@ -118,36 +126,48 @@ class Pipeline:
 
     def _decide(self, batch: list[ChunkRead], feed: Feed[Callable[[], ChunkRead | BlobStored]]
                 ) -> None:
-        """Store the chunks of ``batch`` whose blobs the store lacks."""
+        """Store the chunks of ``batch`` whose blobs the store lacks; have the store
+        confirm those the catalog knows but no backup references."""
         known = self.catalog.known_blobs([r.digest.sha1 for r in batch if r.digest])
         for r in batch:
             assert r.digest is not None and r.data is not None
             where = f"{r.job.source.abspath} offset {r.index * r.job.chunk_size}"
-            if self._needs_storing(r.digest, where, known.get(r.digest.sha1)):
-                self.pending_uploads[r.digest.sha1] = r.digest.blake3
-                feed.push(partial(self._store_blob, r.digest, r.data))
-            else:
+            action = self._action(r.digest, where, known.get(r.digest.sha1))
+            if action is _Action.REUSE:
                 self.stats.chunks_known += 1
+                continue
+            self.pending_uploads[r.digest.sha1] = r.digest.blake3
+            feed.push(partial(self._store_blob, r.digest, r.data,
+                              confirm_first=action is _Action.CONFIRM))
 
-    def _needs_storing(self, d: ChunkDigest, where: str, known: KnownBlob | None) -> bool:
-        """Whether the blob must be stored (``known``: its catalog row); raises on a sha1
+    def _action(self, d: ChunkDigest, where: str, known: KnownBlob | None) -> "_Action":
+        """What the chunk's blob needs (``known``: its catalog row); raises on a sha1
         collision."""
         other = self.pending_uploads.get(d.sha1) or self.stored_now.get(d.sha1)
         if other is None:
             if known is None:
-                return True
+                return _Action.STORE
             other = known.blake3
-            if other == d.blake3 and (known.missing or (
-                    known.refcount == 0 and known.added_unix < self.trust_unreferenced_after)):
-                return True  # gone, or may have been taken by a gc: store it again
         if other != d.blake3:
             raise CollisionError(
                 f"sha1 collision at {where}: sha1 {d.sha1} has blake3 {d.blake3} here and "
                 f"{other} in the catalog; nothing was overwritten"
             )
-        return False
+        if known is None or d.sha1 in self.stored_now or d.sha1 in self.pending_uploads:
+            return _Action.REUSE  # this backup stored it
+        if known.missing:
+            return _Action.STORE  # a listing or verify found it gone or damaged
+        if known.refcount == 0:
+            # no listed backup holds it (left by a failed backup, or its backups were
+            # deleted): a gc may have taken it, so the store must say it is there
+            return _Action.CONFIRM
+        return _Action.REUSE
 
-    def _store_blob(self, d: ChunkDigest, data: bytes | bytearray) -> BlobStored:
+    def _store_blob(self, d: ChunkDigest, data: bytes | bytearray, *,
+                    confirm_first: bool = False) -> BlobStored:
+        if confirm_first and self.repo.blob_exists(d.sha1):
+            return BlobStored(NewBlob(d.sha1, d.blake3, len(data), 0), written=False,
+                              existing_blake3=None, confirmed=True)
         blob = self.repo.encode_blob(data, d)
         written = self.repo.put_blob(d.sha1, blob)
         existing = None
@@ -178,15 +198,20 @@ class Pipeline:
                 f"{r.existing_blake3}, new data has blake3 {b.blake3}; nothing was overwritten"
             )
         self.stored_now[b.sha1] = b.blake3
+        if r.confirmed:  # already in the catalog and in the store
+            self.stats.chunks_known += 1
+            return
         self.new_blobs.append(b)
         if r.written:
             self.stats.blobs_stored += 1
             self.stats.bytes_stored += b.stored_size
+        crashpoints.point("backup.blob_stored")
         self.flush_blobs()
 
     def flush_blobs(self, force: bool = False) -> None:
         if self.new_blobs and (force or len(self.new_blobs) >= _CATALOG_BATCH):
             self.repo.flush()  # the catalog never records a blob a crash could lose
+            crashpoints.point("backup.blobs_flushed")
             self.catalog.add_blobs(self.new_blobs)
             self.new_blobs = []
 

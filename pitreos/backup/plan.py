@@ -11,10 +11,17 @@ from pathlib import Path
 from .. import manifest as mf
 from .. import nodeos
 from ..catalog import Catalog, FileRecord
-from ..errors import DirtyState, PitreosError
+from ..errors import DirtyState, PitreosError, UnfinishedRestore
 from ..log import get_logger
+from ..manifest import RESTORE_MARKER
 from ..sparse import data_extents, overlaps
-from ..walk import PathFilter, SourceEntry, check_source_dir, glob_match, scan
+from ..walk import (
+    PathFilter,
+    SourceEntry,
+    check_source_dir,
+    glob_match,
+    scan,
+)
 from .jobs import FileJob, open_source, read_chunk
 from .options import BackupOptions, BackupStats
 
@@ -41,10 +48,21 @@ def plan_backup(source: Path, catalog: Catalog, options: BackupOptions,
                            "backup was written") from exc
 
 
-def _plan(source: Path, catalog: Catalog, options: BackupOptions,
-          stats: BackupStats) -> BackupPlan:
+def check_source(source: Path, options: BackupOptions) -> None:
+    """What can be refused before anything is written to the store."""
     mf.validate_tag(options.tag)
     check_source_dir(source)
+    marker = source / RESTORE_MARKER
+    if os.path.lexists(marker):
+        raise UnfinishedRestore(
+            f"{source} holds {RESTORE_MARKER}: a restore into it did not finish, so its "
+            "files are not a state worth keeping. Finish the restore (run it again), or "
+            f"remove {marker} if you know better")
+
+
+def _plan(source: Path, catalog: Catalog, options: BackupOptions,
+          stats: BackupStats) -> BackupPlan:
+    check_source(source, options)
     path_filter, meta = _node_checks(source, options)
     scanned = scan(source, path_filter)
     for pattern in path_filter.unused([e.path for e in scanned.entries], scanned.excluded):

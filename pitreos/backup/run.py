@@ -8,16 +8,18 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from .. import crashpoints
 from .. import manifest as mf
 from ..catalog import Catalog
-from ..errors import PitreosError
+from ..errors import CatalogError, PitreosError
 from ..gcprotocol import BackupGuard
 from ..log import get_logger
 from ..progress import NoProgress, Progress
 from ..repository import Repository
+from ..sync import sync_catalog
 from .options import BackupOptions, BackupResult, BackupStats
 from .pipeline import Pipeline
-from .plan import plan_backup
+from .plan import check_source, plan_backup
 
 log = get_logger(__name__)
 _NAME_ATTEMPTS = 60
@@ -29,8 +31,12 @@ def run_backup(source: Path, repo: Repository, catalog: Catalog, options: Backup
     progress = progress or NoProgress()
     started = time.monotonic()
     stats = BackupStats()
-    plan = plan_backup(source, catalog, options, stats)
+    check_source(source, options)
     with BackupGuard(repo, options.lock_stale_after, options.gc_poll_seconds) as guard:
+        # the catalog is synced after the marker is written: a gc that deletes what
+        # the catalog then shows is one the guard sees (docs/gc.md)
+        sync_catalog(catalog, repo, workers=options.workers)
+        plan = plan_backup(source, catalog, options, stats)
         pipeline = Pipeline(repo, catalog, guard, plan.missing_blobs,
                             workers=options.workers, stats=stats, progress=progress)
         progress.start("backup", plan.bytes_to_read())
@@ -53,8 +59,10 @@ def run_backup(source: Path, repo: Repository, catalog: Catalog, options: Backup
             return checked_at
 
         checked_at = settle_with_gc(guard.started)
+        crashpoints.point("backup.before_manifest")
         manifest = _publish(repo, catalog, options, plan.entries, plan.meta)
         settle_with_gc(checked_at)  # a gc that started while the manifest was written
+        crashpoints.point("backup.before_marker_removed")
     stats.seconds = time.monotonic() - started
     log.info("backup.done", backup=manifest.name, files=stats.files, read=stats.bytes_read,
              stored=stats.bytes_stored, new_blobs=stats.blobs_stored,
@@ -78,7 +86,15 @@ def _publish(repo: Repository, catalog: Catalog, options: BackupOptions,
             chunk_size=options.chunk_size, entries=entries, meta=dict(meta),
         )
         if manifest.name not in taken and repo.write_manifest(manifest):
-            catalog.add_backup(manifest)
+            # published: the backup is complete whatever follows; the catalog is a
+            # cache that the next sync brings level
+            crashpoints.point("backup.manifest_written")
+            try:
+                catalog.add_backup(manifest)
+            except CatalogError as exc:
+                log.warning("backup.catalog_not_updated", backup=manifest.name,
+                            error=str(exc), hint="the backup is complete; run "
+                            "'pitreos catalog sync'")
             return manifest
         name_time += timedelta(seconds=1)
     raise PitreosError(f"could not find a free backup name in store {repo.url}")

@@ -15,22 +15,25 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from .. import crashpoints, nodeos
 from .. import manifest as mf
-from ..errors import PitreosError, RestoreError
+from ..errors import IntegrityError, PitreosError, RestoreError
 from ..handles import Handles
 from ..log import get_logger
+from ..manifest import RESTORE_MARKER
 from ..parallel import call, imap_unordered
 from ..progress import NoProgress, Progress
 from ..repository import Repository
 from ..sparse import nonzero_runs, punch_hole, pwrite_all
-from ..walk import RESTORE_MARKER
+from .nodestate import DirtyHold
 from .plan import FilePlan, RestoreOptions, RestorePlan
 
 log = get_logger(__name__)
+_SETID = stat.S_ISUID | stat.S_ISGID
 
 
 @dataclass
@@ -42,13 +45,15 @@ class RestoreStats:
     bytes_fetched: int = 0  # as stored (compressed)
     bytes_written: int = 0
     files: int = 0
-    deleted: int = 0
+    deleted: list[str] = field(default_factory=list)  # local paths removed (--delete)
+    setid_dropped: list[str] = field(default_factory=list)  # setuid/setgid not restored
     seconds: float = 0.0
 
 
 def execute_restore(plan: RestorePlan, repo: Repository, options: RestoreOptions,
                     progress: Progress | None = None) -> RestoreStats:
     """Carry out a plan made by :func:`plan_restore`."""
+    plan.check_deletions(options)
     progress = progress or NoProgress()
     started = time.monotonic()
     dest = plan.dest
@@ -58,13 +63,15 @@ def execute_restore(plan: RestorePlan, repo: Repository, options: RestoreOptions
     except OSError as exc:
         raise RestoreError(f"cannot create destination {dest}: {exc.strerror}") from exc
     marker = dest / RESTORE_MARKER
-    if marker.exists():
-        log.warning("restore.resuming", destination=str(dest),
-                    previous=marker.read_text(errors="replace").strip())
-    marker.write_text(json.dumps({"restoring": plan.manifest.name, "started": time.time()}))
+    _write_marker(marker, plan.manifest.name)
     _fsync_dir(dest)
+    hold = _dirty_hold(plan)
     try:
-        _restore_entries(plan, repo, options, stats, progress)
+        _restore_entries(plan, repo, options, stats, progress, hold)
+        crashpoints.point("restore.before_release")
+        if hold is not None:
+            hold.release(dest)  # everything else is written and synced
+        crashpoints.point("restore.before_marker_removed")
     except (PitreosError, OSError) as exc:
         raise RestoreError(
             f"restore of {plan.manifest.name} into {dest} failed: {exc}; the files there are "
@@ -79,8 +86,51 @@ def execute_restore(plan: RestorePlan, repo: Repository, options: RestoreOptions
     return stats
 
 
+def _write_marker(marker: Path, backup: str) -> None:
+    """Say that a restore is under way, never through a link: a symlink planted at the
+    marker's name is replaced, not followed (nor its target read)."""
+    try:
+        st = os.lstat(marker)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode):
+        fd = os.open(marker, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            previous = os.read(fd, 4096).decode(errors="replace").strip()
+        finally:
+            os.close(fd)
+        log.warning("restore.resuming", destination=str(marker.parent), previous=previous)
+    elif st is not None:
+        log.warning("restore.marker_replaced", path=str(marker),
+                    reason="not a regular file (a symlink?): replaced, not followed")
+        _remove(marker)
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, json.dumps({"restoring": backup, "started": time.time()}).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dirty_hold(plan: RestorePlan) -> DirtyHold | None:
+    """The node state file among the files restored, if its first chunk holds data."""
+    for fp in plan.files:
+        if fp.entry.path == nodeos.STATE_FILE and fp.entry.chunks and \
+                fp.entry.chunks[0].digest is not None:
+            return DirtyHold(fp.entry.path, fp.entry.mtime_ns)
+    return None
+
+
+def _mode(entry: mf.Entry, options: RestoreOptions, stats: RestoreStats) -> int:
+    """The mode to restore: setuid and setgid only when asked for (as tar does)."""
+    if entry.mode & _SETID and not options.keep_setid:
+        stats.setid_dropped.append(entry.path)
+        return entry.mode & ~_SETID
+    return entry.mode
+
+
 def _restore_entries(plan: RestorePlan, repo: Repository, options: RestoreOptions,
-                     stats: RestoreStats, progress: Progress) -> None:
+                     stats: RestoreStats, progress: Progress, hold: DirtyHold | None) -> None:
     dest = plan.dest
     for entry in plan.entries:
         if entry.type == "dir":
@@ -91,7 +141,7 @@ def _restore_entries(plan: RestorePlan, repo: Repository, options: RestoreOption
         stats.chunks_kept += fp.kept
     progress.start("restore", plan.bytes_to_fetch())
     try:
-        _fetch_and_write(plan, repo, options.workers, stats, progress)
+        _fetch_and_write(plan, repo, options, stats, progress, hold)
     finally:
         progress.finish()
     for entry in plan.entries:
@@ -100,29 +150,36 @@ def _restore_entries(plan: RestorePlan, repo: Repository, options: RestoreOption
     if options.delete_extra:
         for rel in reversed(plan.extra):
             _remove(dest / rel)
-            stats.deleted += 1
+            stats.deleted.append(rel)
             log.info("restore.deleted", path=rel)
     for entry in reversed(plan.entries):  # children before parents: mtimes stick
         if entry.type == "dir":
             path = dest / entry.path
-            os.chmod(path, entry.mode)
-            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+            os.chmod(path, _mode(entry, options, stats))
+            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
 
 
-def _fetch_and_write(plan: RestorePlan, repo: Repository, workers: int,
-                     stats: RestoreStats, progress: Progress) -> None:
+def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOptions,
+                     stats: RestoreStats, progress: Progress, hold: DirtyHold | None) -> None:
     """Per file, in order: open (created or resized) on its first task, punch and fetch,
     then fsync and give it its mode and mtime after its last task."""
     step = plan.manifest.chunk_size
     by_path = {fp.entry.path: fp for fp in plan.files}
 
+    def open_file(path: str) -> int:
+        fp = by_path[path]
+        fd = _open_for_restore(plan.dest, fp)
+        if hold is not None and path == hold.path:
+            hold.mark(fd, first_chunk_kept=0 not in fp.fetch)
+        return fd
+
     def finish(path: str, fd: int) -> None:
         entry = by_path[path].entry
         os.fsync(fd)
-        os.fchmod(fd, entry.mode)
+        os.fchmod(fd, _mode(entry, options, stats))
         os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
-    handles = Handles(lambda path: _open_for_restore(plan.dest, by_path[path]), finish)
+    handles = Handles(open_file, finish)
 
     def punch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int]:
         start = index * step
@@ -133,6 +190,14 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, workers: int,
         chunk = fp.entry.chunks[index]
         assert chunk.digest is not None
         data, fetched = repo.read_chunk(chunk.digest)
+        expected = mf.chunk_length(fp.entry.size, step, index)
+        if len(data) != expected:
+            raise IntegrityError(
+                f"blob {chunk.digest.sha1} holds {len(data)} bytes, but {fp.entry.path} "
+                f"chunk {index} of backup {plan.manifest.name} is {expected} bytes: the "
+                "manifest disagrees with its blobs; nothing of that chunk was written")
+        if hold is not None and index == 0 and fp.entry.path == hold.path:
+            data = hold.patch(data)
         written = 0
         previous_end = 0
         had_data = index in fp.local_data
@@ -145,6 +210,7 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, workers: int,
         if had_data and previous_end < len(data):
             punch_hole(fd, chunk.start + previous_end, len(data) - previous_end)
         progress.advance(len(data))
+        crashpoints.point("restore.chunk_written")
         return fp.entry.path, fetched, written
 
     def tasks() -> Iterator[Callable[[], tuple[str, int, int]]]:
@@ -156,7 +222,7 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, workers: int,
     try:
         for fp in plan.files:
             handles.expect(fp.entry.path, len(fp.punch) + len(fp.fetch))
-        for path, fetched, written in imap_unordered(call, tasks(), workers=workers):
+        for path, fetched, written in imap_unordered(call, tasks(), workers=options.workers):
             stats.bytes_fetched += fetched
             stats.bytes_written += written
             handles.done(path)

@@ -13,16 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import manifest as mf
+from .. import nodeos
 from ..errors import RestoreError, UsageError
 from ..handles import Handles
 from ..hashing import blake3_hex, digest
 from ..log import get_logger
+from ..manifest import RESTORE_MARKER
 from ..parallel import imap_unordered
 from ..progress import NoProgress, Progress
 from ..sparse import data_extents, is_zero, overlaps, pread_exact, read_range
-from ..walk import RESTORE_MARKER, PathFilter
+from ..walk import PathFilter
+from .nodestate import check_not_running
 
 log = get_logger(__name__)
+
+
+MAX_UNKNOWN_DELETED = 10  # --delete removes more local paths than this only with force
 
 
 @dataclass
@@ -31,6 +37,9 @@ class RestoreOptions:
     delete_extra: bool = False
     path_filter: PathFilter = field(default_factory=PathFilter)
     check_all: bool = False  # hash every local chunk, append-only prefixes too
+    force: bool = False  # over a locked or dirty node state, and --delete of many paths
+    keep_setid: bool = False  # restore setuid/setgid bits (as tar's --same-permissions)
+    write_through_links: bool = False  # write into files with other hard links
 
 
 @dataclass
@@ -38,8 +47,8 @@ class FilePlan:
     """What restoring one file takes. Chunk lists hold chunk numbers."""
 
     entry: mf.Entry
-    local_size: int | None  # None: no regular file there now
-    in_the_way: bool = False  # a directory or symlink occupies the path
+    local_size: int | None  # None: no regular file there now (or one replaced whole)
+    in_the_way: bool = False  # a directory, symlink or hard-linked file to replace
     fetch: list[int] = field(default_factory=list)
     punch: list[int] = field(default_factory=list)
     local_data: set[int] = field(default_factory=set)  # chunks where the local file has data
@@ -58,12 +67,25 @@ class RestorePlan:
     entries: list[mf.Entry]
     files: list[FilePlan]
     extra: list[str]  # local paths the backup does not have
+    extra_count: int = 0  # those and everything below the extra directories
+    resuming: bool = False  # the destination holds the marker of an unfinished restore
 
     def bytes_to_fetch(self) -> int:
         return sum(p.bytes_of(p.fetch, self.manifest.chunk_size) for p in self.files)
 
     def bytes_to_punch(self) -> int:
         return sum(p.bytes_of(p.punch, self.manifest.chunk_size) for p in self.files)
+
+    def check_deletions(self, options: RestoreOptions) -> None:
+        """Refuse a ``--delete`` that would remove many local paths, unless forced: a
+        wrong destination must not cost a sibling application its files."""
+        if options.delete_extra and self.extra_count > MAX_UNKNOWN_DELETED \
+                and not options.force:
+            shown = ", ".join(self.extra[:5]) + (", ..." if len(self.extra) > 5 else "")
+            raise UsageError(
+                f"--delete would remove {self.extra_count} local paths under {self.dest} "
+                f"that backup {self.manifest.name} does not have ({shown}); more than "
+                f"{MAX_UNKNOWN_DELETED} is refused: check with --dry-run, then pass --force")
 
     def truncated(self) -> list[FilePlan]:
         return [p for p in self.files if p.local_size is not None
@@ -84,11 +106,15 @@ def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
           progress: Progress) -> RestorePlan:
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"destination {dest} exists and is not a directory")
+    resuming = os.path.lexists(dest / RESTORE_MARKER)
+    if any(e.path == nodeos.STATE_FILE for e in manifest.entries):
+        check_not_running(dest, force=options.force, resuming=resuming)
     kept_paths = options.path_filter.apply([e.path for e in manifest.entries])
     entries = [e for e in manifest.entries if e.path in kept_paths]
     if options.path_filter.include and not any(e.type == "file" for e in entries):
         log.warning("restore.filter_matches_nothing", include=options.path_filter.include)
-    files = [_inspect(dest, e, manifest.chunk_size) for e in entries if e.type == "file"]
+    files = [_inspect(dest, e, manifest.chunk_size, options.write_through_links)
+             for e in entries if e.type == "file"]
     trusted: set[tuple[str, int]] = set()
     if not options.check_all:
         for fp in files:
@@ -103,14 +129,25 @@ def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
     finally:
         progress.finish()
     extra = _extra_paths(dest, {e.path for e in manifest.entries}, options.path_filter)
-    return RestorePlan(manifest, dest, entries, files, extra)
+    extra_count = sum(_count_below(dest / rel) for rel in extra)
+    return RestorePlan(manifest, dest, entries, files, extra, extra_count, resuming)
 
 
-def _inspect(dest: Path, entry: mf.Entry, step: int) -> FilePlan:
+def _count_below(path: Path) -> int:
+    """The path, and everything under it when it is a real directory."""
+    if path.is_symlink() or not path.is_dir():
+        return 1
+    return 1 + sum(len(dirs) + len(names) for _, dirs, names in os.walk(path))
+
+
+def _inspect(dest: Path, entry: mf.Entry, step: int, write_through_links: bool) -> FilePlan:
     path = dest / entry.path
     st = os.lstat(path) if _inside_real_dirs(dest, entry.path) else None
     plan = FilePlan(entry, None)
-    if st is not None and not stat.S_ISREG(st.st_mode):
+    if st is not None and (not stat.S_ISREG(st.st_mode)
+                           or (st.st_nlink > 1 and not write_through_links)):
+        # a file with other hard links is replaced, not written into: a link may lead
+        # outside the destination
         plan.in_the_way = True
         st = None
     if st is not None:

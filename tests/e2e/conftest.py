@@ -91,3 +91,28 @@ def backend(request: pytest.FixtureRequest, servers: dict[str, Any],
         (tmp_path / "filestore").mkdir()
         return Backend("file", (tmp_path / "filestore").as_uri(), {})
     return CREATORS[request.param](servers[request.param])
+
+
+@pytest.fixture(params=["file", "gcs"])
+def store(request: pytest.FixtureRequest, servers: dict[str, Any], tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Backend:
+    """The local store and an object store on its real server (GCS), in turn; the
+    environment the clients need is set in this process too."""
+    if request.param == "file":
+        return Backend("file", (tmp_path / "store").as_uri(), {})
+    backend = CREATORS["gcs"](servers["gcs"])
+    for key, value in backend.env.items():
+        monkeypatch.setenv(key, value)
+    return backend
+
+
+@pytest.fixture
+def cli(run: Runner, store: Backend) -> Runner:
+    """The real CLI against ``store``."""
+
+    def runner(*args: str, catalog: Path | None = None, env: dict[str, str] | None = None,
+               timeout: float = 120) -> Result:
+        return run(*args, store=store.url, catalog=catalog, env={**store.env, **(env or {})},
+                   timeout=timeout)
+
+    return runner

@@ -95,3 +95,26 @@ def assert_no_more_disk(src: Path, dst: Path) -> None:
 def sparse_copy(src: Path, dst: Path) -> None:
     """Copy a tree keeping holes (shutil.copytree would fill them with zeros)."""
     subprocess.run(["cp", "-a", "--sparse=always", str(src), str(dst)], check=True)
+
+
+def make_node(root: Path) -> Path:
+    """A small nodeos data directory: a clean chainbase state file (sparse, data after
+    the header), a blocks log and index that agree."""
+    import random
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    import gen_data
+
+    state = root / "state/shared_memory.bin"
+    make_sparse(state, 24 * CHUNK, [(0, gen_data.chainbase_header()),
+                                    (3 * CHUNK, os.urandom(2 * CHUNK)),
+                                    (17 * CHUNK + 5, os.urandom(CHUNK))])
+    gen_data.write_blocks(root / "blocks", 3 * CHUNK, random.Random(7))
+    return root
+
+
+def dirty_byte(path: Path) -> int:
+    with open(path, "rb") as f:
+        f.seek(8)
+        return f.read(1)[0]

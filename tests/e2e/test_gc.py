@@ -270,7 +270,7 @@ def test_backup_stores_again_what_an_overlapping_gc_took(
     release = threading.Event()
     real_markers = Repository.markers
 
-    def gc_pauses_after_its_check(repo: Repository) -> list[locks.Marker]:
+    def gc_pauses_after_its_check(repo: Repository) -> list[locks.SeenMarker]:
         markers = real_markers(repo)
         if threading.current_thread().name == "gc" and not checked.is_set():
             checked.set()

@@ -24,7 +24,7 @@ def applied(path: Path) -> list[str]:
 def test_a_new_catalog_records_every_migration(tmp_path: Path) -> None:
     Catalog(tmp_path / "c.sqlite", URL).close()
     names = [name for name, _ in migration_steps()]
-    assert names[:2] == ["0001_tables", "0002_blobs_missing_index"]
+    assert names == ["0001_tables", "0002_blobs_missing_index", "0003_blobs_damaged"]
     assert applied(tmp_path / "c.sqlite") == names
     Catalog(tmp_path / "c.sqlite", URL).close()  # opening again applies nothing twice
     assert applied(tmp_path / "c.sqlite") == names
@@ -53,7 +53,7 @@ def test_a_catalog_of_pitreos_0_1_is_adopted(tmp_path: Path) -> None:
     migration: every step is idempotent, so it passes them unharmed."""
     path = tmp_path / "c.sqlite"
     db = sqlite3.connect(path)
-    for _, sql in migration_steps():
+    for _, sql in migration_steps()[:2]:  # what 0.1 had
         db.executescript(sql)
     db.execute("INSERT INTO settings VALUES ('store_url', ?)", (URL,))
     db.execute("PRAGMA user_version = 2")
