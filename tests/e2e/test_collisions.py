@@ -62,10 +62,11 @@ def test_after_a_catalog_rebuild(cli: Runner, store: Backend, tmp_path: Path,
 
 def test_through_copy(cli: Runner, store: Backend, tmp_path: Path,
                       pdfs: tuple[Path, Path]) -> None:
-    name = cli("backup", str(source(tmp_path, "b", pdfs[1]))).ok().stdout.strip()
+    name = cli("backup", str(source(tmp_path, "b", pdfs[1])),
+               "--tag", "second").ok().stdout.strip()
     other = tmp_path / "other-store"
     other_catalog = tmp_path / "other.sqlite"
-    cli("backup", str(source(tmp_path, "a", pdfs[0])),
+    cli("backup", str(source(tmp_path, "a", pdfs[0])), "--tag", "first",
         env={"PITREOS_STORE": other.as_uri()}, catalog=other_catalog).ok()
     cli("copy", name, "--to", other.as_uri(), "--to-catalog",
         str(other_catalog)).fails("sha1 collision", code=1)
