@@ -466,12 +466,20 @@ def verify(settings: Settings, name: str | None, all_backups: bool, deep: bool,
         backups = None if all_backups else [ws.choose(name or "latest").name]
         report = run_verify(ws.repo, ws.catalog, backups, deep=deep, workers=ws.workers,
                             repair=repair)
+        sync = ws.last_sync
+    bad_manifests = {**{n: "unreadable" for n in sync.unreadable},
+                     **sync.quarantined} if sync is not None and all_backups else {}
+    for manifest_name, problem in sorted(bad_manifests.items()):
+        click.echo(f"manifest {manifest_name}: left out ({problem})")
     for damage in report.damage:
         click.echo(f"blob {damage.sha1}: {damage.problem}")
         for backup_name, path in damage.files:
             click.echo(f"  breaks {backup_name}: {path}")
     summary = (f"checked {report.blobs_checked} blobs of {report.backups} backups"
                f"{' (deep, ' + human(report.bytes_downloaded) + ' downloaded)' if deep else ''}")
+    if bad_manifests and not report.damage:
+        raise PitreosError(f"{summary}: {len(bad_manifests)} manifests left out as unreadable "
+                           f"or conflicting: {', '.join(sorted(bad_manifests))}")
     if report.damage:
         repaired = (f"; {len(report.removed)} damaged blobs removed from the store"
                     if report.removed else "")
@@ -559,6 +567,8 @@ def catalog_sync(settings: Settings, rebuild: bool) -> None:
                err=True)
     for name in report.unreadable:
         click.echo(f"unreadable manifest skipped: {name} (see the warning above)", err=True)
+    for name in report.quarantined:
+        click.echo(f"conflicting manifest left out: {name} (see the warning above)", err=True)
 
 
 @catalog.command("check")

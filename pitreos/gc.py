@@ -79,6 +79,14 @@ def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
             repo.delete_manifest(name)
             crashpoints.point("gc.manifest_deleted")
             log.info("gc.backup_deleted", backup=name)
+    if sync.blobs_unaccounted:
+        # a manifest this pitreos cannot read (damaged, or from a newer version) may
+        # reference any blob: deleting "unreferenced" ones would be a guess
+        guard.stand_down()
+        report.blob_deletion_skipped = (
+            f"manifests that cannot be read ({', '.join(sync.unreadable)}) may reference "
+            "any blob: no blob deleted; fix or remove them, then run gc again")
+        return report
     running = None if options.dry_run else guard.running_backup()
     if running is not None:
         guard.stand_down()
@@ -87,7 +95,9 @@ def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
             f"{datetime.fromtimestamp(running.started).isoformat(timespec='seconds')}): "
             "no blob deleted this time; run gc again later")
         return report
+    # a quarantined manifest's blobs stay: it may be the right one of the two
     referenced = catalog.referenced_sha1s(remaining if options.dry_run else None)
+    referenced |= sync.quarantined_sha1s
     # the grace period is measured by the store's clock, as the blobs' times are
     cutoff = datetime.fromtimestamp(guard.store_now(), UTC) - options.grace
     decision = deletable(sync.listing.values(), referenced, cutoff)

@@ -140,7 +140,8 @@ class GCGuard:
     def stand_down(self) -> None:
         """This gc deletes no blob after all: say so, so backups need not wait for it."""
         self.marker.deleting_blobs = False
-        self._write()
+        if not self.dry_run:
+            self._write()
 
     def _forget_old_markers(self, now: float) -> None:
         for seen in self.repo.markers():

@@ -1,9 +1,9 @@
 """Bringing the catalog level with the store."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .catalog import Catalog
-from .errors import ManifestError
+from .errors import CollisionError, ManifestError
 from .log import get_logger
 from .manifest import Manifest
 from .parallel import imap_unordered
@@ -19,6 +19,15 @@ class SyncReport:
     unreadable: list[str]  # manifests in the store that could not be read
     missing_blobs: int | None  # None when blobs were not listed
     listing: dict[str, StoredBlob] | None = None  # the blob listing, when made
+    # manifests that conflict with the catalog (a sha1 with another blake3), left out
+    quarantined: dict[str, str] = field(default_factory=dict)  # name -> the conflict
+    quarantined_sha1s: set[str] = field(default_factory=set)  # blobs they reference
+
+    @property
+    def blobs_unaccounted(self) -> bool:
+        """Whether some manifest's blobs are unknown (it could not be read): nothing
+        may be deleted as unreferenced then."""
+        return bool(self.unreadable)
 
 
 def _parse_or_name(name: str, data: bytes) -> Manifest | tuple[str, str]:
@@ -46,6 +55,8 @@ def sync_catalog(
         catalog.remove_backup(name)
         log.info("catalog.backup_dropped", backup=name)
     unreadable: list[str] = []
+    quarantined: dict[str, str] = {}
+    quarantined_sha1s: set[str] = set()
     # Fetching runs on threads; parsing (GIL-bound) on the main thread, between inserts.
 
     def fetch(name: str) -> tuple[str, bytes | None]:
@@ -56,12 +67,28 @@ def sync_catalog(
             log.warning("catalog.manifest_unreadable", backup=result[0], error=result[1])
             unreadable.append(result[0])
             return
-        catalog.add_backup(result, count_references=False)
+        try:
+            catalog.add_backup(result, count_references=False)
+        except CollisionError as exc:
+            # one bad manifest (a failed copy, a hand edit) must not lock the store out
+            log.warning("catalog.manifest_quarantined", backup=result.name, conflict=str(exc),
+                        hint="left out: the other backups work; 'pitreos verify' reports it")
+            quarantined[result.name] = str(exc)
+            quarantined_sha1s.update(d.sha1 for d in result.digests())
+            return
         log.info("catalog.backup_added", backup=result.name)
 
+    # inserted in name order (oldest first), whatever order the fetches end in: of two
+    # manifests that conflict, the older one is kept, on every machine
+    arrived: dict[str, bytes | None] = {}
+    position = 0
     for name, data in imap_unordered(fetch, new, workers=workers):
-        if data is not None:
-            insert(_parse_or_name(name, data))
+        arrived[name] = data
+        while position < len(new) and new[position] in arrived:
+            ready = arrived.pop(new[position])
+            if ready is not None:
+                insert(_parse_or_name(new[position], ready))
+            position += 1
     if new:
         catalog.recount_references()  # before the listing is applied: it trusts the counts
     missing = None
@@ -72,5 +99,6 @@ def sync_catalog(
         if missing:
             log.warning("catalog.blobs_missing", count=missing, store=repo.url,
                         hint="run 'pitreos verify --all'")
-    return SyncReport(added=len(new) - len(unreadable), removed=len(gone),
-                      unreadable=sorted(unreadable), missing_blobs=missing, listing=listing)
+    return SyncReport(added=len(new) - len(unreadable) - len(quarantined), removed=len(gone),
+                      unreadable=sorted(unreadable), missing_blobs=missing, listing=listing,
+                      quarantined=quarantined, quarantined_sha1s=quarantined_sha1s)

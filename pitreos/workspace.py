@@ -30,6 +30,7 @@ class Workspace:
     catalog: Catalog
     workers: int
     requests: CountingStore | None = None  # with count_requests: what was asked of the store
+    last_sync: SyncReport | None = None
 
     @classmethod
     def open(cls, store_url: str, *, catalog_path: Path | None = None, create: bool = False,
@@ -70,8 +71,9 @@ class Workspace:
         return cls(repo, catalog, workers, requests)
 
     def sync(self, *, list_blobs: bool = False) -> SyncReport:
-        return sync_catalog(self.catalog, self.repo, list_blobs=list_blobs,
-                            workers=self.workers)
+        self.last_sync = sync_catalog(self.catalog, self.repo, list_blobs=list_blobs,
+                                      workers=self.workers)
+        return self.last_sync
 
     def choose(self, name: str, backup_filter: BackupFilter | None = None) -> Manifest:
         """The manifest of backup ``name`` (or ``latest`` matching the filter).
