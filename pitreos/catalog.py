@@ -269,8 +269,9 @@ class Catalog:
             cur = self._conn.execute(
                 "INSERT INTO files (backup_id, path, type, size, mode, mtime_ns, inode, "
                 "target, data_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (backup_id, entry.path, entry.type, entry.size, entry.mode, entry.mtime_ns,
-                 entry.inode, entry.target, entry.data_size),
+                (backup_id, entry.path, entry.type, entry.size, entry.mode,
+                 _clamp_i64(entry.mtime_ns), _u64_as_i64(entry.inode), entry.target,
+                 entry.data_size),
             )
             file_id = cur.lastrowid
             assert file_id is not None
@@ -408,7 +409,8 @@ class Catalog:
         ):
             digests.setdefault(file_id, {})[idx] = ChunkDigest(sha1, b3)
         records: dict[str, FileRecord] = {}
-        for file_id, path, size, mtime_ns, inode, chunk_size in rows:
+        for file_id, path, size, mtime_ns, stored_inode, chunk_size in rows:
+            inode = None if stored_inode is None else stored_inode % (1 << 64)
             by_index = digests.get(file_id, {})
             count = -(-size // chunk_size)
             chunks = [mf.Chunk(i * chunk_size, by_index.get(i)) for i in range(count)]
@@ -515,6 +517,18 @@ class Catalog:
             "coalesce(sum(refcount), 0) FROM blobs WHERE refcount > 0"
         ).fetchone()
         return {"blobs": row[0], "size": row[1], "stored_size": row[2], "references": row[3]}
+
+
+def _clamp_i64(value: int) -> int:
+    """A file time that SQLite's 64-bit integers cannot hold (after 2262) is stored
+    clamped: it then never equals the file's, and an incremental backup reads the file
+    again rather than trusting it unchanged. The manifest keeps the exact time."""
+    return max(-(1 << 63), min(value, (1 << 63) - 1))
+
+
+def _u64_as_i64(value: int | None) -> int | None:
+    """Inode numbers are unsigned 64-bit: stored as the signed number of the same bits."""
+    return None if value is None else value - (1 << 64) if value >= 1 << 63 else value
 
 
 def _run_script(conn: sqlite3.Connection, sql: str) -> None:

@@ -6,7 +6,6 @@ the rest of the engine can trust a :class:`Manifest`.
 """
 
 import re
-import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -26,6 +25,15 @@ _META_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}")
 _CHUNK_LINE_RE = re.compile(r"(\d+) (?:(-)|([0-9a-f]{40}) ([0-9a-f]{64}))")
 _NAME_TIME_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
 EMPTY_MARK = "-"
+_MODE_RE = re.compile(r"[0-7]{1,6}")
+_TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z")
+_I64_MIN = -(1 << 63)
+_U64_MAX = (1 << 64) - 1
+MIN_CHUNK_SIZE = 64 << 10
+MAX_CHUNK_SIZE = 256 << 20
+MAX_FILE_SIZE = (1 << 63) - 1  # off_t
+MAX_MANIFEST_BYTES = 2 << 30  # a 4 TB log in 1 MiB chunks is ~450 MB of manifest
+MAX_ENTRIES = 10_000_000
 RESTORE_MARKER = ".pitreos-restore"  # in a destination while a restore is unfinished
 
 
@@ -110,18 +118,27 @@ def format_time_ns(ns: int) -> str:
 
 
 def parse_time_ns(text: str, where: str) -> int:
+    """A time written by :func:`format_time_ns`: nanoseconds since the epoch, within what
+    a file system's 64-bit nanosecond times can hold."""
+    match = _TIME_RE.fullmatch(text)
+    if match is None:
+        raise ManifestError(f"{where}: invalid time {text!r}"[:300])
     try:
-        base, _, frac = text.rstrip("Z").partition(".")
-        seconds = int(datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
-        return seconds * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
+        base = datetime.strptime(match[1], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     except ValueError as exc:
         raise ManifestError(f"{where}: invalid time {text!r}") from exc
+    ns = int(base.timestamp()) * 1_000_000_000 + int((match[2] or "0").ljust(9, "0"))
+    if not _I64_MIN <= ns <= _U64_MAX:
+        raise ManifestError(f"{where}: time {text} is beyond what a file system can hold")
+    return ns
 
 
 def check_relative_path(path: str, where: str) -> str:
     """Refuse paths that could escape the destination directory."""
     if not isinstance(path, str) or not path:
         raise ManifestError(f"{where}: empty or non-text path")
+    if len(path) > 4096:
+        raise ManifestError(f"{where}: path longer than 4096 characters")
     parts = path.split("/")
     if path.startswith("/") or "\0" in path or any(p in ("", ".", "..") for p in parts):
         raise ManifestError(f"{where}: unsafe path {path!r} (absolute, '..', or empty part)")
@@ -134,6 +151,21 @@ class _Block(str):
 
 class _Dumper(yaml.CSafeDumper):
     pass
+
+
+class _Loader(yaml.CSafeLoader):
+    """The safe loader, but times stay text: the fields that hold times are parsed and
+    checked by pitreos (PyYAML's timestamp constructor fails on '2026-1' with an
+    AttributeError)."""
+
+
+def _time_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        raise ValueError("a time that is not a plain value")
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _time_as_text)
 
 
 _Dumper.add_representer(
@@ -177,11 +209,27 @@ def dump(manifest: Manifest) -> bytes:
 
 
 def load(data: bytes, source: str) -> Manifest:
-    """Parse and validate a manifest; ``source`` names it in errors."""
+    """Parse and validate a manifest; ``source`` names it in errors.
+
+    Every field is checked for its type and range here, so nothing that passes can
+    fail later (in the catalog, a restore, a gc): a bad manifest is one error naming the
+    manifest and the field. Anchors and aliases are refused (a few KiB of them expand to
+    gigabytes), and so are manifests over ``MAX_MANIFEST_BYTES`` or ``MAX_ENTRIES``.
+    """
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"manifest {source} is {len(data)} bytes, over the limit of "
+                            f"{MAX_MANIFEST_BYTES}")
     try:
-        doc = yaml.load(data, Loader=yaml.CSafeLoader)
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"manifest {source} does not parse: {exc}".splitlines()[0]) from exc
+        for event in yaml.parse(data, Loader=yaml.CSafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ManifestError(f"manifest {source} uses YAML anchors or aliases, "
+                                    "which pitreos never writes: refused")
+        doc = yaml.load(data, Loader=_Loader)
+    except ManifestError:
+        raise
+    except Exception as exc:  # PyYAML's constructors raise what they meet: the boundary
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ManifestError(f"manifest {source} does not parse: {first}") from exc
     if not isinstance(doc, dict) or "pitreos_manifest" not in doc:
         raise ManifestError(f"manifest {source} is not a pitreos manifest")
     if doc["pitreos_manifest"] != FORMAT_VERSION:
@@ -189,63 +237,109 @@ def load(data: bytes, source: str) -> Manifest:
             f"manifest {source} has format version {doc['pitreos_manifest']!r}; "
             f"this pitreos reads version {FORMAT_VERSION}: upgrade pitreos"
         )
+    return _from_doc(doc, f"manifest {source}")
+
+
+def _field(item: dict[str, Any], key: str, where: str) -> Any:
+    if not isinstance(item, dict):
+        raise ManifestError(f"{where}: expected a mapping, found {type(item).__name__}")
+    if key not in item:
+        raise ManifestError(f"{where}: field '{key}' is missing")
+    return item[key]
+
+
+def _text(value: Any, where: str, key: str) -> str:
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: field '{key}' must be text, not {value!r}"[:300])
+    return value
+
+
+def _whole(value: Any, where: str, key: str, low: int, high: int) -> int:
+    if type(value) is not int:  # bool, float (.inf) and text are refused
+        raise ManifestError(f"{where}: field '{key}' must be a whole number, not "
+                            f"{value!r}"[:300])
+    if not low <= value <= high:
+        raise ManifestError(f"{where}: field '{key}' is {value}, outside {low}..{high}")
+    return int(value)
+
+
+def _from_doc(doc: dict[str, Any], where: str) -> Manifest:
+    chunk_size = _whole(_field(doc, "chunk_size", where), where, "chunk_size",
+                        MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
+    created_raw = _field(doc, "created", where)
     try:
-        return _from_doc(doc, source)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ManifestError(f"manifest {source} is malformed: {exc!r}") from exc
-
-
-def _from_doc(doc: dict[str, Any], source: str) -> Manifest:
-    chunk_size = int(doc["chunk_size"])
-    if chunk_size <= 0:
-        raise ManifestError(f"manifest {source}: chunk_size must be positive")
-    created = datetime.fromisoformat(str(doc["created"]).replace("Z", "+00:00"))
-    meta = {str(k): str(v) for k, v in (doc.get("meta") or {}).items()}
-    entries: list[Entry] = []
+        created = created_raw if isinstance(created_raw, datetime) else \
+            datetime.fromisoformat(_text(created_raw, where, "created").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ManifestError(f"{where}: field 'created' is not a time: {created_raw!r}") from exc
+    if created.tzinfo is None:
+        raise ManifestError(f"{where}: field 'created' has no time zone")
+    meta_raw = doc.get("meta") or {}
+    if not isinstance(meta_raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, str | int | float | bool)
+            for k, v in meta_raw.items()):
+        raise ManifestError(f"{where}: field 'meta' must map names to plain values")
+    meta = {k: str(v) for k, v in meta_raw.items()}
+    items = _field(doc, "files", where) or []
+    if not isinstance(items, list):
+        raise ManifestError(f"{where}: field 'files' must be a list")
+    if len(items) > MAX_ENTRIES:
+        raise ManifestError(f"{where}: {len(items)} entries, over the limit of {MAX_ENTRIES}")
+    tag = _text(_field(doc, "tag", where), where, "tag")
+    if not _TAG_RE.fullmatch(tag):
+        raise ManifestError(f"{where}: field 'tag' is not a valid tag: {tag!r}"[:300])
+    entries = [_entry(item, where, chunk_size) for item in items]
     seen: dict[str, EntryType] = {}
-    for item in doc["files"] or []:
-        path = check_relative_path(item["path"], f"manifest {source}")
-        where = f"manifest {source}, {path}"
-        if path == RESTORE_MARKER:
-            raise ManifestError(f"{where}: this name is reserved for the marker of an "
-                                "unfinished restore")
-        kind = item["type"]
-        if kind not in ENTRY_TYPES:
-            raise ManifestError(f"{where}: unknown type {kind!r}")
-        if path in seen:
-            raise ManifestError(f"{where}: listed twice")
-        parent = path.rpartition("/")[0]
+    for entry in entries:
+        at = f"{where}, {entry.path}"
+        if entry.path in seen:
+            raise ManifestError(f"{at}: listed twice")
+        parent = entry.path.rpartition("/")[0]
         while parent:
             if seen.get(parent) not in (None, "dir"):
-                raise ManifestError(f"{where}: lies below {parent}, which is not a directory")
+                raise ManifestError(f"{at}: lies below {parent}, which is not a directory")
             parent = parent.rpartition("/")[0]
-        seen[path] = kind
-        entry = Entry(
-            path=path,
-            type=kind,
-            mode=stat.S_IMODE(int(str(item["mode"]), 8)),
-            mtime_ns=parse_time_ns(str(item["mtime"]), where),
-        )
-        if kind == "symlink":
-            entry.target = str(item["target"])
-        elif kind == "file":
-            entry.size = int(item["size"])
-            if entry.size < 0:
-                raise ManifestError(f"{where}: negative size {entry.size}")
-            entry.inode = int(item["inode"]) if item.get("inode") is not None else None
-            entry.appendonly = item.get("appendonly", False) is True
-            entry.chunks = _parse_chunks(item.get("chunks") or "", entry.size, chunk_size, where)
-        entries.append(entry)
+        seen[entry.path] = entry.type
     return Manifest(
-        name=str(doc["name"]),
-        tag=str(doc["tag"]),
-        created=created,
-        chunk_size=chunk_size,
-        entries=entries,
-        meta=meta,
-        tool=str(doc.get("tool", "")),
+        name=_text(_field(doc, "name", where), where, "name"), tag=tag, created=created,
+        chunk_size=chunk_size, entries=entries, meta=meta,
+        tool=_text(doc.get("tool", ""), where, "tool"),
         version=int(doc["pitreos_manifest"]),
     )
+
+
+def _entry(item: Any, where: str, chunk_size: int) -> Entry:
+    path = check_relative_path(_field(item, "path", where), where)
+    at = f"{where}, {path}"
+    if path == RESTORE_MARKER:
+        raise ManifestError(f"{at}: this name is reserved for the marker of an unfinished "
+                            "restore")
+    kind = _field(item, "type", at)
+    if kind not in ENTRY_TYPES:
+        raise ManifestError(f"{at}: unknown type {kind!r}"[:300])
+    mode_text = _text(_field(item, "mode", at), at, "mode")
+    if not _MODE_RE.fullmatch(mode_text) or int(mode_text, 8) > 0o7777:
+        raise ManifestError(f"{at}: field 'mode' must be octal permission bits, not "
+                            f"{mode_text!r}"[:300])
+    entry = Entry(path=path, type=kind, mode=int(mode_text, 8),
+                  mtime_ns=parse_time_ns(_text(_field(item, "mtime", at), at, "mtime"), at))
+    if kind == "symlink":
+        entry.target = _text(_field(item, "target", at), at, "target")
+        if not entry.target or "\0" in entry.target:
+            raise ManifestError(f"{at}: empty or invalid symlink target")
+    elif kind == "file":
+        entry.size = _whole(_field(item, "size", at), at, "size", 0, MAX_FILE_SIZE)
+        inode = item.get("inode")
+        entry.inode = None if inode is None else _whole(inode, at, "inode", 0, _U64_MAX)
+        appendonly = item.get("appendonly", False)
+        if not isinstance(appendonly, bool):
+            raise ManifestError(f"{at}: field 'appendonly' must be true or false")
+        entry.appendonly = appendonly
+        chunks = item.get("chunks") or ""
+        if not isinstance(chunks, str | list):
+            raise ManifestError(f"{at}: field 'chunks' must be text")
+        entry.chunks = _parse_chunks(chunks, entry.size, chunk_size, at)
+    return entry
 
 
 def _parse_chunks(block: str | list[str], size: int, chunk_size: int,

@@ -7,8 +7,8 @@ from .. import manifest as mf
 from ..walk import PathFilter
 
 DEFAULT_CHUNK_SIZE = 1 << 20  # chosen by tools/bench.py: see docs/performance.md
-MIN_CHUNK_SIZE = 64 << 10
-MAX_CHUNK_SIZE = 256 << 20
+MIN_CHUNK_SIZE = mf.MIN_CHUNK_SIZE
+MAX_CHUNK_SIZE = mf.MAX_CHUNK_SIZE
 
 
 @dataclass

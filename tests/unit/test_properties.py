@@ -18,12 +18,12 @@ names = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=[
 
 @st.composite
 def entries(draw: st.DrawFn) -> list[mf.Entry]:
-    chunk_size = 4096
+    chunk_size = mf.MIN_CHUNK_SIZE
     out: list[mf.Entry] = []
     for name in sorted(draw(st.sets(names, max_size=5))):
         kind = draw(st.sampled_from(mf.ENTRY_TYPES))
         entry = mf.Entry(path=name, type=kind, mode=draw(st.integers(0, 0o7777)),
-                         mtime_ns=draw(st.integers(0, 2**62)))
+                         mtime_ns=draw(st.integers(-(2**63), 2**64 - 1)))
         if kind == "symlink":
             entry.target = draw(st.text(min_size=1, max_size=30).filter(
                 lambda t: "\0" not in t and t.isprintable()))
@@ -45,7 +45,8 @@ def entries(draw: st.DrawFn) -> list[mf.Entry]:
 def test_manifest_round_trip(items: list[mf.Entry], meta: dict[str, str]) -> None:
     created = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
     m = mf.Manifest(name=mf.backup_name(created, "standard"), tag="standard",
-                    created=created, chunk_size=4096, entries=items, meta=meta)
+                    created=created, chunk_size=mf.MIN_CHUNK_SIZE, entries=items,
+                    meta=meta)
     loaded = mf.load(mf.dump(m), "test")
     assert loaded == m
 

@@ -1,0 +1,85 @@
+"""Hand-made manifests (tests/data/manifests/): every bad value is refused when loading,
+in one error naming the manifest and the field, fast, whatever the YAML tries."""
+
+import contextlib
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pitreos import manifest as mf
+from pitreos.errors import ManifestError
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "manifests"
+
+BAD = {
+    "size-inf": "field 'size' must be a whole number",
+    "size-negative": "field 'size' is -5",
+    "size-huge": "field 'chunk_size' is 4611686018427387904",
+    "mode-negative": "field 'mode' must be octal",
+    "created-month-13": "field 'created' is not a time",
+    "timestamp-tag": "field 'created' is not a time",
+    "int-tag": "does not parse",
+    "inode-huge": "field 'inode' is 100000000000000000000000000",
+    "mtime-year-9999": "beyond what a file system can hold",
+    "meta-nested": "field 'meta' must map names to plain values",
+    "files-not-a-list": "field 'files' must be a list",
+    "marker-entry": "reserved for the marker",
+    "path-escapes": "unsafe path",
+    "yaml-bomb": "anchors or aliases",
+}
+
+
+def test_the_good_one_loads() -> None:
+    manifest = mf.load((MANIFESTS / "good.yaml").read_bytes(), "good")
+    assert manifest.files()[0].size == 100
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_each_bad_value_is_refused_naming_manifest_and_field(name: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ManifestError) as caught:
+        mf.load((MANIFESTS / f"{name}.yaml").read_bytes(), name)
+    assert time.monotonic() - started < 1.0  # the YAML bomb included
+    message = str(caught.value)
+    assert message.startswith(f"manifest {name}") and BAD[name] in message
+    assert "\n" not in message and len(message) < 400
+
+
+def test_a_manifest_over_the_size_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", 100)
+    with pytest.raises(ManifestError, match="over the limit of 100"):
+        mf.load((MANIFESTS / "good.yaml").read_bytes(), "good")
+
+
+GOOD = (MANIFESTS / "good.yaml").read_bytes()
+
+
+@settings(max_examples=1500, deadline=2000, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_fuzzed_manifests_give_a_manifest_error_or_a_manifest(data: st.DataObject) -> None:
+    """Mutations of a valid manifest (bytes flipped, cut, spliced) and YAML scalars of
+    every kind in its fields: a Manifest or a ManifestError, never another exception."""
+    kind = data.draw(st.sampled_from(["bytes", "field"]))
+    if kind == "bytes":
+        raw = bytearray(GOOD)
+        for _ in range(data.draw(st.integers(1, 8))):
+            at = data.draw(st.integers(0, len(raw) - 1))
+            raw[at] = data.draw(st.integers(0, 255))
+        raw = raw[:data.draw(st.integers(0, len(raw)))] if data.draw(st.booleans()) else raw
+        candidate = bytes(raw)
+    else:
+        lines = GOOD.decode().splitlines()
+        at = data.draw(st.integers(0, len(lines) - 1))
+        key = lines[at].split(":", 1)[0]
+        value = data.draw(st.sampled_from([
+            "", "~", "-1", "1e400", ".nan", "!!binary aGk=", "[1, [2, [3]]]", "{a: 1}",
+            "2026-02-30", "!!float x", "'0o777'", "true", "99999999999999999999999999",
+            "&a [*a]", "!!python/object:os.system ls", "'\\0'", "\"\\ud800\"",
+        ]))
+        lines[at] = f"{key}: {value}"
+        candidate = "\n".join(lines).encode()
+    with contextlib.suppress(ManifestError):  # any other exception fails the test
+        mf.load(candidate, "fuzzed")
