@@ -22,7 +22,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from . import manifest as mf
-from .errors import CatalogError, CollisionError
+from .errors import CatalogError, CatalogLocked, CollisionError
 from .hashing import ChunkDigest
 
 _QUERY_BATCH = 900  # host parameters a statement may hold: 999 in older SQLite builds
@@ -84,8 +84,8 @@ def _translate(path: Path, exc: sqlite3.Error) -> CatalogError:
     """The catalog's one error boundary: SQLite's errors become pitreos errors here."""
     text = str(exc)
     if "locked" in text or "busy" in text:
-        return CatalogError(f"catalog {path} is locked by another pitreos ({text}): wait "
-                            "for it, or use another --catalog")
+        return CatalogLocked(f"catalog {path} is locked by another pitreos ({text}): wait "
+                             "for it, or use another --catalog")
     return CatalogError(f"catalog {path} is unreadable ({text}); it is a cache of the "
                         "store: run 'pitreos catalog sync --rebuild'")
 

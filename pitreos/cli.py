@@ -106,7 +106,20 @@ def make_filter(tag: str | None, before: str | None, where: tuple[str, ...]) -> 
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+EXIT_CODES = """\b
+Exit codes:
+  0    success
+  1    failure (the one-line message says what)
+  2    usage: a bad flag, argument or value
+  10   the store does not exist
+  11   locked: the catalog or a node's state file is in use by another process
+  12   access denied: credentials refused or lacking a permission
+  70   a bug in pitreos (-vv or PITREOS_TRACEBACK=1 shows the traceback)
+  129  stopped by SIGHUP, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="pitreos")
 @click.option("--store", envvar="PITREOS_STORE", default=default_store_url,
               show_default="a directory under the user's data dir, e.g. "
@@ -593,6 +606,17 @@ def catalog_check(settings: Settings) -> None:
     click.echo("the catalog matches the store", err=True)
 
 
+def _verbosity(args: list[str]) -> int:
+    """How many -v the command line holds (for a bug's traceback, before click ran)."""
+    count = 0
+    for arg in args:
+        if arg == "--verbose":
+            count += 1
+        elif arg.startswith("-") and not arg.startswith("--") and set(arg[1:]) == {"v"}:
+            count += len(arg) - 1
+    return count
+
+
 def _stop_on(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
@@ -629,7 +653,7 @@ def main() -> None:
     except BrokenPipeError:
         sys.exit(141)
     except Exception as exc:  # a bug: one line, and the traceback only when asked for
-        if os.environ.get("PITREOS_TRACEBACK"):
+        if os.environ.get("PITREOS_TRACEBACK") or _verbosity(sys.argv[1:]) >= 2:
             raise
         click.echo(f"pitreos: internal error: {type(exc).__name__}: {exc} "
                    "(set PITREOS_TRACEBACK=1 for details)", err=True)

@@ -1,7 +1,19 @@
 """Exceptions raised by the engine.
 
 Every error a user can cause derives from :class:`PitreosError`; the CLI prints its
-message on one line and exits non-zero. Messages name the file, flag or object at fault.
+message on one line and exits with its ``exit_code``. Messages name the file, flag or
+object at fault. The exit codes (documented in the README and ``pitreos --help``):
+
+====  ==============================================================
+0     success
+1     failure (the message says what)
+2     usage: a bad flag, argument or value
+10    the store does not exist (no such bucket, container or directory)
+11    locked: the catalog, or a node's state file, is in use by another process
+12    access denied: the credentials were refused or lack a permission
+70    a bug in pitreos
+129   stopped by SIGHUP; 130 interrupted (Ctrl-C); 143 stopped by SIGTERM
+====  ==============================================================
 """
 
 
@@ -27,6 +39,20 @@ class TransientStoreError(StoreError):
 
 class StoreNotFound(StoreError):
     """The store (directory, bucket, container) does not exist."""
+
+    exit_code = 10
+
+
+class AccessDenied(StoreError):
+    """The store refused the credentials, or they lack a permission."""
+
+    exit_code = 12
+
+
+class Locked(PitreosError):
+    """Something pitreos needs is in use by another process."""
+
+    exit_code = 11
 
 
 class ReadOnlyStore(StoreError):
@@ -57,6 +83,10 @@ class CatalogError(PitreosError):
     """The local catalog is corrupt, from a newer schema, or inconsistent."""
 
 
+class CatalogLocked(CatalogError, Locked):
+    """Another process holds the catalog."""
+
+
 class BackupNotFound(PitreosError):
     """No backup matches the name or filters given."""
 
@@ -77,7 +107,7 @@ class UnfinishedRestore(PitreosError):
     """A directory holds the marker of a restore that did not finish."""
 
 
-class NodeRunning(PitreosError):
+class NodeRunning(Locked):
     """A node's state file is locked by a running process, or dirty."""
 
 

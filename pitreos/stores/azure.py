@@ -14,7 +14,14 @@ from typing import Any
 import azure.core.exceptions as aexc
 from azure.storage.blob import ContainerClient
 
-from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError, UsageError
+from ..errors import (
+    AccessDenied,
+    BlobNotFound,
+    StoreError,
+    StoreNotFound,
+    TransientStoreError,
+    UsageError,
+)
 from .base import ObjectInfo, ObjectStoreBase, StoreProperties
 
 
@@ -39,11 +46,11 @@ class AzureStore(ObjectStoreBase):
                              "AZURE_STORAGE_SAS_TOKEN)")
 
     def translate(self, action: str, key: str, exc: Exception) -> StoreError:
-        denied = "access denied (check the credentials)"
+        denied = "access denied: the credentials were refused or lack a permission"
         if isinstance(exc, aexc.ResourceNotFoundError) and action in ("open", "list"):
             return StoreNotFound(f"store {self.url} does not exist (no such container)")
         if isinstance(exc, aexc.ClientAuthenticationError):
-            return self.error(action, key, denied)
+            return self.error(action, key, denied, AccessDenied)
         if isinstance(exc, aexc.ServiceRequestError | aexc.ServiceResponseError):
             return self.error(action, key, type(exc).__name__, TransientStoreError)
         if isinstance(exc, aexc.HttpResponseError):
@@ -51,7 +58,7 @@ class AzureStore(ObjectStoreBase):
             if status >= 500 or status == 429:
                 return self.error(action, key, f"HTTP {status}", TransientStoreError)
             if status == 403:
-                return self.error(action, key, denied)
+                return self.error(action, key, denied, AccessDenied)
             return self.error(action, key, f"HTTP {status} {exc.reason or ''}".strip())
         return self.error(action, key, str(exc))
 

@@ -16,8 +16,15 @@ import google.auth.exceptions
 import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+from google.cloud.storage.exceptions import DataCorruption
 
-from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError
+from ..errors import (
+    AccessDenied,
+    BlobNotFound,
+    StoreError,
+    StoreNotFound,
+    TransientStoreError,
+)
 from ..log import get_logger
 from .base import ObjectInfo, ObjectStoreBase, StoreProperties
 
@@ -29,6 +36,7 @@ _TRANSIENT = (
     gexc.ServiceUnavailable, gexc.GatewayTimeout, requests.ConnectionError,
     requests.Timeout, requests.exceptions.ChunkedEncodingError,
     google.auth.exceptions.TransportError, ConnectionError,
+    DataCorruption,  # a body cut short in transit, caught by the crc32c check: fetch again
 )
 
 
@@ -44,8 +52,11 @@ class GCSStore(ObjectStoreBase):
             return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
         if isinstance(exc, _TRANSIENT):
             return self.error(action, key, _short(exc), TransientStoreError)
-        if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
-            return self.error(action, key, "access denied (check the credentials)")
+        if isinstance(exc, gexc.Unauthorized):
+            return self.error(action, key, "the credentials were refused", AccessDenied)
+        if isinstance(exc, gexc.Forbidden):
+            return self.error(action, key, "access denied: the credentials lack a "
+                              "permission", AccessDenied)
         return self.error(action, key, _short(exc))
 
     def check(self) -> None:
@@ -109,5 +120,8 @@ def _client(pool_size: int) -> storage.Client:
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:300]
+    """The exception's first sentence, whole words only: the SDK's messages run long."""
+    text = str(exc).splitlines()[0].strip() if str(exc).strip() else type(exc).__name__
+    if len(text) <= 200:
+        return text
+    return text[:200].rsplit(" ", 1)[0] + " ..."

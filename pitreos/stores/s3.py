@@ -13,15 +13,22 @@ import boto3
 import botocore.config
 import botocore.exceptions as bexc
 
-from ..errors import BlobNotFound, StoreError, StoreNotFound, TransientStoreError
+from ..errors import (
+    AccessDenied,
+    BlobNotFound,
+    StoreError,
+    StoreNotFound,
+    TransientStoreError,
+)
 from .base import ObjectInfo, ObjectStoreBase, StoreProperties
 
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
-                    "Throttling", "ThrottlingException", "RequestTimeTooSkewed"}
+                    "Throttling", "ThrottlingException"}
+_REFUSED_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                  "InvalidToken"}
 _TRANSIENT = (bexc.ConnectionError, bexc.HTTPClientError, bexc.ReadTimeoutError,
               bexc.IncompleteReadError, bexc.ResponseStreamingError, ConnectionError)
-_DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                 "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
+_DENIED_CODES = {"AccessDenied", "AllAccessDisabled"}
 
 
 class S3Store(ObjectStoreBase):
@@ -44,15 +51,26 @@ class S3Store(ObjectStoreBase):
             status = _status(exc)
             if code == "NoSuchBucket" or (status == 404 and not key):
                 return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
+            if code == "RequestTimeTooSkewed":
+                return self.error(action, key, "this machine's clock differs from the "
+                                  "store's by more than 15 minutes (RequestTimeTooSkewed): "
+                                  "set the clock (NTP)")
             if code in _TRANSIENT_CODES or status >= 500 or status == 429:
                 return self.error(action, key, str(code or status), TransientStoreError)
-            if code in _DENIED_CODES or status in (401, 403):
-                return self.error(action, key, f"access denied ({code}; check the credentials)")
+            if code in _REFUSED_CODES or status == 401:
+                return self.error(action, key, f"the credentials were refused ({code})",
+                                  AccessDenied)
+            if code in _DENIED_CODES:
+                return self.error(action, key, f"access denied: the credentials lack a "
+                                  f"permission ({code})", AccessDenied)
+            if status == 403:  # a HEAD answer has no body to say which
+                return self.error(action, key, "access denied (HTTP 403): the credentials "
+                                  "were refused or lack a permission", AccessDenied)
             return self.error(action, key, str(code or status))
         if isinstance(exc, _TRANSIENT):
             return self.error(action, key, type(exc).__name__, TransientStoreError)
         if isinstance(exc, bexc.NoCredentialsError):
-            return self.error(action, key, "no AWS credentials found")
+            return self.error(action, key, "no AWS credentials found", AccessDenied)
         return self.error(action, key, str(exc))
 
     def check(self) -> None:

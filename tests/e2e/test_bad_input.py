@@ -327,3 +327,29 @@ def test_ctrl_c_during_backup_and_restore(tmp_path: Path, run: Runner) -> None:
     run("restore", name, str(dest)).ok()
     assert not (dest / ".pitreos-restore").exists()
     assert_same_tree(src, dest)
+
+
+def _caught_signals(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_while_starting(tmp_path: Path, signum: int, code: int) -> None:
+    """The signal arrives while the CLI and its libraries are still being imported (as
+    soon as pitreos's entry point has installed its handlers): one line, no traceback."""
+    env = {**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
+           "PITREOS_CATALOG": str(tmp_path / "c.sqlite")}
+    proc = subprocess.Popen([sys.executable, "-m", "pitreos", "list"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not _caught_signals(proc.pid) & (1 << (signal.SIGTERM - 1)):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.001)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("pitreos: ")]) == 1, err

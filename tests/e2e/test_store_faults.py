@@ -102,7 +102,7 @@ def test_bucket_that_does_not_exist(run: Runner, servers: dict[str, Any],
     }
     for name, url in cases.items():
         run("list", store=url, env=servers[name].env,
-            catalog=tmp_path / f"{name}.sqlite").fails(url, "does not exist")
+            catalog=tmp_path / f"{name}.sqlite").fails(url, "does not exist", code=10)
 
 
 def test_wrong_credentials(run: Runner, servers: dict[str, Any], tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_wrong_credentials(run: Runner, servers: dict[str, Any], tmp_path: Path)
     s3 = create_s3_bucket(servers["s3"])
     bad_secret = "wrong-secret-value-123"
     result = run("list", store=s3.url, env={**s3.env, "AWS_SECRET_ACCESS_KEY": bad_secret},
-                 catalog=tmp_path / "s3.sqlite").fails("access denied", "check the credentials")
+                 catalog=tmp_path / "s3.sqlite").fails("access denied", "credentials", code=12)
     assert bad_secret not in result.stderr
     azure = create_azure_container(servers["azure"])
     conn = azure.env["AZURE_STORAGE_CONNECTION_STRING"]
@@ -119,7 +119,7 @@ def test_wrong_credentials(run: Runner, servers: dict[str, Any], tmp_path: Path)
     wrong_key = "A" * (len(key) - 2) + "=="
     result = run("list", store=azure.url,
                  env={"AZURE_STORAGE_CONNECTION_STRING": conn.replace(key, wrong_key)},
-                 catalog=tmp_path / "az.sqlite").fails("access denied")
+                 catalog=tmp_path / "az.sqlite").fails("access denied", code=12)
     assert wrong_key not in result.stderr and key not in result.stderr
 
 
@@ -132,3 +132,24 @@ def test_missing_optional_extra(run: Runner, tmp_path: Path) -> None:
     run("list", store="s3://bucket/prefix",
         env={"PYTHONPATH": str(tmp_path / "shadow")}).fails(
         "needs the optional 's3' extra", "pip install 'pitreos[s3]'", code=2)
+
+
+def test_gcs_body_truncated_in_transit(run: Runner, tree: Path, tmp_path: Path,
+                                      servers: dict[str, Any]) -> None:
+    """A GCS body cut short behind a consistent Content-Length fails the client's crc32c
+    check: it is fetched again, as on every backend, and the restore succeeds."""
+    backend = create_gcs_bucket(servers["gcs"])
+    run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
+        env=backend.env).ok()
+    plan = FaultPlan()
+    proxy = start_proxy(servers["gcs"].endpoint, plan)
+    env = {**backend.env, "STORAGE_EMULATOR_HOST": address(proxy)}
+    try:
+        plan.truncate_next = 3
+        dest = tmp_path / "dest"
+        run("restore", "latest", str(dest), store=backend.url, env=env,
+            catalog=tmp_path / "fresh.sqlite").ok()
+        assert plan.truncate_next == 0  # three bodies were cut, and fetched again
+        assert_same_tree(tree, dest)
+    finally:
+        proxy.shutdown()
