@@ -36,11 +36,13 @@ class Settings:
     """Global options, passed to every command."""
 
     def __init__(self, store: str, catalog: Path | None, parallel: int | None,
-                 cache: Path | None) -> None:
+                 cache: Path | None, retry_for: float, request_timeout: float) -> None:
         self.store = store
         self.catalog = catalog
         self.parallel = parallel
         self.cache = cache
+        self.retry_for = retry_for
+        self.request_timeout = request_timeout
 
     @contextmanager
     def workspace(self, *, create: bool = False, sync: bool = True,
@@ -50,7 +52,8 @@ class Settings:
         ws = Workspace.open(store or self.store,
                             catalog_path=catalog if store else self.catalog, create=create,
                             workers=self.parallel, compression_level=compression_level,
-                            cache_dir=self.cache, rebuild_catalog=rebuild_catalog)
+                            cache_dir=self.cache, rebuild_catalog=rebuild_catalog,
+                            retry_for=self.retry_for, request_timeout=self.request_timeout)
         try:
             if sync:
                 ws.sync()
@@ -136,18 +139,33 @@ Exit codes:
 @click.option("--cache", envvar="PITREOS_CACHE", type=click.Path(path_type=Path),
               metavar="DIR", help="Local blob cache that restores read first and fill; "
               "only blobs whose hashes were checked enter it. Env: PITREOS_CACHE.")
+@click.option("--retry-for", envvar="PITREOS_RETRY_FOR", default="5m", show_default=True,
+              metavar="DURATION", help="Keep retrying an object store's transient errors "
+              "(5xx, resets, stalls) this long before failing. Env: PITREOS_RETRY_FOR.")
+@click.option("--request-timeout", envvar="PITREOS_REQUEST_TIMEOUT", default="2m",
+              show_default=True, metavar="DURATION",
+              help="Deadline of one request to an object store, whole (a trickling answer "
+              "is cut and retried). An operation fails within --retry-for plus this. "
+              "Env: PITREOS_REQUEST_TIMEOUT.")
 @click.option("-v", "--verbose", count=True, help="More log events on stderr (-v, -vv).")
 @click.option("--log-json", is_flag=True, help="Log events as JSON lines.")
 @click.pass_context
 def cli(ctx: click.Context, store: str, catalog: Path | None, parallel: int | None,
-        cache: Path | None, verbose: int, log_json: bool) -> None:
+        cache: Path | None, retry_for: str, request_timeout: str, verbose: int,
+        log_json: bool) -> None:
     """Point-in-time backup and restore for very large, sparse and append-only files.
 
     Typical use: `pitreos backup --incremental DIR` from cron, `pitreos gc --keep-last 48`,
     and on a new machine `pitreos catalog sync` then `pitreos restore latest DIR`.
     """
+    from .select import parse_duration
+
     logsetup.configure(verbose, log_json)
-    ctx.obj = Settings(store, catalog, parallel, cache)
+    timeout = parse_duration(request_timeout, "--request-timeout").total_seconds()
+    if timeout <= 0:
+        raise UsageError(f"invalid --request-timeout {request_timeout!r}: must be positive")
+    ctx.obj = Settings(store, catalog, parallel, cache,
+                       parse_duration(retry_for, "--retry-for").total_seconds(), timeout)
 
 
 @cli.command()

@@ -18,7 +18,9 @@ from .stores import open_store
 from .stores.base import Store, StoreProperties
 from .stores.cache import CachingStore
 from .stores.counting import CountingStore
+from .stores.deadline import DEFAULT_REQUEST_TIMEOUT
 from .stores.local import LocalStore
+from .stores.retry import DEFAULT_RETRY_FOR
 from .sync import SyncReport, sync_catalog
 
 log = get_logger(__name__)
@@ -36,13 +38,17 @@ class Workspace:
     def open(cls, store_url: str, *, catalog_path: Path | None = None, create: bool = False,
              workers: int | None = None, compression_level: int = 3,
              cache_dir: Path | None = None, rebuild_catalog: bool = False,
-             count_requests: bool = False) -> "Workspace":
+             count_requests: bool = False, retry_for: float = DEFAULT_RETRY_FOR,
+             request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> "Workspace":
         """Open the store at ``store_url`` and its catalog. ``rebuild_catalog`` starts
         from an empty catalog (it is a cache of the store); ``count_requests`` counts
-        the requests made to the store (what an object store would bill)."""
+        the requests made to the store (what an object store would bill); an object
+        store's operations are retried for ``retry_for`` seconds, each request bounded
+        by ``request_timeout``."""
         codec = BlobCodec(level=compression_level)
         store: Store = open_store(store_url, create=create,
-                                  pool_size=workers or _remote_workers())
+                                  pool_size=workers or _remote_workers(), retry_for=retry_for,
+                                  request_timeout=request_timeout)
         workers = workers or default_workers(store.properties)
         requests = None
         if count_requests:

@@ -15,9 +15,10 @@ import platformdirs
 
 from ..errors import UsageError
 from .base import ObjectInfo, Store, StoreProperties
+from .deadline import DEFAULT_REQUEST_TIMEOUT, DeadlineStore
 from .limit import LimitedStore
 from .local import LocalStore
-from .retry import RetryingStore
+from .retry import DEFAULT_RETRY_FOR, RetryingStore
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -29,11 +30,15 @@ def default_store_url() -> str:
     return (Path(platformdirs.user_data_dir("pitreos")) / "store").as_uri()
 
 
-def open_store(url: str, *, create: bool = False, pool_size: int = 32) -> Store:
+def open_store(url: str, *, create: bool = False, pool_size: int = 32,
+               retry_for: float = DEFAULT_RETRY_FOR,
+               request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Store:
     """Open the store at ``url``. ``create`` lets a local directory store be created.
 
-    An object store comes wrapped: retries outside, a limit of ``pool_size`` requests
-    in flight inside (a retry waiting out its backoff holds no slot).
+    An object store comes wrapped: retries for ``retry_for`` seconds outside, a limit
+    of ``pool_size`` requests in flight inside (a retry waiting out its backoff holds no
+    slot), and innermost a deadline of ``request_timeout`` seconds on each request (a
+    stalled request holds no slot either).
     """
     if not _SCHEME_RE.match(url):  # a plain path
         if not url or url.startswith("-"):
@@ -57,7 +62,9 @@ def open_store(url: str, *, create: bool = False, pool_size: int = 32) -> Store:
     if not parts.netloc:
         raise UsageError(f"invalid store URL {url!r}: no bucket or host")
     backend = _REMOTE[parts.scheme](url, parts, pool_size)
-    return RetryingStore(LimitedStore(backend, backend.properties.connections or pool_size))
+    bounded = DeadlineStore(backend, request_timeout)
+    limited = LimitedStore(bounded, backend.properties.connections or pool_size)
+    return RetryingStore(limited, retry_for=retry_for)
 
 
 Factory = Callable[[str, SplitResult, int], Store]

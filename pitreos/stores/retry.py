@@ -1,9 +1,12 @@
-"""Retries with exponential backoff and jitter, for every backend at once.
+"""Retries with exponential backoff and full jitter, for every backend at once.
 
-Only :class:`~pitreos.errors.TransientStoreError` is retried (throttling, 5xx, reset or
-timed-out connections); after the last attempt the error is raised, so a store that keeps
-failing fails the command in bounded time. A conditional write that is retried after its
-first attempt succeeded unseen answers "already exists", which callers treat as stored.
+Only :class:`~pitreos.errors.TransientStoreError` is retried (throttling, 5xx, reset,
+timed-out or stalled connections, bodies that fail their check). Retries go on for a
+bounded total time (``retry_for``, default 5 minutes: a server restart or a DNS blip
+must not fail a two-hour backup), then the error is raised, so a store that keeps
+failing fails the operation within ``retry_for`` plus one request's deadline. A
+conditional write that is retried after its first attempt succeeded unseen answers
+"already exists", which callers check (the repository compares the stored bytes).
 """
 
 import random
@@ -16,32 +19,41 @@ from ..log import get_logger
 from .base import ObjectInfo, Store, StoreWrapper
 
 T = TypeVar("T")
+DEFAULT_RETRY_FOR = 300.0
 log = get_logger(__name__)
 
 
 class RetryingStore(StoreWrapper):
-    def __init__(self, inner: Store, *, attempts: int = 6, base_delay: float = 0.2,
-                 max_delay: float = 5.0, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, inner: Store, *, retry_for: float = DEFAULT_RETRY_FOR,
+                 base_delay: float = 0.5, max_delay: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
                  jitter: Callable[[float, float], float] = random.uniform) -> None:
         super().__init__(inner)
-        self.attempts = attempts
+        self.retry_for = retry_for
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.sleep = sleep
+        self.clock = clock
         self.jitter = jitter
 
     def _call(self, fn: Callable[[], T]) -> T:
-        for attempt in range(1, self.attempts + 1):
+        started = self.clock()
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return fn()
             except TransientStoreError as exc:
-                if attempt == self.attempts:
-                    raise StoreError(f"{exc} (gave up after {attempt} attempts)") from exc
-                delay = self.jitter(0, min(self.max_delay, self.base_delay * 2 ** attempt))
+                spent = self.clock() - started
+                if spent >= self.retry_for:
+                    raise StoreError(f"{exc} (gave up after {attempt} attempts in "
+                                     f"{spent:.0f} s; --retry-for sets how long)") from exc
+                delay = min(self.retry_for - spent, self.jitter(
+                    0, min(self.max_delay, self.base_delay * 2 ** attempt)))
                 log.info("store.retry", url=self.url, attempt=attempt, error=str(exc),
                          delay=round(delay, 3))
                 self.sleep(delay)
-        raise AssertionError("unreachable")
 
     def check(self) -> None:
         self._call(self.inner.check)

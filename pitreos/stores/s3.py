@@ -27,7 +27,8 @@ _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnava
 _REFUSED_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
                   "InvalidToken"}
 _TRANSIENT = (bexc.ConnectionError, bexc.HTTPClientError, bexc.ReadTimeoutError,
-              bexc.IncompleteReadError, bexc.ResponseStreamingError, ConnectionError)
+              bexc.IncompleteReadError, bexc.ResponseStreamingError, ConnectionError,
+              bexc.FlexibleChecksumError)  # a body cut short in transit: fetch it again
 _DENIED_CODES = {"AccessDenied", "AllAccessDisabled"}
 
 

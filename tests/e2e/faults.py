@@ -1,7 +1,9 @@
 """A fault-injecting HTTP proxy and a static file server, both on loopback, in threads."""
 
 import http.client
+import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -12,12 +14,31 @@ from urllib.parse import urlsplit
 
 @dataclass
 class FaultPlan:
-    fail_next: int = 0  # answer the next N requests with 500
+    """What the proxy does to the next requests. Each ``*_next`` counts down; a
+    ``match`` (method and path fragment) narrows which requests a fault applies to."""
+
+    fail_next: int = 0  # answer with ``fail_status`` instead of forwarding
+    fail_status: int = 500
     fail_always: bool = False
-    truncate_next: int = 0  # cut the next N GET bodies of blobs in half (and lie about it)
+    truncate_next: int = 0  # cut GET bodies of blobs in half (and lie about it)
+    reset_next: int = 0  # close the connection without forwarding or answering
+    drop_next: int = 0  # forward (the server acts), then close without answering
+    drop_match: tuple[str, str] = ("", "")  # (method, path fragment) the drop applies to
+    stall_next: int = 0  # wait ``stall_seconds`` before answering
+    stall_seconds: float = 0.0
+    trickle_always: bool = False  # send answers one byte every ``trickle_delay``
+    trickle_delay: float = 0.5
     requests: int = 0
     methods: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _count_down(self, name: str) -> bool:
+        with self.lock:
+            left = getattr(self, name)
+            if left > 0:
+                setattr(self, name, left - 1)
+                return True
+            return False
 
     def take(self) -> str:
         with self.lock:
@@ -27,14 +48,24 @@ class FaultPlan:
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return "fail"
-            return "pass"
+        if self._count_down("reset_next"):
+            return "reset"
+        return "pass"
+
+    def take_drop(self, method: str, path: str, body: bytes | None) -> bool:
+        """A GCS upload names its object in the body, not the path: both are looked at."""
+        want_method, fragment = self.drop_match
+        if want_method and method != want_method:
+            return False
+        if fragment not in path and fragment.encode() not in (body or b""):
+            return False
+        return self._count_down("drop_next")
+
+    def take_stall(self) -> bool:
+        return self._count_down("stall_next")
 
     def take_truncation(self) -> bool:
-        with self.lock:
-            if self.truncate_next > 0:
-                self.truncate_next -= 1
-                return True
-            return False
+        return self._count_down("truncate_next")
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -45,13 +76,21 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         self.plan.methods.append(self.command)
-        if self.plan.take() == "fail":
+        action = self.plan.take()
+        if action == "reset":
+            self._hang_up()
+            return
+        if action == "fail":
             payload = b"injected failure"
-            self.send_response(500)
+            self.send_response(self.plan.fail_status)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
@@ -63,7 +102,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         conn.request(self.command, self.path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
-        if (self.command == "GET" and "blobs" in self.path and response.status == 200
+        conn.close()
+        if self.plan.take_drop(self.command, self.path, body):
+            self._hang_up()  # the server did it; the client never hears
+            return
+        if self.plan.take_stall():
+            time.sleep(self.plan.stall_seconds)
+        if (self.command == "GET" and "blobs" in self.path and response.status in (200, 206)
                 and len(data) > 64 and self.plan.take_truncation()):
             data = data[: len(data) // 2]
         self.send_response(response.status)
@@ -72,9 +117,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.send_header(key, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-        conn.close()
+        if self.command == "HEAD":
+            return
+        if self.plan.trickle_always:
+            try:
+                for i in range(len(data)):
+                    self.wfile.write(data[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(self.plan.trickle_delay)
+            except OSError:  # the client gave up, as it should
+                self.close_connection = True
+            return
+        self.wfile.write(data)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _forward
 

@@ -1,5 +1,5 @@
-"""Retries: transient errors retried with growing, capped backoff (an injected sleep, so
-the test takes no time), other errors at once, a bounded number of attempts."""
+"""Retries: transient errors retried with growing, capped backoff (an injected sleep and
+clock, so the test takes no time), other errors at once, for a bounded total time."""
 
 import pytest
 
@@ -23,32 +23,48 @@ class Flaky(MemoryStore):
         return super().get(key)
 
 
-def retrying(inner: Flaky, sleeps: list[float]) -> RetryingStore:
-    return RetryingStore(inner, attempts=4, base_delay=0.5, max_delay=3.0,
-                         sleep=sleeps.append, jitter=lambda low, high: high)
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def retrying(inner: Flaky, clock: FakeClock, sleeps: list[float],
+             retry_for: float = 10.0) -> RetryingStore:
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.sleep(seconds)
+
+    return RetryingStore(inner, retry_for=retry_for, base_delay=0.5, max_delay=3.0,
+                         sleep=sleep, clock=lambda: clock.now,
+                         jitter=lambda low, high: high)
 
 
 def test_transient_errors_are_retried_with_capped_backoff() -> None:
-    inner = Flaky(3, TransientStoreError("503"))
+    inner = Flaky(4, TransientStoreError("503"))
     inner.put("k", b"v")
     sleeps: list[float] = []
-    assert retrying(inner, sleeps).get("k") == b"v"
-    assert inner.calls == 4
-    assert sleeps == [1.0, 2.0, 3.0]  # 0.5 * 2**n, capped at 3
+    assert retrying(inner, FakeClock(), sleeps).get("k") == b"v"
+    assert inner.calls == 5
+    assert sleeps == [1.0, 2.0, 3.0, 3.0]  # 0.5 * 2**n, capped at 3
 
 
-def test_retries_give_up_after_the_last_attempt() -> None:
-    inner = Flaky(10, TransientStoreError("cannot read k: 503"))
+def test_retries_give_up_when_the_time_is_spent() -> None:
+    inner = Flaky(1000, TransientStoreError("cannot read k: 503"))
+    clock = FakeClock()
     sleeps: list[float] = []
-    with pytest.raises(StoreError, match=r"503 \(gave up after 4 attempts\)") as caught:
-        retrying(inner, sleeps).get("k")
+    with pytest.raises(StoreError, match=r"503 \(gave up after 6 attempts in 10 s; "
+                       r"--retry-for sets how long\)") as caught:
+        retrying(inner, clock, sleeps, retry_for=10.0).get("k")
     assert not isinstance(caught.value, TransientStoreError)
-    assert inner.calls == 4 and len(sleeps) == 3
+    assert clock.now == 10.0 and sleeps == [1.0, 2.0, 3.0, 3.0, 1.0]  # the last one cut
 
 
 def test_other_errors_are_not_retried() -> None:
     inner = Flaky(0, StoreError("denied"))
     sleeps: list[float] = []
     with pytest.raises(BlobNotFound):
-        retrying(inner, sleeps).get("absent")
+        retrying(inner, FakeClock(), sleeps).get("absent")
     assert inner.calls == 1 and sleeps == []

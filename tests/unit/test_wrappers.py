@@ -5,11 +5,15 @@ import threading
 import time
 from functools import partial
 
+import pytest
+
 from pitreos.blobcodec import BlobCodec
+from pitreos.errors import TransientStoreError
 from pitreos.hashing import digest
 from pitreos.repository import Repository, blob_is_sound, blob_key, is_blob_key
 from pitreos.stores.cache import CachingStore
 from pitreos.stores.counting import CountingStore
+from pitreos.stores.deadline import DeadlineStore
 from pitreos.stores.limit import LimitedStore
 
 from .memstore import MemoryStore
@@ -99,3 +103,25 @@ def test_cache_keeps_no_manifest_or_marker() -> None:
     store.put("manifests/a.yaml", b"name: a")
     assert caching.get("manifests/a.yaml") == b"name: a"
     assert cache.objects == {}
+
+
+class StallingStore(MemoryStore):
+    def __init__(self, stall: float) -> None:
+        super().__init__()
+        self.stall = stall
+
+    def get(self, key: str) -> bytes:
+        time.sleep(self.stall)
+        return super().get(key)
+
+
+def test_a_stalled_request_is_cut_at_its_deadline() -> None:
+    inner = StallingStore(stall=5.0)
+    inner.put("k", b"v")
+    started = time.monotonic()
+    with pytest.raises(TransientStoreError, match=r"no answer within 0\.2 s"):
+        DeadlineStore(inner, 0.2).get("k")
+    assert time.monotonic() - started < 1.0
+    inner.stall = 0.0
+    assert DeadlineStore(inner, 0.2).get("k") == b"v"
+    assert [i.key for i in DeadlineStore(inner, 0.2).list("")] == ["k"]
