@@ -7,6 +7,7 @@ the store write it describes succeeded, each change in one transaction, and
 
 import functools
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -269,8 +270,9 @@ class Catalog:
             cur = self._conn.execute(
                 "INSERT INTO files (backup_id, path, type, size, mode, mtime_ns, inode, "
                 "target, data_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (backup_id, entry.path, entry.type, entry.size, entry.mode,
-                 _clamp_i64(entry.mtime_ns), _u64_as_i64(entry.inode), entry.target,
+                (backup_id, _name_in_db(entry.path), entry.type, entry.size, entry.mode,
+                 _clamp_i64(entry.mtime_ns), _u64_as_i64(entry.inode),
+                 None if entry.target is None else _name_in_db(entry.target),
                  entry.data_size),
             )
             file_id = cur.lastrowid
@@ -414,7 +416,8 @@ class Catalog:
             by_index = digests.get(file_id, {})
             count = -(-size // chunk_size)
             chunks = [mf.Chunk(i * chunk_size, by_index.get(i)) for i in range(count)]
-            records[path] = FileRecord(path, size, mtime_ns, inode, chunk_size, chunks)
+            name = _name_from_db(path)
+            records[name] = FileRecord(name, size, mtime_ns, inode, chunk_size, chunks)
         return records
 
     @_guarded
@@ -442,7 +445,7 @@ class Catalog:
         """For each blob, the (backup, file) pairs that reference it."""
         out: dict[str, list[tuple[str, str]]] = {}
         for sha1 in sha1s:
-            out[sha1] = [(r[0], r[1]) for r in self._conn.execute(
+            out[sha1] = [(r[0], _name_from_db(r[1])) for r in self._conn.execute(
                 "SELECT DISTINCT b.name, f.path FROM chunks c JOIN blobs bl ON bl.id = c.blob_id "
                 "JOIN files f ON f.id = c.file_id JOIN backups b ON b.id = f.backup_id "
                 "WHERE bl.sha1 = ? ORDER BY 1, 2", (sha1,))]
@@ -517,6 +520,20 @@ class Catalog:
             "coalesce(sum(refcount), 0) FROM blobs WHERE refcount > 0"
         ).fetchone()
         return {"blobs": row[0], "size": row[1], "stored_size": row[2], "references": row[3]}
+
+
+def _name_in_db(name: str) -> str | bytes:
+    """A file name that is not UTF-8 (the OS's text with surrogate escapes) is stored as
+    its raw bytes: SQLite's text must be UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return name
+
+
+def _name_from_db(value: str | bytes) -> str:
+    return value if isinstance(value, str) else os.fsdecode(value)
 
 
 def _clamp_i64(value: int) -> int:

@@ -62,6 +62,12 @@ class Settings:
             ws.close()
 
 
+def shown(name: str) -> str:
+    """A file name for people: bytes that are not UTF-8 (the OS gives them as surrogate
+    escapes) are shown as backslash escapes, so that output stays UTF-8 text."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def parse_size(text: str, flag: str) -> int:
     match = _SIZE_RE.fullmatch(text.strip())
     if not match:
@@ -301,16 +307,17 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: 
         err=True,
     )
     for rel in stats.deleted:
-        click.echo(f"deleted {rel} (not in the backup)", err=True)
+        click.echo(f"deleted {shown(rel)} (not in the backup)", err=True)
     if stats.setid_dropped:
         click.echo(f"note: setuid/setgid bits not restored on {len(stats.setid_dropped)} "
-                   f"paths ({', '.join(stats.setid_dropped[:3])}...): --keep-setuid restores "
+                   f"paths ({', '.join(map(shown, stats.setid_dropped[:3]))}...): "
+                   "--keep-setuid restores "
                    "them", err=True)
     if plan.extra and not delete_extra:
         click.echo(f"{len(plan.extra)} local paths are not in the backup (--delete removes "
                    "them):", err=True)
         for rel in plan.extra:
-            click.echo(f"  {rel}", err=True)
+            click.echo(f"  {shown(rel)}", err=True)
 
 
 def _print_plan(plan: RestorePlan) -> None:
@@ -319,7 +326,7 @@ def _print_plan(plan: RestorePlan) -> None:
     for fp in plan.files:
         fetch, hole = fp.bytes_of(fp.fetch, step), fp.bytes_of(fp.punch, step)
         if fetch or hole or fp.local_size != fp.entry.size:
-            line = f"  {fp.entry.path}: fetch {len(fp.fetch)} chunks ({fetch} bytes)"
+            line = f"  {shown(fp.entry.path)}: fetch {len(fp.fetch)} chunks ({fetch} bytes)"
             line += f", hole {len(fp.punch)} chunks ({hole} bytes)"
             if fp.local_size is not None and fp.local_size > fp.entry.size:
                 line += f", truncate {fp.local_size - fp.entry.size} bytes"
@@ -327,7 +334,7 @@ def _print_plan(plan: RestorePlan) -> None:
     click.echo(f"total: fetch {plan.bytes_to_fetch()} bytes, hole {plan.bytes_to_punch()} "
                f"bytes, truncate {len(plan.truncated())} files")
     for rel in plan.extra:
-        click.echo(f"  not in backup (deleted with --delete): {rel}")
+        click.echo(f"  not in backup (deleted with --delete): {shown(rel)}")
 
 
 def _record_json(r: BackupRecord) -> dict[str, Any]:
@@ -394,9 +401,9 @@ def files(settings: Settings, name: str) -> None:
         manifest = ws.choose(name)
     for e in manifest.entries:
         if e.type == "file":
-            click.echo(f"{e.size:>15} {e.data_size:>15}  {e.path}")
+            click.echo(f"{e.size:>15} {e.data_size:>15}  {shown(e.path)}")
         elif e.type == "symlink":
-            click.echo(f"{'':>15} {'':>15}  {e.path} -> {e.target}")
+            click.echo(f"{'':>15} {'':>15}  {shown(e.path)} -> {shown(e.target or '')}")
 
 
 @cli.command()
@@ -505,7 +512,7 @@ def verify(settings: Settings, name: str | None, all_backups: bool, deep: bool,
     for damage in report.damage:
         click.echo(f"blob {damage.sha1}: {damage.problem}")
         for backup_name, path in damage.files:
-            click.echo(f"  breaks {backup_name}: {path}")
+            click.echo(f"  breaks {backup_name}: {shown(path)}")
     summary = (f"checked {report.blobs_checked} blobs of {report.backups} backups"
                f"{' (deep, ' + human(report.bytes_downloaded) + ' downloaded)' if deep else ''}")
     if bad_manifests and not report.damage:

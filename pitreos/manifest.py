@@ -5,6 +5,8 @@ restore relies on (version, paths that stay inside the destination, the chunk la
 the rest of the engine can trust a :class:`Manifest`.
 """
 
+import base64
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -177,10 +179,12 @@ def dump(manifest: Manifest) -> bytes:
     """Serialise a manifest to YAML."""
     files: list[dict[str, Any]] = []
     for e in manifest.entries:
-        item: dict[str, Any] = {"path": e.path, "type": e.type, "mode": f"{e.mode:04o}"}
+        item: dict[str, Any] = {**_name_field("path", e.path), "type": e.type,
+                                "mode": f"{e.mode:04o}"}
         item["mtime"] = format_time_ns(e.mtime_ns)
         if e.type == "symlink":
-            item["target"] = e.target
+            assert e.target is not None
+            item.update(_name_field("target", e.target))
         if e.type == "file":
             item["size"] = e.size
             if e.inode is not None:
@@ -248,6 +252,28 @@ def _field(item: dict[str, Any], key: str, where: str) -> Any:
     return item[key]
 
 
+def _name_field(key: str, name: str) -> dict[str, str]:
+    """A file name as the manifest holds it: text when it is UTF-8 (nearly always), else
+    its raw bytes in base64 under ``<key>_bytes`` (Linux names are any bytes but '/' and
+    NUL; such a name comes from the OS as text with surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return {f"{key}_bytes": base64.b64encode(os.fsencode(name)).decode()}
+    return {key: name}
+
+
+def _name(item: Any, key: str, where: str) -> str:
+    """A file name written by :func:`_name_field`, back as the OS's text."""
+    if isinstance(item, dict) and f"{key}_bytes" in item:
+        raw = _text(item[f"{key}_bytes"], where, f"{key}_bytes")
+        try:
+            return os.fsdecode(base64.b64decode(raw, validate=True))
+        except ValueError as exc:
+            raise ManifestError(f"{where}: field '{key}_bytes' is not base64") from exc
+    return _text(_field(item, key, where), where, key)
+
+
 def _text(value: Any, where: str, key: str) -> str:
     if not isinstance(value, str):
         raise ManifestError(f"{where}: field '{key}' must be text, not {value!r}"[:300])
@@ -309,7 +335,7 @@ def _from_doc(doc: dict[str, Any], where: str) -> Manifest:
 
 
 def _entry(item: Any, where: str, chunk_size: int) -> Entry:
-    path = check_relative_path(_field(item, "path", where), where)
+    path = check_relative_path(_name(item, "path", where), where)
     at = f"{where}, {path}"
     if path == RESTORE_MARKER:
         raise ManifestError(f"{at}: this name is reserved for the marker of an unfinished "
@@ -324,7 +350,7 @@ def _entry(item: Any, where: str, chunk_size: int) -> Entry:
     entry = Entry(path=path, type=kind, mode=int(mode_text, 8),
                   mtime_ns=parse_time_ns(_text(_field(item, "mtime", at), at, "mtime"), at))
     if kind == "symlink":
-        entry.target = _text(_field(item, "target", at), at, "target")
+        entry.target = _name(item, "target", at)
         if not entry.target or "\0" in entry.target:
             raise ManifestError(f"{at}: empty or invalid symlink target")
     elif kind == "file":

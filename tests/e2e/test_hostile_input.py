@@ -1,13 +1,21 @@
 """One bad manifest never locks out a store, and never costs another backup its blobs."""
 
 import os
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from pitreos.errors import PitreosError
+from pitreos.hashing import digest
 from pitreos.repository import manifest_key
+from pitreos.restore import RestoreOptions, execute_restore, plan_restore
 from pitreos.stores import open_store
+from pitreos.workspace import Workspace
 
 from .helpers import CHUNK, Runner
 from .servers import Backend
@@ -94,3 +102,112 @@ def test_a_file_from_year_2300_backs_up_and_restores(cli: Runner, store: Backend
     cli("catalog", "sync", "--rebuild").ok()
     cli("restore", name, str(tmp_path / "dest")).ok()
     assert (tmp_path / "dest/future").stat().st_mtime_ns == far
+
+
+def test_names_that_are_not_utf8_back_up_and_restore_byte_for_byte(
+        cli: Runner, store: Backend, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    raw = bytes(src)
+    os.mkdir(raw + b"/dir-\xff")
+    with open(raw + b"/dir-\xff/caf\xe9.txt", "wb") as f:
+        f.write(b"latin-1 name")
+    os.symlink(b"dir-\xff/caf\xe9.txt", raw + b"/link-\xfe")
+    name = cli("backup", str(src), "--incremental").ok().stdout.strip()
+    again = cli("backup", str(src), "--incremental").ok()
+    assert "read 0 B" in again.stderr  # the catalog knew them: nothing read again
+    assert "dir-\\xff/caf\\xe9.txt" in cli("files", name).ok().stdout  # shown escaped
+    cli("catalog", "sync", "--rebuild").ok()
+    dest = tmp_path / "dest"
+    cli("restore", name, str(dest)).ok()
+    out = bytes(dest)
+    assert sorted(os.listdir(out)) == [b"dir-\xff", b"link-\xfe"]
+    assert os.listdir(out + b"/dir-\xff") == [b"caf\xe9.txt"]
+    assert os.readlink(out + b"/link-\xfe") == b"dir-\xff/caf\xe9.txt"
+    with open(out + b"/dir-\xff/caf\xe9.txt", "rb") as f:
+        assert f.read() == b"latin-1 name"
+
+
+def test_a_destination_that_cannot_be_read_is_one_line(store: Backend, cli: Runner,
+                                                       tmp_path: Path) -> None:
+    """As root, the CLI runs in a user namespace (uid 0 without the capability to
+    override permissions), so mode 000 really denies it."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 1000)
+    name = cli("backup", str(src)).ok().stdout.strip()
+    dest = tmp_path / "dest"
+    cli("restore", name, str(dest)).ok()
+    os.chmod(dest / "f", 0)
+    env = {**os.environ, **store.env, "PITREOS_STORE": store.url,
+           "PITREOS_CATALOG": str(tmp_path / "catalog.sqlite")}
+    command = [sys.executable, "-m", "pitreos", "restore", name, str(dest)]
+    if os.geteuid() == 0:
+        command = ["unshare", "--user", *command]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("pitreos: ")]
+    assert len(lines) == 1 and "Permission denied" in lines[0] and "nothing was changed" in \
+        lines[0], proc.stderr
+
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "manifests"
+FUZZ_VALUES = ["", "~", "-1", ".inf", "[1, [2]]", "{a: 1}", "2026-02-30", "!!binary aGk=",
+               "'0o777'", "true", "99999999999999999999999999", "&a [*a]", "'../../etc'",
+               "/abs", "'a/../../b'", "'.pitreos-restore'", "!!int x", "0x10"]
+
+
+def sync_and_restore(text: str) -> bool:
+    """A store holding this manifest (and the blob good.yaml references): sync, list and
+    restore it; True when it restored. Only pitreos errors may come out; it must be
+    quick, and nothing outside the destination may change."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        (root / "outside").mkdir()
+        (root / "outside/sentinel").write_text("untouched")
+        ws = Workspace.open((root / "store").as_uri(), catalog_path=root / "c.sqlite",
+                            create=True, workers=2)
+        chunk = b"x" * 100
+        ws.repo.put_blob(digest(chunk).sha1, ws.repo.encode_blob(chunk, digest(chunk)))
+        name = "2026-11-26T02-00-00Z--default"
+        (root / "store/manifests").mkdir(parents=True, exist_ok=True)
+        (root / f"store/manifests/{name}.yaml").write_text(text)
+        started = time.monotonic()
+        restored = False
+        try:
+            ws.sync(list_blobs=True)
+            ws.catalog.backups()
+            manifest = ws.choose(name)
+            options = RestoreOptions(workers=2)
+            execute_restore(plan_restore(manifest, root / "dest", options), ws.repo, options)
+            restored = True
+        except PitreosError:
+            pass
+        finally:
+            ws.close()
+        assert time.monotonic() - started < 5
+        assert {p.name for p in root.iterdir()} <= {"c.sqlite", "c.sqlite-shm",
+                                                    "c.sqlite-wal", "dest", "outside",
+                                                    "store"}
+        assert [p.name for p in (root / "outside").iterdir()] == ["sentinel"]
+        assert (root / "outside/sentinel").read_text() == "untouched"
+        return restored
+
+
+def test_the_unfuzzed_manifest_restores() -> None:
+    assert sync_and_restore((MANIFESTS / "good.yaml").read_text())
+
+
+@settings(max_examples=150, deadline=10_000, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_fuzzed_manifests_in_a_store_never_crash_sync_or_escape_a_restore(
+        data: st.DataObject) -> None:
+    lines = (MANIFESTS / "good.yaml").read_text().splitlines()
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(lines) - 1))
+        key = lines[at].split(":", 1)[0]
+        lines[at] = f"{key}: {data.draw(st.sampled_from(FUZZ_VALUES))}"
+    sync_and_restore("\n".join(lines) + "\n")
