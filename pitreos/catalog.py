@@ -26,6 +26,7 @@ from . import manifest as mf
 from .errors import CatalogError, CatalogLocked, CollisionError
 from .hashing import ChunkDigest
 
+BUSY_TIMEOUT = 60.0  # seconds to wait for another pitreos that holds the catalog
 _QUERY_BATCH = 900  # host parameters a statement may hold: 999 in older SQLite builds
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -132,7 +133,7 @@ class Catalog:
         self.store_url = store_url
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, isolation_level=None, timeout=60)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
         except OSError as exc:
             raise CatalogError(f"cannot open catalog {path}: {exc.strerror}") from exc
         except sqlite3.Error as exc:

@@ -124,7 +124,7 @@ def parse_time_ns(text: str, where: str) -> int:
     a file system's 64-bit nanosecond times can hold."""
     match = _TIME_RE.fullmatch(text)
     if match is None:
-        raise ManifestError(f"{where}: invalid time {text!r}"[:300])
+        raise ManifestError(f"{where}: invalid time {_brief(text)}")
     try:
         base = datetime.strptime(match[1], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     except ValueError as exc:
@@ -244,6 +244,12 @@ def load(data: bytes, source: str) -> Manifest:
     return _from_doc(doc, f"manifest {source}")
 
 
+def _brief(value: Any) -> str:
+    """A value quoted in an error: whole when short, else its start, marked as cut."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def _field(item: dict[str, Any], key: str, where: str) -> Any:
     if not isinstance(item, dict):
         raise ManifestError(f"{where}: expected a mapping, found {type(item).__name__}")
@@ -276,14 +282,14 @@ def _name(item: Any, key: str, where: str) -> str:
 
 def _text(value: Any, where: str, key: str) -> str:
     if not isinstance(value, str):
-        raise ManifestError(f"{where}: field '{key}' must be text, not {value!r}"[:300])
+        raise ManifestError(f"{where}: field '{key}' must be text, not {_brief(value)}")
     return value
 
 
 def _whole(value: Any, where: str, key: str, low: int, high: int) -> int:
     if type(value) is not int:  # bool, float (.inf) and text are refused
         raise ManifestError(f"{where}: field '{key}' must be a whole number, not "
-                            f"{value!r}"[:300])
+                            f"{_brief(value)}")
     if not low <= value <= high:
         raise ManifestError(f"{where}: field '{key}' is {value}, outside {low}..{high}")
     return int(value)
@@ -313,7 +319,7 @@ def _from_doc(doc: dict[str, Any], where: str) -> Manifest:
         raise ManifestError(f"{where}: {len(items)} entries, over the limit of {MAX_ENTRIES}")
     tag = _text(_field(doc, "tag", where), where, "tag")
     if not _TAG_RE.fullmatch(tag):
-        raise ManifestError(f"{where}: field 'tag' is not a valid tag: {tag!r}"[:300])
+        raise ManifestError(f"{where}: field 'tag' is not a valid tag: {_brief(tag)}")
     entries = [_entry(item, where, chunk_size) for item in items]
     seen: dict[str, EntryType] = {}
     for entry in entries:
@@ -342,11 +348,11 @@ def _entry(item: Any, where: str, chunk_size: int) -> Entry:
                             "restore")
     kind = _field(item, "type", at)
     if kind not in ENTRY_TYPES:
-        raise ManifestError(f"{at}: unknown type {kind!r}"[:300])
+        raise ManifestError(f"{at}: unknown type {_brief(kind)}")
     mode_text = _text(_field(item, "mode", at), at, "mode")
     if not _MODE_RE.fullmatch(mode_text) or int(mode_text, 8) > 0o7777:
         raise ManifestError(f"{at}: field 'mode' must be octal permission bits, not "
-                            f"{mode_text!r}"[:300])
+                            f"{_brief(mode_text)}")
     entry = Entry(path=path, type=kind, mode=int(mode_text, 8),
                   mtime_ns=parse_time_ns(_text(_field(item, "mtime", at), at, "mtime"), at))
     if kind == "symlink":

@@ -98,3 +98,29 @@ def test_errors_after_opening_are_catalog_errors(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="no such table: blobs"):
         catalog.missing_blobs()
     catalog.close()
+
+
+def test_a_catalog_locked_by_another_process_is_one_error_with_its_exit_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from pitreos import catalog as catalog_module
+    from pitreos.errors import CatalogLocked
+
+    path = tmp_path / "c.sqlite"
+    Catalog(path, URL).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(30)",
+         str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(catalog_module, "BUSY_TIMEOUT", 0.2)
+        with pytest.raises(CatalogLocked, match="locked by another pitreos") as caught:
+            Catalog(path, URL)
+        assert caught.value.exit_code == 11
+    finally:
+        holder.kill()
+        holder.wait()
