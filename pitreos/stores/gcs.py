@@ -53,7 +53,8 @@ class GCSStore(ObjectStoreBase):
         if isinstance(exc, _TRANSIENT):
             return self.error(action, key, _short(exc), TransientStoreError)
         if isinstance(exc, gexc.Unauthorized):
-            return self.error(action, key, "the credentials were refused", AccessDenied)
+            return self.error(action, key, "access denied: the credentials were refused",
+                              AccessDenied)
         if isinstance(exc, gexc.Forbidden):
             return self.error(action, key, "access denied: the credentials lack a "
                               "permission", AccessDenied)

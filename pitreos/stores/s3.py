@@ -59,8 +59,8 @@ class S3Store(ObjectStoreBase):
             if code in _TRANSIENT_CODES or status >= 500 or status == 429:
                 return self.error(action, key, str(code or status), TransientStoreError)
             if code in _REFUSED_CODES or status == 401:
-                return self.error(action, key, f"the credentials were refused ({code})",
-                                  AccessDenied)
+                return self.error(action, key, f"access denied: the credentials were "
+                                  f"refused ({code})", AccessDenied)
             if code in _DENIED_CODES:
                 return self.error(action, key, f"access denied: the credentials lack a "
                                   f"permission ({code})", AccessDenied)
@@ -75,8 +75,10 @@ class S3Store(ObjectStoreBase):
         return self.error(action, key, str(exc))
 
     def check(self) -> None:
+        # a one-key listing, not HEAD: an answer to HEAD has no body, so a refused
+        # signature, a wrong clock and a missing bucket would all read "403" or "404"
         with self.failures("open", ""):
-            self.client.head_bucket(Bucket=self.bucket)
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
 
     def get(self, key: str) -> bytes:
         with self.failures("read", key):

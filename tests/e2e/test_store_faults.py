@@ -154,3 +154,19 @@ def test_gcs_body_truncated_in_transit(run: Runner, tree: Path, tmp_path: Path,
         assert_same_tree(tree, dest)
     finally:
         proxy.shutdown()
+
+
+def test_a_clock_off_by_hours_is_reported_as_such(run: Runner, servers: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    """S3 refuses requests signed more than 15 minutes off its clock: the error says to
+    set the clock, at once (no retrying), instead of blaming the credentials."""
+    import libfaketime
+
+    from .servers import create_s3_bucket
+
+    s3 = create_s3_bucket(servers["s3"])
+    _, faked = libfaketime.get_reload_information()
+    started = time.monotonic()
+    run("list", store=s3.url, env={**s3.env, **faked, "FAKETIME": "+2h"},
+        catalog=tmp_path / "c.sqlite").fails("clock differs", "RequestTimeTooSkewed", code=1)
+    assert time.monotonic() - started < 20  # not retried for --retry-for
