@@ -369,10 +369,13 @@ def _manifest_totals(m: Manifest) -> dict[str, int]:
 
 @cli.command()
 @click.argument("name", metavar="BACKUP")
+@click.option("--manifest", "whole", is_flag=True,
+              help="Print the whole manifest (YAML, every chunk) instead of a summary.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output (without chunk lists).")
 @click.pass_obj
-def show(settings: Settings, name: str, as_json: bool) -> None:
-    """Show a backup's manifest and totals."""
+def show(settings: Settings, name: str, whole: bool, as_json: bool) -> None:
+    """Summarise a backup: its name, tag, time, metadata and totals (a unique prefix of
+    a name is enough). --manifest prints the manifest itself."""
     from .manifest import dump
 
     with settings.workspace() as ws:
@@ -384,12 +387,25 @@ def show(settings: Settings, name: str, as_json: bool) -> None:
                                "chunk_size": manifest.chunk_size, "meta": manifest.meta,
                                "totals": totals}, indent=2))
         return
-    click.echo(dump(manifest).decode(), nl=False)
     environment = nodeos.describe_state_environment(manifest.meta)
+    summary = (f"files: {totals['files']}, apparent size: {human(totals['apparent_size'])}, "
+               f"data size: {human(totals['data_size'])}, unique blobs: "
+               f"{totals['unique_blobs']}")
+    if whole:
+        click.echo(dump(manifest).decode(), nl=False)
+        if environment:
+            click.echo(f"# {environment}")
+        click.echo(f"# {summary}")
+        return
+    click.echo(f"backup: {manifest.name}")
+    click.echo(f"tag: {manifest.tag}")
+    click.echo(f"created: {manifest.created.isoformat()}")
+    click.echo(f"chunk size: {human(manifest.chunk_size)}")
+    click.echo(summary)
+    for key, value in sorted(manifest.meta.items()):
+        click.echo(f"meta: {key}={value}")
     if environment:
-        click.echo(f"# {environment}")
-    click.echo(f"# files: {totals['files']}, apparent size: {totals['apparent_size']}, "
-               f"data size: {totals['data_size']}, unique blobs: {totals['unique_blobs']}")
+        click.echo(f"note: {environment}")
 
 
 @cli.command()

@@ -3,9 +3,11 @@
 The catalog answers every query; no manifest is read from the store.
 """
 
+import difflib
+import math
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,31 +31,46 @@ class Condition:
     op: str
     value: str
 
-    def holds(self, meta: dict[str, str]) -> bool:
+    def holds(self, meta: dict[str, str], backup: str) -> bool:
+        """Numbers compare as numbers, text as text; a number compared with text is an
+        error (``block<=5k`` must not pick a backup by comparing strings)."""
         if self.key not in meta:
             return False
         left, right = _as_number(meta[self.key]), _as_number(self.value)
+        if isinstance(left, float) != isinstance(right, float):
+            raise UsageError(
+                f"invalid --where {self}: {self.key} is {meta[self.key]!r} in backup "
+                f"{backup}, which does not compare with {self.value!r} (a number with text)")
         if isinstance(left, float) and isinstance(right, float):
             return _OPERATORS[self.op](left, right)
         return _OPERATORS[self.op](meta[self.key], self.value)
 
+    def __str__(self) -> str:
+        return f"'{self.key}{self.op}{self.value}'"
+
 
 def _as_number(text: str) -> float | str:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return text
+    return value if math.isfinite(value) else text
 
 
 def parse_where(text: str) -> Condition:
     """``key<op>value`` with op one of = != < <= > >= (numeric when both are numbers)."""
     match = _WHERE_RE.fullmatch(text)
-    if match is None or not match.group(3):
+    if match is None or not match.group(3) or match.group(3)[0] in "<>=!":
         raise UsageError(
             f"invalid --where {text!r}: use KEY OP VALUE with OP one of = != < <= > >=, "
             "e.g. 'block<=123456'"
         )
     return Condition(*match.groups())
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def parse_time(text: str, flag: str, now: datetime | None = None) -> datetime:
@@ -91,22 +108,40 @@ class BackupFilter:
         return (
             (self.tag is None or record.tag == self.tag)
             and (self.before is None or record.created <= self.before)
-            and all(c.holds(record.meta) for c in self.where)
+            and all(c.holds(record.meta, record.name) for c in self.where)
         )
 
     def apply(self, records: list[BackupRecord]) -> list[BackupRecord]:
+        """The records that match; a tag or metadata key that no backup has is an error
+        (a typo must not silently match nothing)."""
+        if records and self.tag is not None and all(r.tag != self.tag for r in records):
+            raise BackupNotFound(f"no backup has tag {self.tag!r}"
+                                 f"{did_you_mean(self.tag, (r.tag for r in records))}")
+        keys = {k for r in records for k in r.meta}
+        for condition in self.where:
+            if records and condition.key not in keys:
+                raise UsageError(f"invalid --where {condition}: no backup has metadata "
+                                 f"{condition.key!r}{did_you_mean(condition.key, keys)}")
         return [r for r in records if self.matches(r)]
 
 
 def choose(records: list[BackupRecord], name: str, backup_filter: BackupFilter) -> BackupRecord:
-    """The backup called ``name``, or for ``latest`` the newest that matches the filter."""
+    """The backup called ``name`` (or the only one whose name starts so), or for
+    ``latest`` the newest that matches the filter."""
     if name != "latest":
-        for record in records:
-            if record.name == name:
-                if not backup_filter.matches(record):
-                    raise BackupNotFound(f"backup {name} does not match the filters given")
-                return record
-        raise BackupNotFound(f"no backup named {name!r}; see 'pitreos list'")
+        exact = [r for r in records if r.name == name]
+        found = exact or [r for r in records if r.name.startswith(name)]
+        if len(found) > 1:
+            shown = ", ".join(sorted(r.name for r in found)[:5])
+            raise BackupNotFound(f"{name!r} names {len(found)} backups ({shown}"
+                                 f"{', ...' if len(found) > 5 else ''}): give more of the name")
+        if not found:
+            hint = did_you_mean(name, [*(r.name for r in records), "latest"])
+            raise BackupNotFound(f"no backup named {name!r}{hint}; see 'pitreos list'")
+        record = found[0]
+        if not backup_filter.matches(record):
+            raise BackupNotFound(f"backup {record.name} does not match the filters given")
+        return record
     matching = backup_filter.apply(records)
     if not matching:
         raise BackupNotFound("no backup matches the filters given; see 'pitreos list'")

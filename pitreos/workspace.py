@@ -90,10 +90,13 @@ class Workspace:
         backup_filter = backup_filter or BackupFilter()
         try:
             record = choose(self.catalog.backups(), name, backup_filter)
-        except BackupNotFound:
+        except BackupNotFound as not_found:
             if name == "latest" or name in self.catalog.backup_names():
                 raise
-            return self.repo.read_manifest(name)
+            try:
+                return self.repo.read_manifest(name)
+            except BackupNotFound:
+                raise not_found from None  # it says more: a near name, or the ambiguity
         return self.repo.read_manifest(record.name)
 
     def close(self) -> None:

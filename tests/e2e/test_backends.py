@@ -31,7 +31,8 @@ def test_end_to_end(run: Runner, backend: Backend, tree: Path, tmp_path: Path) -
     second_name = second.stdout.strip()
     listing = cli("list").ok().stdout.split()
     assert listing.index(second_name) < listing.index(first_name)
-    assert "# files: 7" in cli("show", second_name).ok().stdout
+    assert "files: 7," in cli("show", second_name).ok().stdout
+    assert "# files: 7," in cli("show", "--manifest", second_name).ok().stdout
     # in-place restore over the stale copy moves only what changed
     restored = cli("restore", second_name, str(stale)).ok()
     summary = restore_summary(restored.stderr)

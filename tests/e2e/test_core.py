@@ -115,7 +115,10 @@ def test_latest_and_list(run: Runner, tree: Path, tmp_path: Path) -> None:
     run("restore", str(dst)).ok()  # 'latest' is the default
     assert (dst / "small.txt").read_text() == "second version\n"
     shown = run("show", first).ok().stdout
-    assert "# files: 7" in shown and "unique blobs:" in shown
+    assert "files: 7," in shown and "unique blobs:" in shown
+    assert len(shown.splitlines()) < 20  # a summary, not every chunk
+    whole = run("show", "--manifest", first).ok().stdout
+    assert "pitreos_manifest: 1" in whole and "chunks: |" in whole
 
 
 def test_unchanged_backup_stores_nothing_new(run: Runner, tree: Path, tmp_path: Path) -> None:

@@ -46,3 +46,26 @@ def test_before_takes_times_and_durations() -> None:
     for bad in ("yesterday", "2026-11-26T02:00:00"):
         with pytest.raises(UsageError, match="--before"):
             parse_time(bad, "--before")
+
+
+def test_where_refuses_a_number_compared_with_text_and_odd_operators() -> None:
+    for text in ("block<=5k", "block<=abc"):
+        with pytest.raises(UsageError, match="a number with text"):
+            BackupFilter(where=(parse_where(text),)).apply(RECORDS)
+    with pytest.raises(UsageError, match="invalid --where"):
+        parse_where("block=<5")
+    with pytest.raises(UsageError, match="no backup has metadata 'blok'; did you mean 'block'"):
+        BackupFilter(where=(parse_where("blok>=5"),)).apply(RECORDS)
+
+
+def test_unique_prefixes_and_near_misses() -> None:
+    records = [record("2026-11-25T10-00-00Z--standard", "standard", 1, "1"),
+               record("2026-11-25T12-00-00Z--standard", "standard", 2, "2"),
+               record("2026-11-26T10-00-00Z--standard", "standard", 3, "3")]
+    assert choose(records, "2026-11-26", BackupFilter()).name.startswith("2026-11-26T10")
+    with pytest.raises(BackupNotFound, match="names 2 backups"):
+        choose(records, "2026-11-25T1", BackupFilter())
+    with pytest.raises(BackupNotFound, match="did you mean 'latest'"):
+        choose(records, "lastest", BackupFilter())
+    with pytest.raises(BackupNotFound, match="did you mean 'standard'"):
+        choose(records, "latest", BackupFilter(tag="standrd"))
