@@ -123,8 +123,9 @@ class GCGuard:
         return self.repo.write_marker(self.marker)
 
     def store_now(self) -> float:
-        """The store's clock now (read from this gc's own marker, rewritten)."""
-        return self._write() if not self.dry_run else self.repo.store_time()
+        """The store's clock now, read from this gc's own marker, rewritten (a dry run
+        writes nothing: it uses this machine's clock for its estimate)."""
+        return time.time() if self.dry_run else self._write()
 
     def running_backup(self) -> locks.Marker | None:
         """A backup running now, if any; the gc then must not delete blobs."""

@@ -298,10 +298,9 @@ def _whole(value: Any, where: str, key: str, low: int, high: int) -> int:
 def _from_doc(doc: dict[str, Any], where: str) -> Manifest:
     chunk_size = _whole(_field(doc, "chunk_size", where), where, "chunk_size",
                         MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
-    created_raw = _field(doc, "created", where)
-    try:
-        created = created_raw if isinstance(created_raw, datetime) else \
-            datetime.fromisoformat(_text(created_raw, where, "created").replace("Z", "+00:00"))
+    created_raw = _text(_field(doc, "created", where), where, "created")  # never a datetime:
+    try:  # the loader keeps YAML timestamps as text
+        created = datetime.fromisoformat(created_raw.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ManifestError(f"{where}: field 'created' is not a time: {created_raw!r}") from exc
     if created.tzinfo is None:
