@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,34 +33,81 @@ log = logsetup.get_logger(__name__)
 _SIZE_RE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
 
 
+@dataclass
 class Settings:
-    """Global options, passed to every command."""
+    """Global options, passed to every command. They are accepted before the command
+    (``pitreos --store URL backup DIR``) and after it (``pitreos backup DIR --store
+    URL``); given after, they win."""
 
-    def __init__(self, store: str, catalog: Path | None, parallel: int | None,
-                 cache: Path | None, retry_for: float, request_timeout: float) -> None:
-        self.store = store
-        self.catalog = catalog
-        self.parallel = parallel
-        self.cache = cache
-        self.retry_for = retry_for
-        self.request_timeout = request_timeout
+    store: str
+    catalog: Path | None = None
+    parallel: int | None = None
+    cache: Path | None = None
+    retry_for: str = "5m"
+    request_timeout: str = "2m"
+    verbose: int = 0
+    log_json: bool = False
 
     @contextmanager
     def workspace(self, *, create: bool = False, sync: bool = True,
                   compression_level: int = 3, store: str | None = None,
                   catalog: Path | None = None, rebuild_catalog: bool = False
                   ) -> Iterator[Workspace]:
+        from .select import parse_duration
+
+        timeout = parse_duration(self.request_timeout, "--request-timeout").total_seconds()
+        if timeout <= 0:
+            raise UsageError(f"invalid --request-timeout {self.request_timeout!r}: must be "
+                             "positive")
+        retry_for = parse_duration(self.retry_for, "--retry-for").total_seconds()
         ws = Workspace.open(store or self.store,
                             catalog_path=catalog if store else self.catalog, create=create,
                             workers=self.parallel, compression_level=compression_level,
                             cache_dir=self.cache, rebuild_catalog=rebuild_catalog,
-                            retry_for=self.retry_for, request_timeout=self.request_timeout)
+                            retry_for=retry_for, request_timeout=timeout)
         try:
             if sync:
                 ws.sync()
             yield ws
         finally:
             ws.close()
+
+
+def _after_the_command(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A global option given after the command: it overrides the one before it."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value in (None, False, 0, ()):
+            return value
+        settings = ctx.find_object(Settings)
+        assert settings is not None
+        setattr(settings, attr, settings.verbose + value if attr == "verbose" else value)
+        if attr in ("verbose", "log_json"):
+            logsetup.configure(settings.verbose, settings.log_json)
+        return value
+
+    return callback
+
+
+def _global_options_after(command: click.Command) -> None:
+    """Give ``command`` the global options too, so they work after it."""
+    same = "Global option (see 'pitreos --help'), accepted here too."
+    specs: list[tuple[list[str], str, dict[str, Any]]] = [
+        (["--store"], "store", {"metavar": "URL"}),
+        (["--catalog"], "catalog", {"type": click.Path(path_type=Path)}),
+        (["--parallel"], "parallel", {"type": click.IntRange(1, 256), "metavar": "N"}),
+        (["--cache"], "cache", {"type": click.Path(path_type=Path), "metavar": "DIR"}),
+        (["--retry-for"], "retry_for", {"metavar": "DURATION"}),
+        (["--request-timeout"], "request_timeout", {"metavar": "DURATION"}),
+        (["-v", "--verbose"], "verbose", {"count": True}),
+        (["--log-json"], "log_json", {"is_flag": True}),
+    ]
+    for decls, attr, extra in specs:
+        if any(d in opt for p in command.params for opt in getattr(p, "opts", [])
+               for d in decls):
+            continue  # the command has an option of its own by that name
+        command.params.append(click.Option(decls, expose_value=False, help=same,
+                                           callback=_after_the_command(attr), **extra))
 
 
 def shown(name: str) -> str:
@@ -164,14 +212,9 @@ def cli(ctx: click.Context, store: str, catalog: Path | None, parallel: int | No
     Typical use: `pitreos backup --incremental DIR` from cron, `pitreos gc --keep-last 48`,
     and on a new machine `pitreos catalog sync` then `pitreos restore latest DIR`.
     """
-    from .select import parse_duration
-
     logsetup.configure(verbose, log_json)
-    timeout = parse_duration(request_timeout, "--request-timeout").total_seconds()
-    if timeout <= 0:
-        raise UsageError(f"invalid --request-timeout {request_timeout!r}: must be positive")
-    ctx.obj = Settings(store, catalog, parallel, cache,
-                       parse_duration(retry_for, "--retry-for").total_seconds(), timeout)
+    ctx.obj = Settings(store, catalog, parallel, cache, retry_for, request_timeout, verbose,
+                       log_json)
 
 
 @cli.command()
@@ -645,6 +688,18 @@ def catalog_check(settings: Settings) -> None:
         raise PitreosError("the catalog differs from the store: run 'pitreos catalog sync' "
                            "(and 'pitreos verify --all' for missing blobs)")
     click.echo("the catalog matches the store", err=True)
+
+
+def _every_command(group: click.Group) -> Iterator[click.Command]:
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            yield from _every_command(command)
+        else:
+            yield command
+
+
+for _command in _every_command(cli):
+    _global_options_after(_command)
 
 
 def _verbosity(args: list[str]) -> int:

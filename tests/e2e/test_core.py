@@ -2,6 +2,8 @@
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -162,3 +164,28 @@ def test_many_files_under_a_low_open_file_limit(tmp_path: Path) -> None:
         (dest / f"d{i % 7}/f{i}").write_bytes(b"stale")
     cli("restore", name, str(dest))
     assert_same_tree(src, dest)
+
+
+def test_global_options_work_after_the_command(tree: Path, tmp_path: Path) -> None:
+    """`pitreos backup DIR --store URL` as well as `pitreos --store URL backup DIR`;
+    given after the command, a global option wins."""
+    store = (tmp_path / "elsewhere").as_uri()
+    catalog = str(tmp_path / "elsewhere.sqlite")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PITREOS_")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pitreos", *args], env=env,
+                              capture_output=True, text=True, cwd=tmp_path)
+
+    made = cli("backup", str(tree), "--chunk-size", str(CHUNK), "--store", store,
+               "--catalog", catalog, "-v")
+    assert made.returncode == 0, made.stderr
+    assert "backup.done" in made.stderr  # -v after the command counts
+    name = made.stdout.strip()
+    listed = cli("--store", (tmp_path / "nowhere").as_uri(), "list", "--store", store,
+                 "--catalog", catalog)
+    assert listed.returncode == 0 and listed.stdout.split()[0] == name, listed.stderr
+    restored = cli("restore", name, str(tmp_path / "dest"), "--store", store,
+                   "--catalog", catalog)
+    assert restored.returncode == 0, restored.stderr
+    assert_same_tree(tree, tmp_path / "dest")
