@@ -346,12 +346,12 @@ def test_restore_refuses_a_locked_or_dirty_state(cli: Runner, tmp_path: Path,
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        cli("restore", name, str(live)).fails("locked by another process", code=1)
+        cli("restore", name, str(live)).fails("locked by another process", code=11)
         assert state.read_bytes() == before
     finally:
         holder.kill()
         holder.wait()
-    cli("restore", name, str(live)).fails("dirty flag set", code=1)
+    cli("restore", name, str(live)).fails("dirty flag set", code=11)
     assert state.read_bytes() == before
     cli("restore", name, str(live), "--force").ok()
     assert_same_tree(node, live)
