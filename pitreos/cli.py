@@ -47,6 +47,7 @@ class Settings:
     request_timeout: str = "2m"
     verbose: int = 0
     log_json: bool = False
+    quiet: bool = False
 
     @contextmanager
     def workspace(self, *, create: bool = False, sync: bool = True,
@@ -82,8 +83,8 @@ def _after_the_command(attr: str) -> Callable[[click.Context, click.Parameter, A
         settings = ctx.find_object(Settings)
         assert settings is not None
         setattr(settings, attr, settings.verbose + value if attr == "verbose" else value)
-        if attr in ("verbose", "log_json"):
-            logsetup.configure(settings.verbose, settings.log_json)
+        if attr in ("verbose", "log_json", "quiet"):
+            logsetup.configure(settings.verbose, settings.log_json, quiet=settings.quiet)
         return value
 
     return callback
@@ -101,6 +102,7 @@ def _global_options_after(command: click.Command) -> None:
         (["--request-timeout"], "request_timeout", {"metavar": "DURATION"}),
         (["-v", "--verbose"], "verbose", {"count": True}),
         (["--log-json"], "log_json", {"is_flag": True}),
+        (["-q", "--quiet"], "quiet", {"is_flag": True}),
     ]
     for decls, attr, extra in specs:
         if any(d in opt for p in command.params for opt in getattr(p, "opts", [])
@@ -108,6 +110,13 @@ def _global_options_after(command: click.Command) -> None:
             continue  # the command has an option of its own by that name
         command.params.append(click.Option(decls, expose_value=False, help=same,
                                            callback=_after_the_command(attr), **extra))
+
+
+def say(text: str) -> None:
+    """A summary or a note for people, on stderr; nothing with -q (errors only)."""
+    settings = click.get_current_context().find_object(Settings)
+    if settings is None or not settings.quiet:
+        click.echo(text, err=True)
 
 
 def shown(name: str) -> str:
@@ -134,6 +143,20 @@ def human(n: float) -> str:
 
 def make_progress() -> Progress:
     return RichProgress() if sys.stderr.isatty() else NoProgress()
+
+
+def wait_option(func: F) -> F:
+    """--wait: for the same operation on the same directory and store, run on this host."""
+    return click.option("--wait", default="0s", show_default=True, metavar="DURATION",
+                        help="If the same operation on the same directory and store is "
+                        "running on this host, wait this long for it to end (then exit 11, "
+                        "as at once by default).")(func)
+
+
+def wait_seconds(text: str) -> float:
+    from .select import parse_duration
+
+    return parse_duration(text, "--wait").total_seconds()
 
 
 def filter_options(func: F) -> F:
@@ -202,19 +225,21 @@ Exit codes:
               "is cut and retried). An operation fails within --retry-for plus this. "
               "Env: PITREOS_REQUEST_TIMEOUT.")
 @click.option("-v", "--verbose", count=True, help="More log events on stderr (-v, -vv).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Errors only: a command that succeeds prints nothing (for cron).")
 @click.option("--log-json", is_flag=True, help="Log events as JSON lines.")
 @click.pass_context
 def cli(ctx: click.Context, store: str, catalog: Path | None, parallel: int | None,
-        cache: Path | None, retry_for: str, request_timeout: str, verbose: int,
+        cache: Path | None, retry_for: str, request_timeout: str, verbose: int, quiet: bool,
         log_json: bool) -> None:
     """Point-in-time backup and restore for very large, sparse and append-only files.
 
     Typical use: `pitreos backup --incremental DIR` from cron, `pitreos gc --keep-last 48`,
     and on a new machine `pitreos catalog sync` then `pitreos restore latest DIR`.
     """
-    logsetup.configure(verbose, log_json)
+    logsetup.configure(verbose, log_json, quiet=quiet)
     ctx.obj = Settings(store, catalog, parallel, cache, retry_for, request_timeout, verbose,
-                       log_json)
+                       log_json, quiet)
 
 
 @cli.command()
@@ -245,12 +270,13 @@ def cli(ctx: click.Context, store: str, catalog: Path | None, parallel: int | No
               help="Include finalizers/safety.dat (left out by default: restoring an old "
               "copy on a finalizer is dangerous).")
 @path_options
+@wait_option
 @click.pass_obj
 def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
            incremental: bool, chunk_size: str, compression_level: int,
            appendonly: tuple[str, ...], node: bool | None, allow_dirty: bool,
            keep_finalizer_safety: bool, include: tuple[str, ...],
-           exclude: tuple[str, ...]) -> None:
+           exclude: tuple[str, ...], wait: str) -> None:
     """Back up DIRECTORY. Prints the new backup's name on stdout.
 
     Every data chunk is read and hashed; only blobs the store lacks are sent. With
@@ -275,15 +301,14 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
     with settings.workspace(create=True, sync=False,  # run_backup syncs after its marker
                             compression_level=compression_level) as ws:
         options.workers = ws.workers
-        result = run_backup(directory, ws.repo, ws.catalog, options, make_progress())
+        with ws.exclusive("backup", directory, wait_seconds(wait)):
+            result = run_backup(directory, ws.repo, ws.catalog, options, make_progress())
     s = result.stats
-    click.echo(
-        f"backed up {s.files} files ({s.files_unchanged} unchanged, {s.files_appended} "
-        f"appended to): read {human(s.bytes_read)},"
-        f" stored {s.blobs_stored} new blobs ({human(s.bytes_stored)}) in {s.seconds:.1f}s",
-        err=True,
-    )
-    click.echo(result.manifest.name)
+    say(f"backed up {s.files} files ({s.files_unchanged} unchanged, {s.files_appended} "
+        f"appended to): read {human(s.bytes_read)}, stored {s.blobs_stored} new blobs "
+        f"({human(s.bytes_stored)}) in {s.seconds:.1f}s")
+    if not settings.quiet:
+        click.echo(result.manifest.name)
 
 
 @cli.command()
@@ -305,11 +330,12 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
 @click.option("--write-through-hard-links", is_flag=True,
               help="Write into local files that have other hard links (by default they "
               "are replaced: a link may lead outside DIRECTORY).")
+@wait_option
 @click.pass_obj
 def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: str | None,
             where: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
             delete_extra: bool, dry_run: bool, check_all: bool, force: bool,
-            keep_setid: bool, write_through_hard_links: bool) -> None:
+            keep_setid: bool, write_through_hard_links: bool, wait: str) -> None:
     """Restore a backup into DIRECTORY, in place: only chunks that differ from the local
     files are fetched.
 
@@ -333,34 +359,30 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: 
                                  write_through_links=write_through_hard_links)
         environment = nodeos.describe_state_environment(manifest.meta)
         if environment:
-            click.echo(f"note: {environment}", err=True)
+            say(f"note: {environment}")
         unused = options.path_filter.unused([e.path for e in manifest.entries])
         for pattern in unused:
             log.warning("restore.glob_matches_nothing", glob=pattern)
-        plan = plan_restore(manifest, Path(dest), options, make_progress())
-        if dry_run:
-            _print_plan(plan)
-            return
-        stats = execute_restore(plan, ws.repo, options, make_progress())
-    click.echo(
-        f"restored {manifest.name} into {dest}: {stats.files} files; chunks checked "
+        with ws.exclusive("restore", Path(dest), wait_seconds(wait)):
+            plan = plan_restore(manifest, Path(dest), options, make_progress())
+            if dry_run:
+                _print_plan(plan)
+                return
+            stats = execute_restore(plan, ws.repo, options, make_progress())
+    say(f"restored {manifest.name} into {dest}: {stats.files} files; chunks checked "
         f"{stats.chunks_checked}, kept {stats.chunks_kept}, fetched {stats.chunks_fetched}, "
         f"holed {stats.chunks_holed}; fetched {human(stats.bytes_fetched)}, wrote "
-        f"{human(stats.bytes_written)} in {stats.seconds:.1f}s",
-        err=True,
-    )
+        f"{human(stats.bytes_written)} in {stats.seconds:.1f}s")
     for rel in stats.deleted:
-        click.echo(f"deleted {shown(rel)} (not in the backup)", err=True)
+        say(f"deleted {shown(rel)} (not in the backup)")
     if stats.setid_dropped:
-        click.echo(f"note: setuid/setgid bits not restored on {len(stats.setid_dropped)} "
-                   f"paths ({', '.join(map(shown, stats.setid_dropped[:3]))}...): "
-                   "--keep-setuid restores "
-                   "them", err=True)
+        say(f"note: setuid/setgid bits not restored on {len(stats.setid_dropped)} paths "
+            f"({', '.join(map(shown, stats.setid_dropped[:3]))}...): --keep-setuid restores "
+            "them")
     if plan.extra and not delete_extra:
-        click.echo(f"{len(plan.extra)} local paths are not in the backup (--delete removes "
-                   "them):", err=True)
+        say(f"{len(plan.extra)} local paths are not in the backup (--delete removes them):")
         for rel in plan.extra:
-            click.echo(f"  {shown(rel)}", err=True)
+            say(f"  {shown(rel)}")
 
 
 def _print_plan(plan: RestorePlan) -> None:
@@ -481,12 +503,10 @@ def copy(settings: Settings, name: str, to_url: str, to_catalog: Path | None) ->
         manifest = src.choose(name)
         stats = copy_backup(manifest, src.repo, dst.repo, dst.catalog, dst.workers)
     if stats.already_there:
-        click.echo(f"{to_url} already holds {manifest.name}, identical: nothing sent",
-                   err=True)
+        say(f"{to_url} already holds {manifest.name}, identical: nothing sent")
         return
-    click.echo(f"copied {manifest.name} to {to_url}: {stats.blobs_copied} blobs "
-               f"({human(stats.bytes_copied)}) sent, {stats.blobs_present} already there",
-               err=True)
+    say(f"copied {manifest.name} to {to_url}: {stats.blobs_copied} blobs "
+               f"({human(stats.bytes_copied)}) sent, {stats.blobs_present} already there")
 
 
 @cli.command()
@@ -504,10 +524,11 @@ def copy(settings: Settings, name: str, to_url: str, to_catalog: Path | None) ->
               help="List what would go, which rule keeps the rest, and the bytes freed.")
 @click.option("--allow-empty", is_flag=True,
               help="Allow a policy that keeps no backup of a tag.")
+@wait_option
 @click.pass_obj
 def gc(settings: Settings, keep_last: int | None, keep_hourly: int | None,
        keep_daily: int | None, keep_weekly: int | None, keep_monthly: int | None,
-       tag: str | None, grace: str, dry_run: bool, allow_empty: bool) -> None:
+       tag: str | None, grace: str, dry_run: bool, allow_empty: bool, wait: str) -> None:
     """Delete the backups a retention policy does not keep, then every blob no
     remaining backup references.
 
@@ -524,18 +545,19 @@ def gc(settings: Settings, keep_last: int | None, keep_hourly: int | None,
     )
     with settings.workspace(sync=False) as ws:
         options.workers = ws.workers
-        report = run_gc(ws.repo, ws.catalog, options)
+        with ws.exclusive("gc", None, wait_seconds(wait)):
+            report = run_gc(ws.repo, ws.catalog, options)
     verb = "would delete" if dry_run else "deleted"
-    for name in report.deleted_backups:
+    for name in report.deleted_backups if not settings.quiet else []:
         click.echo(f"{verb} backup {name}")
-    for name, reasons in sorted(report.kept.items()):
-        click.echo(f"keep {name}  ({', '.join(reasons)})")
-    click.echo(f"{verb} {len(report.deleted_backups)} backups and {report.blobs_deleted} "
-               f"blobs, freeing {human(report.bytes_freed)} ({report.bytes_freed} bytes); "
-               f"{report.blobs_too_young} unreferenced blobs younger than --grace kept",
-               err=True)
+    if settings.verbose or dry_run:  # one line a kept backup: not in a cron job's mail
+        for name, reasons in sorted(report.kept.items()):
+            click.echo(f"keep {name}  ({', '.join(reasons)})")
+    say(f"{verb} {len(report.deleted_backups)} backups and {report.blobs_deleted} blobs, "
+        f"freeing {human(report.bytes_freed)} ({report.bytes_freed} bytes); "
+        f"{report.blobs_too_young} unreferenced blobs younger than --grace kept")
     if report.blob_deletion_skipped:
-        click.echo(f"note: {report.blob_deletion_skipped}", err=True)
+        say(f"note: {report.blob_deletion_skipped}")
 
 
 @cli.command()
@@ -584,7 +606,7 @@ def verify(settings: Settings, name: str | None, all_backups: bool, deep: bool,
                            f"{len(report.broken_backups())} backups: "
                            f"{', '.join(report.broken_backups())}{repaired}; the next backup "
                            "of the same data stores them again")
-    click.echo(f"{summary}: all good", err=True)
+    say(f"{summary}: all good")
 
 
 @cli.command()
@@ -642,8 +664,7 @@ def unlock(settings: Settings, everything: bool) -> None:
         action = "released" if id(status) in done else "kept"
         click.echo(f"{action:<8} {m.kind:<6} {m.id}  host {m.host} pid {m.pid}  started "
                    f"{started}  {status.state}")
-    click.echo(f"{len(released)} markers released, {len(statuses) - len(released)} kept",
-               err=True)
+    say(f"{len(released)} markers released, {len(statuses) - len(released)} kept")
 
 
 @cli.group()
@@ -659,13 +680,12 @@ def catalog_sync(settings: Settings, rebuild: bool) -> None:
     with settings.workspace(sync=False, rebuild_catalog=rebuild) as ws:
         report = ws.sync(list_blobs=True)
         stats = ws.catalog.blob_stats()
-    click.echo(f"catalog {ws.catalog.path}: {report.added} backups added, {report.removed} "
-               f"removed; {stats['blobs']} referenced blobs; {report.missing_blobs} missing",
-               err=True)
+    say(f"catalog {ws.catalog.path}: {report.added} backups added, {report.removed} "
+               f"removed; {stats['blobs']} referenced blobs; {report.missing_blobs} missing")
     for name in report.unreadable:
-        click.echo(f"unreadable manifest skipped: {name} (see the warning above)", err=True)
+        say(f"unreadable manifest skipped: {name} (see the warning above)")
     for name in report.quarantined:
-        click.echo(f"conflicting manifest left out: {name} (see the warning above)", err=True)
+        say(f"conflicting manifest left out: {name} (see the warning above)")
 
 
 @catalog.command("check")
@@ -687,7 +707,7 @@ def catalog_check(settings: Settings) -> None:
     if not result.consistent:
         raise PitreosError("the catalog differs from the store: run 'pitreos catalog sync' "
                            "(and 'pitreos verify --all' for missing blobs)")
-    click.echo("the catalog matches the store", err=True)
+    say("the catalog matches the store")
 
 
 def _every_command(group: click.Group) -> Iterator[click.Command]:

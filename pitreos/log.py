@@ -30,10 +30,11 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return logger
 
 
-def configure(verbosity: int = 0, json: bool = False) -> None:
+def configure(verbosity: int = 0, json: bool = False, *, quiet: bool = False) -> None:
     """For the CLI: warnings by default; ``-v`` adds info events, ``-vv`` debug events;
-    ``json`` renders one JSON object a line."""
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    ``quiet`` keeps errors only; ``json`` renders one JSON object a line."""
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(
+        verbosity, logging.DEBUG)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())

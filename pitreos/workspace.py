@@ -3,10 +3,12 @@ and the one place where the layers are put together (backend, its wrappers, the
 repository on top, the catalog beside it)."""
 
 import os
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from . import locallock
 from .blobcodec import BlobCodec
 from .catalog import Catalog, default_catalog_path
 from .errors import BackupNotFound
@@ -98,6 +100,13 @@ class Workspace:
             except BackupNotFound:
                 raise not_found from None  # it says more: a near name, or the ambiguity
         return self.repo.read_manifest(record.name)
+
+    def exclusive(self, operation: str, directory: Path | None,
+                  wait: float = 0.0) -> AbstractContextManager[None]:
+        """No other run of ``operation`` on ``directory`` with this store on this host
+        while inside (:mod:`pitreos.locallock`)."""
+        return locallock.exclusive(self.catalog.path, operation, directory, self.repo.url,
+                                   wait)
 
     def close(self) -> None:
         self.catalog.close()

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -189,3 +190,49 @@ def test_global_options_work_after_the_command(tree: Path, tmp_path: Path) -> No
                    "--catalog", catalog)
     assert restored.returncode == 0, restored.stderr
     assert_same_tree(tree, tmp_path / "dest")
+
+
+def test_quiet_prints_nothing_on_success_and_one_line_on_failure(run: Runner, tree: Path,
+                                                                 tmp_path: Path) -> None:
+    """What a cron job mails: nothing when all went well."""
+    for args in (["backup", str(tree), "--chunk-size", str(CHUNK)],
+                 ["backup", str(tree), "--chunk-size", str(CHUNK), "--incremental"],
+                 ["gc", "--keep-last", "1", "--grace", "0s"],
+                 ["verify", "--all"],
+                 ["restore", "latest", str(tmp_path / "dest")]):
+        quiet = run("-q", *args).ok()
+        assert quiet.stdout == "" and quiet.stderr == "", args
+    assert_same_tree(tree, tmp_path / "dest")
+    run("backup", str(tmp_path / "missing"), "-q").fails("does not exist", code=2)
+    kept = run("gc", "--keep-last", "1", "--grace", "0s").ok()
+    assert "keep " not in kept.stdout  # per-backup lines only with -v
+    assert "keep " in run("gc", "--keep-last", "1", "--grace", "0s", "-v").ok().stdout
+
+
+def test_one_backup_of_a_directory_at_a_time_on_a_host(run: Runner, tree: Path,
+                                                       tmp_path: Path) -> None:
+    """A real lock held by another process: the second run fails at once, or after
+    --wait, with exit 11; once the first ends, it runs."""
+    from pitreos.locallock import lock_path
+
+    path = lock_path(tmp_path / "catalog.sqlite", "backup", tree)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'pid 4242 (the other run)')\n"
+         "print('locked', flush=True); time.sleep(60)", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        run("backup", str(tree)).fails("another pitreos backup of", "the other run", code=11)
+        started = time.monotonic()
+        run("backup", str(tree), "--wait", "1s").fails("--wait DURATION", code=11)
+        assert time.monotonic() - started >= 1
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "f").write_text("another directory: no conflict")
+        run("backup", str(other)).ok()
+    finally:
+        holder.kill()
+        holder.wait()
+    run("backup", str(tree), "--wait", "5s").ok()
