@@ -20,6 +20,7 @@ from .backup import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, BackupOp
 from .catalog import BackupRecord
 from .errors import PitreosError, Stopped, UsageError
 from .manifest import Manifest, validate_meta_key, validate_tag
+from .manifest import chunk_length as mf_chunk_length
 from .progress import NoProgress, Progress, RichProgress
 from .restore import RestoreOptions, RestorePlan, execute_restore, plan_restore
 from .restore.plan import MAX_UNKNOWN_DELETED
@@ -485,6 +486,61 @@ def files(settings: Settings, name: str) -> None:
             click.echo(f"{e.size:>15} {e.data_size:>15}  {shown(e.path)}")
         elif e.type == "symlink":
             click.echo(f"{'':>15} {'':>15}  {shown(e.path)} -> {shown(e.target or '')}")
+
+
+@cli.command()
+@click.argument("old", metavar="OLD")
+@click.argument("new", metavar="NEW")
+@click.pass_obj
+def diff(settings: Settings, old: str, new: str) -> None:
+    """What changed from backup OLD to backup NEW: files added (+), removed (-),
+    changed (M, with the chunks and bytes that differ), of another type (T), or with
+    only their mode or time changed (U). From the manifests alone: nothing is fetched."""
+    from .diff import diff_manifests
+
+    with settings.workspace() as ws:
+        older, newer = ws.choose(old), ws.choose(new)
+    changes = diff_manifests(older, newer)
+    marks = {"added": "+", "removed": "-", "changed": "M", "type": "T", "metadata": "U"}
+    for change in changes:
+        detail = (f"  ({change.chunks} chunks, {human(change.bytes)})"
+                  if change.kind in ("added", "removed", "changed") and change.chunks else "")
+        click.echo(f"{marks[change.kind]}    {shown(change.path)}{detail}")
+    counts = {kind: sum(1 for c in changes if c.kind == kind) for kind in marks}
+    say(f"{older.name} -> {newer.name}: {counts['added']} added, {counts['removed']} "
+        f"removed, {counts['changed']} changed, {counts['type']} of another type, "
+        f"{counts['metadata']} with new metadata; {sum(c.chunks for c in changes)} chunks, "
+        f"{human(sum(c.bytes for c in changes))} differ")
+
+
+@cli.command()
+@click.argument("name", metavar="BACKUP")
+@click.argument("path", metavar="PATH")
+@click.pass_obj
+def dump(settings: Settings, name: str, path: str) -> None:
+    """Write one file of a backup to stdout (e.g. `pitreos dump latest config.ini >
+    config.ini`). Every blob is checked before its bytes are written; holes come out as
+    zeros."""
+    from .select import did_you_mean
+
+    with settings.workspace() as ws:
+        manifest = ws.choose(name)
+        entry = next((e for e in manifest.entries if e.path == path.strip("/")), None)
+        if entry is None or entry.type != "file":
+            hint = did_you_mean(path, (e.path for e in manifest.files()))
+            raise UsageError(f"backup {manifest.name} has no file {path!r}{hint}")
+        out = sys.stdout.buffer
+        for index, chunk in enumerate(entry.chunks):
+            length = mf_chunk_length(entry.size, manifest.chunk_size, index)
+            if chunk.digest is None:
+                out.write(bytes(length))
+            else:
+                data, _ = ws.repo.read_chunk(chunk.digest)
+                if len(data) != length:
+                    raise PitreosError(f"blob {chunk.digest.sha1} holds {len(data)} bytes, "
+                                       f"chunk {index} of {path} is {length}")
+                out.write(data)
+        out.flush()
 
 
 @cli.command()

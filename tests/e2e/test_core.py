@@ -236,3 +236,27 @@ def test_one_backup_of_a_directory_at_a_time_on_a_host(run: Runner, tree: Path,
         holder.kill()
         holder.wait()
     run("backup", str(tree), "--wait", "5s").ok()
+
+
+def test_diff_and_dump(run: Runner, tree: Path, tmp_path: Path) -> None:
+    first = backup(run, tree)
+    original = (tree / "state/shared_memory.bin").read_bytes()
+    write_at(tree / "state/shared_memory.bin", 5 * CHUNK, b"changed page")
+    (tree / "small.txt").unlink()
+    (tree / "new.txt").write_text("new file\n")
+    second = backup(run, tree)
+    changes = run("diff", first, second).ok()
+    lines = changes.stdout.splitlines()
+    assert "+    new.txt  (1 chunks, 9 B)" in lines
+    assert "-    small.txt  (1 chunks, 21 B)" in lines
+    assert any(line.startswith("M    state/shared_memory.bin  (1 chunks,") for line in lines)
+    assert "1 added, 1 removed, 1 changed" in changes.stderr
+    assert run("diff", second, second).ok().stdout == ""
+    dumped = subprocess.run(
+        [sys.executable, "-m", "pitreos", "dump", first, "state/shared_memory.bin"],
+        capture_output=True, cwd=tmp_path,
+        env={**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
+             "PITREOS_CATALOG": str(tmp_path / "catalog.sqlite")})
+    assert dumped.returncode == 0, dumped.stderr
+    assert dumped.stdout == original  # the first backup's bytes, holes as zeros
+    run("dump", first, "state/shared_memory.bim").fails("did you mean", code=2)
