@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, nodeos
+from . import __version__, hooks, nodeos
 from . import log as logsetup
 from .backup import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, BackupOptions, run_backup
 from .catalog import BackupRecord
@@ -146,6 +146,19 @@ def make_progress() -> Progress:
     return RichProgress() if sys.stderr.isatty() else NoProgress()
 
 
+def hook_options(func: F) -> F:
+    """--run-before and --run-after: commands around a backup or a restore (not
+    --before/--after: restore's --before already chooses a backup by time)."""
+    func = click.option("--run-after", "run_after", metavar="CMD",
+                        help="Run CMD (sh -c) after, whether it succeeded or failed, with "
+                        "PITREOS_RESULT (success or failure), PITREOS_BACKUP, "
+                        "PITREOS_ERROR and the variables of --run-before.")(func)
+    return click.option("--run-before", "run_before", metavar="CMD",
+                        help="Run CMD (sh -c) first, with PITREOS_OPERATION, "
+                        "PITREOS_DIRECTORY, PITREOS_STORE (and PITREOS_TAG or "
+                        "PITREOS_BACKUP); if it fails, nothing else runs.")(func)
+
+
 def wait_option(func: F) -> F:
     """--wait: for the same operation on the same directory and store, run on this host."""
     return click.option("--wait", default="0s", show_default=True, metavar="DURATION",
@@ -272,12 +285,14 @@ def cli(ctx: click.Context, store: str, catalog: Path | None, parallel: int | No
               "copy on a finalizer is dangerous).")
 @path_options
 @wait_option
+@hook_options
 @click.pass_obj
 def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
            incremental: bool, chunk_size: str, compression_level: int,
            appendonly: tuple[str, ...], node: bool | None, allow_dirty: bool,
            keep_finalizer_safety: bool, include: tuple[str, ...],
-           exclude: tuple[str, ...], wait: str) -> None:
+           exclude: tuple[str, ...], wait: str, run_before: str | None,
+           run_after: str | None) -> None:
     """Back up DIRECTORY. Prints the new backup's name on stdout.
 
     Every data chunk is read and hashed; only blobs the store lacks are sent. With
@@ -302,8 +317,12 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
     with settings.workspace(create=True, sync=False,  # run_backup syncs after its marker
                             compression_level=compression_level) as ws:
         options.workers = ws.workers
-        with ws.exclusive("backup", directory, wait_seconds(wait)):
+        hook_env = {"PITREOS_OPERATION": "backup", "PITREOS_DIRECTORY": str(directory),
+                    "PITREOS_STORE": ws.repo.url, "PITREOS_TAG": options.tag}
+        with ws.exclusive("backup", directory, wait_seconds(wait)), \
+                hooks.around(run_before, run_after, hook_env) as outcome:
             result = run_backup(directory, ws.repo, ws.catalog, options, make_progress())
+            outcome["PITREOS_BACKUP"] = result.manifest.name
     s = result.stats
     say(f"backed up {s.files} files ({s.files_unchanged} unchanged, {s.files_appended} "
         f"appended to): read {human(s.bytes_read)}, stored {s.blobs_stored} new blobs "
@@ -332,11 +351,13 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
               help="Write into local files that have other hard links (by default they "
               "are replaced: a link may lead outside DIRECTORY).")
 @wait_option
+@hook_options
 @click.pass_obj
-def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: str | None,
-            where: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
-            delete_extra: bool, dry_run: bool, check_all: bool, force: bool,
-            keep_setid: bool, write_through_hard_links: bool, wait: str) -> None:
+def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
+            before: str | None, where: tuple[str, ...], include: tuple[str, ...],
+            exclude: tuple[str, ...], delete_extra: bool, dry_run: bool, check_all: bool,
+            force: bool, keep_setid: bool, write_through_hard_links: bool, wait: str,
+            run_before: str | None, run_after: str | None) -> None:
     """Restore a backup into DIRECTORY, in place: only chunks that differ from the local
     files are fetched.
 
@@ -364,12 +385,15 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None, before: 
         unused = options.path_filter.unused([e.path for e in manifest.entries])
         for pattern in unused:
             log.warning("restore.glob_matches_nothing", glob=pattern)
+        hook_env = {"PITREOS_OPERATION": "restore", "PITREOS_DIRECTORY": str(dest),
+                    "PITREOS_STORE": ws.repo.url, "PITREOS_BACKUP": manifest.name}
         with ws.exclusive("restore", Path(dest), wait_seconds(wait)):
             plan = plan_restore(manifest, Path(dest), options, make_progress())
             if dry_run:
                 _print_plan(plan)
                 return
-            stats = execute_restore(plan, ws.repo, options, make_progress())
+            with hooks.around(run_before, run_after, hook_env):
+                stats = execute_restore(plan, ws.repo, options, make_progress())
     say(f"restored {manifest.name} into {dest}: {stats.files} files; chunks checked "
         f"{stats.chunks_checked}, kept {stats.chunks_kept}, fetched {stats.chunks_fetched}, "
         f"holed {stats.chunks_holed}; fetched {human(stats.bytes_fetched)}, wrote "

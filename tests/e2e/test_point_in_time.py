@@ -258,3 +258,28 @@ def test_dry_run_changes_nothing(run: Runner, tree: Path, tmp_path: Path) -> Non
     assert "deleted with --delete): extra.txt" in out
     assert snapshot(dest) == before
     assert not (dest / ".pitreos-restore").exists()
+
+
+def test_hooks_run_around_backup_and_restore(run: Runner, node: Path, tmp_path: Path) -> None:
+    """The nodeos recipe's shape: stop, back up, start; the after hook always runs, and
+    learns the result; a failing before hook stops everything."""
+    log = tmp_path / "hooks.log"
+    before = f'echo "before $PITREOS_OPERATION $PITREOS_DIRECTORY" >> {log}'
+    after = f'echo "after $PITREOS_RESULT $PITREOS_BACKUP" >> {log}'
+    name = run("backup", str(node), "--run-before", before, "--run-after",
+               after).ok().stdout.strip()
+    assert log.read_text().splitlines() == [f"before backup {node}", f"after success {name}"]
+    log.unlink()
+    dest = tmp_path / "dest"
+    run("restore", name, str(dest), "--run-before", before, "--run-after", after).ok()
+    assert log.read_text().splitlines() == [f"before restore {dest}", f"after success {name}"]
+    log.unlink()
+    write_at(node / "state/shared_memory.bin", 8, b"\x01")  # dirty: the backup fails
+    run("backup", str(node), "--run-after", after).fails("dirty flag set", code=1)
+    assert log.read_text().splitlines() == ["after failure "]
+    log.unlink()
+    stopped = run("backup", str(node), "--allow-dirty", "--run-before",
+                  "echo 'nodeos would not stop' >&2; exit 3", "--run-after", after)
+    stopped.fails("--run-before command failed with exit 3: nodeos would not stop", code=1)
+    assert not log.exists()  # nothing ran after a failed before hook
+    assert len(run("list").ok().stdout.splitlines()) == 1
