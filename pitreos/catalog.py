@@ -44,7 +44,6 @@ class KnownBlob:
     blake3: str
     missing: bool
     refcount: int
-    added_unix: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,9 +212,9 @@ class Catalog:
             part = wanted[start:start + _QUERY_BATCH]
             marks = ",".join("?" * len(part))
             rows = self._conn.execute(
-                f"SELECT sha1, blake3, missing, refcount, added_unix FROM blobs "
+                f"SELECT sha1, blake3, missing, refcount FROM blobs "
                 f"WHERE sha1 IN ({marks})", part)
-            found.update((r[0], KnownBlob(r[0], r[1], bool(r[2]), r[3], r[4])) for r in rows)
+            found.update((r[0], KnownBlob(r[0], r[1], bool(r[2]), r[3])) for r in rows)
         return found
 
     @_guarded

@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -91,26 +91,22 @@ def _after_the_command(attr: str) -> Callable[[click.Context, click.Parameter, A
     return callback
 
 
-def _global_options_after(command: click.Command) -> None:
-    """Give ``command`` the global options too, so they work after it."""
+def _global_options_after(group: click.Group, command: click.Command) -> None:
+    """Give ``command`` the group's global options too (same names and types, read from
+    the group), so that they work after it."""
     same = "Global option (see 'pitreos --help'), accepted here too."
-    specs: list[tuple[list[str], str, dict[str, Any]]] = [
-        (["--store"], "store", {"metavar": "URL"}),
-        (["--catalog"], "catalog", {"type": click.Path(path_type=Path)}),
-        (["--parallel"], "parallel", {"type": click.IntRange(1, 256), "metavar": "N"}),
-        (["--cache"], "cache", {"type": click.Path(path_type=Path), "metavar": "DIR"}),
-        (["--retry-for"], "retry_for", {"metavar": "DURATION"}),
-        (["--request-timeout"], "request_timeout", {"metavar": "DURATION"}),
-        (["-v", "--verbose"], "verbose", {"count": True}),
-        (["--log-json"], "log_json", {"is_flag": True}),
-        (["-q", "--quiet"], "quiet", {"is_flag": True}),
-    ]
-    for decls, attr, extra in specs:
-        if any(d in opt for p in command.params for opt in getattr(p, "opts", [])
-               for d in decls):
+    own = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    for param in group.params:
+        if not isinstance(param, click.Option) or param.name not in _SETTINGS_FIELDS:
+            continue  # --version, --help
+        if own & set(param.opts):
             continue  # the command has an option of its own by that name
-        command.params.append(click.Option(decls, expose_value=False, help=same,
-                                           callback=_after_the_command(attr), **extra))
+        kind: dict[str, Any] = ({"count": True} if param.count else
+                                {"is_flag": True} if param.is_flag else
+                                {"type": param.type, "metavar": param.metavar})
+        command.params.append(click.Option(param.opts, expose_value=False, help=same,
+                                           callback=_after_the_command(param.name),
+                                           **kind))
 
 
 def say(text: str) -> None:
@@ -798,8 +794,9 @@ def _every_command(group: click.Group) -> Iterator[click.Command]:
             yield command
 
 
+_SETTINGS_FIELDS = {f.name for f in fields(Settings)}
 for _command in _every_command(cli):
-    _global_options_after(_command)
+    _global_options_after(cli, _command)
 
 
 def _verbosity(args: list[str]) -> int:

@@ -143,17 +143,19 @@ class Pipeline:
     def _action(self, d: ChunkDigest, where: str, known: KnownBlob | None) -> "_Action":
         """What the chunk's blob needs (``known``: its catalog row); raises on a sha1
         collision."""
-        other = self.pending_uploads.get(d.sha1) or self.stored_now.get(d.sha1)
-        if other is None:
-            if known is None:
-                return _Action.STORE
+        ours = self.pending_uploads.get(d.sha1) or self.stored_now.get(d.sha1)
+        if ours is not None:
+            other = ours
+        elif known is not None:
             other = known.blake3
+        else:
+            return _Action.STORE
         if other != d.blake3:
             raise CollisionError(
                 f"sha1 collision at {where}: sha1 {d.sha1} has blake3 {d.blake3} here and "
                 f"{other} in the catalog; nothing was overwritten"
             )
-        if known is None or d.sha1 in self.stored_now or d.sha1 in self.pending_uploads:
+        if ours is not None or known is None:
             return _Action.REUSE  # this backup stored it
         if known.missing:
             return _Action.STORE  # a listing or verify found it gone or damaged
