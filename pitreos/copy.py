@@ -15,6 +15,7 @@ from .errors import CollisionError, PitreosError
 from .hashing import ChunkDigest
 from .log import get_logger
 from .parallel import imap_unordered
+from .progress import NoProgress, Progress
 from .repository import BlobState, Repository
 
 log = get_logger(__name__)
@@ -29,7 +30,8 @@ class CopyStats:
 
 
 def copy_backup(manifest: mf.Manifest, source: Repository, dest: Repository,
-                dest_catalog: Catalog, workers: int) -> CopyStats:
+                dest_catalog: Catalog, workers: int,
+                progress: Progress | None = None) -> CopyStats:
     if manifest.name in dest.manifest_names():
         if dest.read_manifest(manifest.name) == manifest:
             log.info("copy.already_there", backup=manifest.name, to=dest.url)
@@ -66,12 +68,16 @@ def copy_backup(manifest: mf.Manifest, source: Repository, dest: Repository,
         return NewBlob(d.sha1, d.blake3, size, len(blob))
 
     copied: list[NewBlob] = []
+    progress = progress or NoProgress()
+    progress.start("copy", len(missing), "blobs")
     try:
         for blob in imap_unordered(copy_one, missing, workers=workers):
             copied.append(blob)
             stats.blobs_copied += 1
             stats.bytes_copied += blob.stored_size
+            progress.advance(1)
     finally:
+        progress.finish()
         if copied:
             dest.flush()
             dest_catalog.add_blobs(copied)

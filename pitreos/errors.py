@@ -8,7 +8,8 @@ object at fault. The exit codes (documented in the README and ``pitreos --help``
 0     success
 1     failure (the message says what)
 2     usage: a bad flag, argument or value
-10    the store does not exist (no such bucket, container or directory)
+10    no pitreos store there (no such bucket, container or directory, or never
+      initialized: ``pitreos init`` creates one)
 11    locked: the catalog, or a node's state file, is in use by another process
 12    access denied: the credentials were refused or lack a permission
 70    a bug in pitreos
@@ -41,6 +42,10 @@ class StoreNotFound(StoreError):
     """The store (directory, bucket, container) does not exist."""
 
     exit_code = 10
+
+
+class StoreExists(StoreError):
+    """``pitreos init`` on a store that already exists."""
 
 
 class AccessDenied(StoreError):

@@ -18,6 +18,7 @@ from .gcdecision import RetentionPolicy, deletable, plan_retention
 from .gcprotocol import GCGuard
 from .log import get_logger
 from .parallel import imap_unordered
+from .progress import NoProgress, Progress
 from .repository import Repository
 from .sync import sync_catalog
 
@@ -35,6 +36,7 @@ class GCOptions:
     allow_empty: bool = False
     workers: int = 8
     lock_stale_after: float = locks.DEFAULT_STALE_AFTER
+    progress: Progress = field(default_factory=NoProgress)
 
 
 @dataclass
@@ -54,7 +56,8 @@ def run_gc(repo: Repository, catalog: Catalog, options: GCOptions) -> GCReport:
 
 def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
              guard: GCGuard) -> GCReport:
-    sync = sync_catalog(catalog, repo, list_blobs=True, workers=options.workers)
+    sync = sync_catalog(catalog, repo, list_blobs=True, workers=options.workers,
+                        progress=options.progress)
     assert sync.listing is not None
     report = GCReport()
     records = catalog.backups()
@@ -106,17 +109,22 @@ def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
     report.bytes_freed = sum(b.stored_size for b in decision.delete)
     if options.dry_run:
         return report
-    _delete_blobs(repo, catalog, [b.sha1 for b in decision.delete], options.workers, guard)
+    options.progress.start("gc: delete blobs", len(decision.delete), "blobs")
+    try:
+        _delete_blobs(repo, catalog, [b.sha1 for b in decision.delete], options, guard)
+    finally:
+        options.progress.finish()
     return report
 
 
-def _delete_blobs(repo: Repository, catalog: Catalog, sha1s: list[str], workers: int,
+def _delete_blobs(repo: Repository, catalog: Catalog, sha1s: list[str], options: GCOptions,
                   guard: GCGuard) -> None:
     for start in range(0, len(sha1s), _DELETE_BATCH):
         guard.refresh()
         part = sha1s[start:start + _DELETE_BATCH]
         catalog.forget_blobs(part)  # first: the catalog never claims a deleted blob
         crashpoints.point("gc.blobs_forgotten")
-        for _ in imap_unordered(repo.delete_blob, part, workers=workers):
+        for _ in imap_unordered(repo.delete_blob, part, workers=options.workers):
             crashpoints.point("gc.blob_deleted")
+            options.progress.advance(1)
         log.info("gc.blobs_deleted", count=len(part))

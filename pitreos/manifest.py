@@ -31,6 +31,7 @@ _MODE_RE = re.compile(r"[0-7]{1,6}")
 _TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z")
 _I64_MIN = -(1 << 63)
 _U64_MAX = (1 << 64) - 1
+DEFAULT_CHUNK_SIZE = 1 << 20  # chosen by tools/bench.py: see docs/performance.md
 MIN_CHUNK_SIZE = 64 << 10
 MAX_CHUNK_SIZE = 256 << 20
 MAX_FILE_SIZE = (1 << 63) - 1  # off_t
@@ -60,14 +61,15 @@ class Entry:
     appendonly: bool = False  # only ever appended to: restore trusts a matching prefix
     chunks: list[Chunk] = field(default_factory=list)
 
+    def spans(self) -> list[tuple["Chunk", int]]:
+        """Each chunk with its length (the next chunk's start, or the file's end)."""
+        ends = [c.start for c in self.chunks[1:]] + [self.size]
+        return [(c, end - c.start) for c, end in zip(self.chunks, ends, strict=False)]
+
     @property
     def data_size(self) -> int:
         """Bytes of the file held in data chunks (its apparent size less empty chunks)."""
-        if not self.chunks:
-            return 0
-        ends = [c.start for c in self.chunks[1:]] + [self.size]
-        pairs = zip(self.chunks, ends, strict=True)
-        return sum(end - c.start for c, end in pairs if c.digest is not None)
+        return sum(length for c, length in self.spans() if c.digest is not None)
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ keeps a bounded window of tasks in flight, so memory stays proportional to the w
 (one chunk buffer a task), whatever the size of the files.
 """
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -81,6 +82,30 @@ def imap_unordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int,
                 yield future.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def imap_ordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int) -> Iterator[R]:
+    """``fn`` over ``items`` on ``workers`` threads, results in the order of ``items``
+    (for streams written front to back: ``dump``, ``export``). At most twice the workers
+    are in flight or finished and waiting for an earlier one: a slow task holds the
+    ones after it back, never memory."""
+
+    def numbered(pair: tuple[int, A]) -> tuple[int, R]:
+        return pair[0], fn(pair[1])
+
+    source = enumerate(items)
+    feed: Feed[tuple[int, A]] = Feed()
+    for pair in itertools.islice(source, max(1, workers) * 2):
+        feed.push(pair)
+    waiting: dict[int, R] = {}
+    position = 0
+    for index, result in imap_unordered(numbered, feed, workers=workers):
+        waiting[index] = result
+        while position in waiting:
+            yield waiting.pop(position)
+            position += 1
+            for pair in itertools.islice(source, 1):  # one out, one in
+                feed.push(pair)
 
 
 def call(task: Callable[[], R]) -> R:

@@ -27,6 +27,7 @@ from .errors import (
     IntegrityError,
     ManifestError,
     StoreError,
+    StoreExists,
     StoreNotFound,
 )
 from .hashing import ChunkDigest
@@ -89,6 +90,36 @@ class BlobState(enum.Enum):
     OTHER = "other"  # a sound blob of other data: a sha1 collision
 
 
+@dataclass(frozen=True, slots=True)
+class StoreDescription:
+    """The object ``pitreos init`` writes (``pitreos-store.json``): what the store is."""
+
+    format: int
+    id: str
+    created: str  # RFC 3339
+    chunk_size: int  # the default of this store's backups
+
+    def to_json(self) -> dict[str, object]:
+        return {"format": self.format, "id": self.id, "created": self.created,
+                "chunk_size": self.chunk_size}
+
+    @classmethod
+    def from_json(cls, doc: object, where: str) -> "StoreDescription":
+        if not isinstance(doc, dict):
+            raise StoreError(f"{where} is not a JSON object")
+        version, store_id = doc.get("format"), doc.get("id")
+        chunk_size = doc.get("chunk_size", mf.DEFAULT_CHUNK_SIZE)
+        if version != STORE_FORMAT:
+            raise StoreError(f"{where} has format {version!r}; this pitreos reads format "
+                             f"{STORE_FORMAT}: upgrade pitreos")
+        if not isinstance(store_id, str) or not store_id:
+            raise StoreError(f"{where} holds no id")
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not (
+                mf.MIN_CHUNK_SIZE <= chunk_size <= mf.MAX_CHUNK_SIZE):
+            raise StoreError(f"{where} has an invalid chunk_size {chunk_size!r}")
+        return cls(version, store_id, str(doc.get("created", "")), chunk_size)
+
+
 def parse_manifest(name: str, data: bytes) -> mf.Manifest:
     """Load the manifest stored under ``name``; it must name itself so."""
     manifest = mf.load(data, name)
@@ -113,41 +144,56 @@ class Repository:
     def properties(self) -> StoreProperties:
         return self._store.properties
 
-    def check(self) -> None:
-        """Raise :class:`~pitreos.errors.StoreNotFound` unless the store exists; a store
-        that cannot list must hold the index of its manifests."""
+    def check(self) -> "StoreDescription | None":
+        """Raise :class:`~pitreos.errors.StoreNotFound` unless a pitreos store is there:
+        one with its description (written by ``pitreos init``), or one made before
+        descriptions that holds backups. A mistyped URL or a forgotten prefix is then an
+        error, never a new, empty store. Returns the description (None: an older store)."""
         self._store.check()
-        if not self.properties.listable and not self._store.exists(INDEX_KEY):
-            raise StoreNotFound(f"store {self.url} does not exist (no {INDEX_KEY} there)")
+        description = self.describe()
+        if description is not None:
+            return description
+        if self.properties.listable:
+            found = next(iter(self._store.list(MANIFEST_PREFIX)), None) is not None
+        else:
+            found = self._store.exists(INDEX_KEY)
+        if not found:
+            raise StoreNotFound(f"no pitreos store at {self.url}: run `pitreos init --store "
+                                f"{self.url}` to create one")
+        return None
+
+    def deleted_kept_seconds(self) -> int | None:
+        """How long the store keeps (and bills) what is deleted: GCS soft delete."""
+        return self._store.deleted_kept_seconds()
 
     # Identity
-    def store_id(self) -> str | None:
-        """The id written when the store was first used (None: a store made before ids,
-        or one emptied or recreated since): a catalog mirrors one store id."""
+    def describe(self) -> "StoreDescription | None":
+        """The store's description (None: none written, as in stores made before
+        ``pitreos init``)."""
         try:
             doc = json.loads(self._store.get(STORE_ID_KEY))
         except BlobNotFound:
             return None
         except ValueError as exc:
             raise StoreError(f"{STORE_ID_KEY} in store {self.url} is damaged ({exc})") from exc
-        value = doc.get("id") if isinstance(doc, dict) else None
-        if not isinstance(value, str) or not value:
-            raise StoreError(f"{STORE_ID_KEY} in store {self.url} holds no id")
-        return value
+        return StoreDescription.from_json(doc, f"{STORE_ID_KEY} in store {self.url}")
 
-    def ensure_store_id(self) -> str:
-        """The store's id, written now if it has none (a conditional write: machines
-        that start using a store at once agree on the first id written)."""
-        existing = self.store_id()
-        if existing is not None:
-            return existing
-        doc = {"format": STORE_FORMAT, "id": uuid.uuid4().hex,
-               "created": datetime.now(UTC).isoformat(timespec="seconds")}
-        self._store.put(STORE_ID_KEY, json.dumps(doc).encode())
+    def store_id(self) -> str | None:
+        """The id written when the store was created (None: a store made before ids,
+        or one emptied or recreated since): a catalog mirrors one store id."""
+        description = self.describe()
+        return description.id if description is not None else None
+
+    def initialize(self, chunk_size: int) -> "StoreDescription":
+        """Write the store's description: what makes a location a pitreos store. A
+        conditional write: of two machines that init the same store at once, one wins and
+        the other is told that the store exists."""
+        doc = StoreDescription(STORE_FORMAT, uuid.uuid4().hex,
+                               datetime.now(UTC).isoformat(timespec="seconds"), chunk_size)
+        if not self._store.put(STORE_ID_KEY, json.dumps(doc.to_json()).encode()):
+            raise StoreExists(f"{self.url} is already a pitreos store")
         self._store.flush()
-        written = self.store_id()
-        assert written is not None
-        return written
+        return doc
 
     # Blobs
     def encode_blob(self, data: bytes | bytearray, chunk: ChunkDigest) -> bytes:

@@ -7,6 +7,7 @@ from .errors import CollisionError, ManifestError
 from .log import get_logger
 from .manifest import Manifest
 from .parallel import imap_unordered
+from .progress import NoProgress, Progress
 from .repository import Repository, StoredBlob, parse_manifest
 
 log = get_logger(__name__)
@@ -40,7 +41,8 @@ def _parse_or_name(name: str, data: bytes) -> Manifest | tuple[str, str]:
 
 
 def sync_catalog(
-    catalog: Catalog, repo: Repository, *, list_blobs: bool = False, workers: int = 8
+    catalog: Catalog, repo: Repository, *, list_blobs: bool = False, workers: int = 8,
+    progress: Progress | None = None,
 ) -> SyncReport:
     """Add manifests the catalog lacks, drop those gone from the store.
 
@@ -80,21 +82,34 @@ def sync_catalog(
 
     # inserted in name order (oldest first), whatever order the fetches end in: of two
     # manifests that conflict, the older one is kept, on every machine
+    progress = progress or NoProgress()
     arrived: dict[str, bytes | None] = {}
     position = 0
-    for name, data in imap_unordered(fetch, new, workers=workers):
-        arrived[name] = data
-        while position < len(new) and new[position] in arrived:
-            ready = arrived.pop(new[position])
-            if ready is not None:
-                insert(_parse_or_name(new[position], ready))
-            position += 1
+    progress.start("catalog sync: read manifests", len(new), "manifests")
+    try:
+        for name, data in imap_unordered(fetch, new, workers=workers):
+            arrived[name] = data
+            while position < len(new) and new[position] in arrived:
+                ready = arrived.pop(new[position])
+                if ready is not None:
+                    insert(_parse_or_name(new[position], ready))
+                position += 1
+                progress.advance(1)
+    finally:
+        progress.finish()
     if new:
         catalog.recount_references()  # before the listing is applied: it trusts the counts
     missing = None
     listing = None
     if list_blobs:
-        listing = {b.sha1: b for b in repo.list_blobs()}
+        progress.start("catalog sync: list blobs", 0, "blobs")
+        try:
+            listing = {}
+            for blob in repo.list_blobs():
+                listing[blob.sha1] = blob
+                progress.advance(1)
+        finally:
+            progress.finish()
         missing = catalog.mark_presence({s: b.stored_size for s, b in listing.items()})
         if missing:
             log.warning("catalog.blobs_missing", count=missing, store=repo.url,

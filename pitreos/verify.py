@@ -9,6 +9,7 @@ from .catalog import Catalog
 from .errors import IntegrityError, StoreError
 from .hashing import ChunkDigest
 from .parallel import imap_unordered
+from .progress import NoProgress, Progress
 from .repository import Repository
 
 
@@ -32,7 +33,8 @@ class VerifyReport:
 
 
 def verify(repo: Repository, catalog: Catalog, backups: Collection[str] | None,
-           *, deep: bool = False, workers: int = 8, repair: bool = False) -> VerifyReport:
+           *, deep: bool = False, workers: int = 8, repair: bool = False,
+           progress: Progress | None = None) -> VerifyReport:
     """Check ``backups`` (all when None); the catalog must be in sync with the store.
 
     Every blob found missing or damaged is marked so in the catalog: the next backup
@@ -49,7 +51,13 @@ def verify(repo: Repository, catalog: Catalog, backups: Collection[str] | None,
         problems.update({d.sha1: "missing" for d in digests if d.sha1 not in present})
     if deep or not listable:
         todo = [d for d in digests if d.sha1 not in problems]
-        problems.update(_check_each(repo, todo, deep, workers, report))
+        progress = progress or NoProgress()
+        progress.start("verify: download and check" if deep else "verify: look up",
+                       len(todo), "blobs")
+        try:
+            problems.update(_check_each(repo, todo, deep, workers, report, progress))
+        finally:
+            progress.finish()
     refs = catalog.references_to(problems)
     report.damage = [Damage(sha1, problems[sha1], refs[sha1]) for sha1 in sorted(problems)]
     catalog.mark_damaged(list(problems))
@@ -62,7 +70,7 @@ def verify(repo: Repository, catalog: Catalog, backups: Collection[str] | None,
 
 
 def _check_each(repo: Repository, digests: list[ChunkDigest], deep: bool, workers: int,
-                report: VerifyReport) -> dict[str, str]:
+                report: VerifyReport, progress: Progress) -> dict[str, str]:
     """Download and check each blob (deep), or ask whether it exists (stores that
     cannot list)."""
 
@@ -82,6 +90,7 @@ def _check_each(repo: Repository, digests: list[ChunkDigest], deep: bool, worker
     problems: dict[str, str] = {}
     for sha1, problem, size in imap_unordered(check, digests, workers=workers):
         report.bytes_downloaded += size
+        progress.advance(1)
         if problem is not None:
             problems[sha1] = "missing" if "not found" in problem else problem
     return problems

@@ -2,6 +2,7 @@
 and the one place where the layers are put together (backend, its wrappers, the
 repository on top, the catalog beside it)."""
 
+import contextlib
 import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -11,10 +12,11 @@ from pathlib import Path
 from . import locallock
 from .blobcodec import BlobCodec
 from .catalog import Catalog, default_catalog_path
-from .errors import BackupNotFound
+from .errors import BackupNotFound, StoreExists, StoreNotFound
 from .log import get_logger
-from .manifest import Manifest
-from .repository import Repository, blob_is_sound, is_blob_key
+from .manifest import DEFAULT_CHUNK_SIZE, Manifest
+from .progress import Progress
+from .repository import Repository, StoreDescription, blob_is_sound, is_blob_key
 from .select import BackupFilter, choose
 from .stores import open_store
 from .stores.base import Store, StoreProperties
@@ -35,6 +37,7 @@ class Workspace:
     workers: int
     requests: CountingStore | None = None  # with count_requests: what was asked of the store
     last_sync: SyncReport | None = None
+    description: StoreDescription | None = None  # None: a store made before `pitreos init`
 
     @classmethod
     def open(cls, store_url: str, *, catalog_path: Path | None = None, create: bool = False,
@@ -42,7 +45,10 @@ class Workspace:
              cache_dir: Path | None = None, rebuild_catalog: bool = False,
              count_requests: bool = False, retry_for: float = DEFAULT_RETRY_FOR,
              request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> "Workspace":
-        """Open the store at ``store_url`` and its catalog. ``rebuild_catalog`` starts
+        """Open the store at ``store_url`` and its catalog. ``create`` makes the store
+        when there is none (as ``pitreos init``: for the embedded default store, and for
+        programs that use pitreos as a library); otherwise a URL where no store was
+        initialized is :class:`~pitreos.errors.StoreNotFound`. ``rebuild_catalog`` starts
         from an empty catalog (it is a cache of the store); ``count_requests`` counts
         the requests made to the store (what an object store would bill); an object
         store's operations are retried for ``retry_for`` seconds, each request bounded
@@ -60,11 +66,11 @@ class Workspace:
                                  cacheable=is_blob_key,
                                  verify=partial(blob_is_sound, codec))
         repo = Repository(store, codec)
-        repo.check()
+        description = _described_or_created(repo) if create else repo.check()
         path = catalog_path or default_catalog_path(repo.url)
         if rebuild_catalog:
             Catalog.remove(path)
-        store_id = repo.ensure_store_id() if create else repo.store_id()
+        store_id = description.id if description is not None else None
         catalog = Catalog(path, repo.url)
         if catalog.store_id() not in (None, store_id):
             # the store was emptied or recreated at the same URL: nothing the catalog
@@ -76,11 +82,12 @@ class Workspace:
             catalog = Catalog(path, repo.url)
         if store_id is not None and catalog.store_id() is None:
             catalog.set_store_id(store_id)
-        return cls(repo, catalog, workers, requests)
+        return cls(repo, catalog, workers, requests, description=description)
 
-    def sync(self, *, list_blobs: bool = False) -> SyncReport:
+    def sync(self, *, list_blobs: bool = False, progress: Progress | None = None
+             ) -> SyncReport:
         self.last_sync = sync_catalog(self.catalog, self.repo, list_blobs=list_blobs,
-                                      workers=self.workers)
+                                      workers=self.workers, progress=progress)
         return self.last_sync
 
     def choose(self, name: str, backup_filter: BackupFilter | None = None) -> Manifest:
@@ -110,6 +117,30 @@ class Workspace:
 
     def close(self) -> None:
         self.catalog.close()
+
+
+def init_store(store_url: str, chunk_size: int, *, retry_for: float = DEFAULT_RETRY_FOR,
+               request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> StoreDescription:
+    """Create a store (``pitreos init``): a local directory is made; a bucket or
+    container must exist. :class:`~pitreos.errors.StoreExists` if it is one already."""
+    store = open_store(store_url, create=True, retry_for=retry_for,
+                       request_timeout=request_timeout)
+    store.check()
+    repo = Repository(store)
+    with contextlib.suppress(StoreNotFound):
+        if repo.check() is None:  # backups made before `pitreos init`: describe them
+            return repo.initialize(chunk_size)
+        raise StoreExists(f"{repo.url} is already a pitreos store")
+    return repo.initialize(chunk_size)
+
+
+def _described_or_created(repo: Repository) -> StoreDescription | None:
+    try:
+        return repo.check()
+    except StoreNotFound:
+        with contextlib.suppress(StoreExists):  # another process created it first
+            repo.initialize(DEFAULT_CHUNK_SIZE)
+        return repo.check()
 
 
 def default_workers(properties: StoreProperties) -> int:

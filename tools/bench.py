@@ -231,8 +231,9 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         options = RestoreOptions(workers=ws.workers)
         plan = plan_restore(manifest, Path(spec["dest"]), options)
         stats = execute_restore(plan, ws.repo, options)
-        extra = {"fetched_bytes": stats.bytes_fetched, "chunks_fetched": stats.chunks_fetched,
-                 "written": stats.bytes_written, "kept": stats.chunks_kept}
+        extra = {"fetched_bytes": stats.stored_bytes_fetched,
+                 "chunks_fetched": stats.chunks_fetched, "written": stats.bytes_written,
+                 "kept": stats.chunks_kept}
     elif kind == "sync":
         from pitreos.workspace import Workspace
 

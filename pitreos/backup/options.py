@@ -6,7 +6,7 @@ from .. import locks, nodeos
 from .. import manifest as mf
 from ..walk import PathFilter
 
-DEFAULT_CHUNK_SIZE = 1 << 20  # chosen by tools/bench.py: see docs/performance.md
+DEFAULT_CHUNK_SIZE = mf.DEFAULT_CHUNK_SIZE
 MIN_CHUNK_SIZE = mf.MIN_CHUNK_SIZE
 MAX_CHUNK_SIZE = mf.MAX_CHUNK_SIZE
 

@@ -42,8 +42,9 @@ class RestoreStats:
     chunks_kept: int = 0
     chunks_fetched: int = 0
     chunks_holed: int = 0
-    bytes_fetched: int = 0  # as stored (compressed)
-    bytes_written: int = 0
+    bytes_fetched: int = 0  # chunk data fetched (what a dry run calls bytes to fetch)
+    stored_bytes_fetched: int = 0  # as the store sent them (compressed)
+    bytes_written: int = 0  # non-zero bytes written (zero runs are left as holes)
     files: int = 0
     deleted: list[str] = field(default_factory=list)  # local paths removed (--delete)
     setid_dropped: list[str] = field(default_factory=list)  # setuid/setgid not restored
@@ -181,12 +182,12 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOption
 
     handles = Handles(open_file, finish)
 
-    def punch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int]:
+    def punch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int, int]:
         start = index * step
         punch_hole(fd, start, mf.chunk_length(fp.entry.size, step, index))
-        return fp.entry.path, 0, 0
+        return fp.entry.path, 0, 0, 0
 
-    def fetch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int]:
+    def fetch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int, int]:
         chunk = fp.entry.chunks[index]
         assert chunk.digest is not None
         data, fetched = repo.read_chunk(chunk.digest)
@@ -211,9 +212,9 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOption
             punch_hole(fd, chunk.start + previous_end, len(data) - previous_end)
         progress.advance(len(data))
         crashpoints.point("restore.chunk_written")
-        return fp.entry.path, fetched, written
+        return fp.entry.path, len(data), fetched, written
 
-    def tasks() -> Iterator[Callable[[], tuple[str, int, int]]]:
+    def tasks() -> Iterator[Callable[[], tuple[str, int, int, int]]]:
         for fp in plan.files:
             for fn, indexes in ((punch, fp.punch), (fetch, fp.fetch)):
                 for index in indexes:
@@ -222,8 +223,10 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOption
     try:
         for fp in plan.files:
             handles.expect(fp.entry.path, len(fp.punch) + len(fp.fetch))
-        for path, fetched, written in imap_unordered(call, tasks(), workers=options.workers):
-            stats.bytes_fetched += fetched
+        for path, data_bytes, stored_bytes, written in imap_unordered(
+                call, tasks(), workers=options.workers):
+            stats.bytes_fetched += data_bytes
+            stats.stored_bytes_fetched += stored_bytes
             stats.bytes_written += written
             handles.done(path)
     finally:

@@ -70,6 +70,10 @@ class Store(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object; removing an absent object is not an error."""
 
+    def deleted_kept_seconds(self) -> int | None:
+        """How long the bucket keeps (and bills) objects after they are deleted: GCS soft
+        delete. None: not at all, or not known."""
+
     def flush(self) -> None:
         """Make every object put so far durable. An object store holds an object durably
         once its put returns, so this does nothing there; a local directory syncs its
@@ -117,6 +121,9 @@ class ObjectStoreBase(abc.ABC):
     def flush(self) -> None:
         return None  # an object store holds an object durably once its put returns
 
+    def deleted_kept_seconds(self) -> int | None:
+        return None
+
 
 class StoreWrapper:
     """Base of the wrappers: passes everything to ``inner``; a wrapper overrides what
@@ -153,3 +160,6 @@ class StoreWrapper:
 
     def flush(self) -> None:
         self.inner.flush()
+
+    def deleted_kept_seconds(self) -> int | None:
+        return self.inner.deleted_kept_seconds()

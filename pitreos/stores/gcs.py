@@ -65,6 +65,12 @@ class GCSStore(ObjectStoreBase):
             list(self.client.list_blobs(self.bucket, prefix=self.prefix, max_results=1,
                                         timeout=TIMEOUT, retry=None))
 
+    def deleted_kept_seconds(self) -> int | None:
+        with self.failures("read the settings of", ""):
+            self.bucket.reload(timeout=TIMEOUT, retry=None)
+        seconds = self.bucket.soft_delete_policy.retention_duration_seconds
+        return int(seconds) if seconds else None
+
     def get(self, key: str) -> bytes:
         with self.failures("read", key):
             try:

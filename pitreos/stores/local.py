@@ -41,7 +41,11 @@ class LocalStore:
             except OSError as exc:
                 raise StoreError(f"cannot create store {self.url}: {exc.strerror}") from exc
         if not self.root.is_dir():
-            raise StoreNotFound(f"store {self.url} does not exist (no such directory)")
+            raise StoreNotFound(f"no pitreos store at {self.url} (no such directory): run "
+                                f"`pitreos init --store {self.url}` to create one")
+
+    def deleted_kept_seconds(self) -> int | None:
+        return None
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))

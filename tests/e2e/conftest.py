@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 
 from .helpers import CHUNK, Result, Runner, make_sparse
-from .servers import CREATORS, Backend, load_tools_servers
+from .servers import CREATORS, Backend, initialized, load_tools_servers
 
 
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
-    return (tmp_path / "store").as_uri()
+    """A store made by ``pitreos init`` in tmp_path."""
+    return initialized(Backend("file", (tmp_path / "store").as_uri(), {})).url
 
 
 @pytest.fixture
@@ -88,8 +89,7 @@ def backend(request: pytest.FixtureRequest, servers: dict[str, Any],
             tmp_path: Path) -> Backend:
     """A fresh, empty store on each backend in turn."""
     if request.param == "file":
-        (tmp_path / "filestore").mkdir()
-        return Backend("file", (tmp_path / "filestore").as_uri(), {})
+        return initialized(Backend("file", (tmp_path / "filestore").as_uri(), {}))
     return CREATORS[request.param](servers[request.param])
 
 
@@ -99,7 +99,7 @@ def store(request: pytest.FixtureRequest, servers: dict[str, Any], tmp_path: Pat
     """The local store and an object store on its real server (GCS), in turn; the
     environment the clients need is set in this process too."""
     if request.param == "file":
-        return Backend("file", (tmp_path / "store").as_uri(), {})
+        return initialized(Backend("file", (tmp_path / "store").as_uri(), {}))
     backend = CREATORS["gcs"](servers["gcs"])
     for key, value in backend.env.items():
         monkeypatch.setenv(key, value)

@@ -1,6 +1,7 @@
 """A fault-injecting HTTP proxy and a static file server, both on loopback, in threads."""
 
 import http.client
+import re
 import socket
 import threading
 import time
@@ -26,8 +27,11 @@ class FaultPlan:
     drop_match: tuple[str, str] = ("", "")  # (method, path fragment) the drop applies to
     stall_next: int = 0  # wait ``stall_seconds`` before answering
     stall_seconds: float = 0.0
+    stall_match: str = ""  # a regular expression the paths it applies to contain
     trickle_always: bool = False  # send answers one byte every ``trickle_delay``
     trickle_delay: float = 0.5
+    # rewrites every answer's body: (method, path, body) -> body
+    rewrite: Callable[[str, str, bytes], bytes] | None = None
     requests: int = 0
     methods: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -61,8 +65,8 @@ class FaultPlan:
             return False
         return self._count_down("drop_next")
 
-    def take_stall(self) -> bool:
-        return self._count_down("stall_next")
+    def take_stall(self, path: str) -> bool:
+        return bool(re.search(self.stall_match, path)) and self._count_down("stall_next")
 
     def take_truncation(self) -> bool:
         return self._count_down("truncate_next")
@@ -106,8 +110,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if self.plan.take_drop(self.command, self.path, body):
             self._hang_up()  # the server did it; the client never hears
             return
-        if self.plan.take_stall():
+        if self.plan.take_stall(self.path):
             time.sleep(self.plan.stall_seconds)
+        if self.plan.rewrite is not None:
+            data = self.plan.rewrite(self.command, self.path, data)
         if (self.command == "GET" and "blobs" in self.path and response.status in (200, 206)
                 and len(data) > 64 and self.plan.take_truncation()):
             data = data[: len(data) // 2]

@@ -3,13 +3,20 @@
 A server that cannot start raises: its tests fail, they are never skipped.
 """
 
+import contextlib
 import importlib.util
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
+
+from pitreos.errors import StoreExists
+from pitreos.manifest import DEFAULT_CHUNK_SIZE
+from pitreos.workspace import init_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,6 +39,14 @@ class Backend:
     env: dict[str, str]
 
 
+def initialized(backend: Backend) -> Backend:
+    """The store, made by ``pitreos init``'s code: a bucket or a directory alone is no
+    pitreos store."""
+    with mock.patch.dict(os.environ, backend.env), contextlib.suppress(StoreExists):
+        init_store(backend.url, DEFAULT_CHUNK_SIZE)  # two fixtures may name one store
+    return backend
+
+
 def unique_bucket() -> str:
     return f"pitreos-{uuid.uuid4().hex[:16]}"
 
@@ -45,7 +60,7 @@ def create_gcs_bucket(server: Any) -> Backend:
     client = storage.Client(project="pitreos", credentials=anonymous,
                             client_options={"api_endpoint": server.endpoint})
     client.create_bucket(bucket)
-    return Backend("gcs", f"gs://{bucket}/backups", dict(server.env))
+    return initialized(Backend("gcs", f"gs://{bucket}/backups", dict(server.env)))
 
 
 def create_s3_bucket(server: Any) -> Backend:
@@ -56,8 +71,9 @@ def create_s3_bucket(server: Any) -> Backend:
                           aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"])
     client.create_bucket(Bucket=bucket)
-    return Backend("s3", f"s3://{bucket}/backups?endpoint={server.endpoint}&path_style=1",
-                   dict(server.env))
+    return initialized(Backend(
+        "s3", f"s3://{bucket}/backups?endpoint={server.endpoint}&path_style=1",
+        dict(server.env)))
 
 
 def create_azure_container(server: Any) -> Backend:
@@ -66,7 +82,7 @@ def create_azure_container(server: Any) -> Backend:
     container = unique_bucket()
     conn = server.env["AZURE_STORAGE_CONNECTION_STRING"]
     BlobServiceClient.from_connection_string(conn).create_container(container)
-    return Backend("azure", f"azblob://{container}/backups", dict(server.env))
+    return initialized(Backend("azure", f"azblob://{container}/backups", dict(server.env)))
 
 
 CREATORS: dict[str, Callable[[Any], Backend]] = {

@@ -48,7 +48,7 @@ def test_end_to_end(run: Runner, backend: Backend, tree: Path, tmp_path: Path) -
     assert_same_tree(tree, empty)
     # copy to a local store, sending only the blobs it lacks, then restore from there
     other = tmp_path / "other-store"
-    other.mkdir()
+    run("init", store=other.as_uri()).ok()
     copied = cli("copy", first_name, "--to", other.as_uri(), "--to-catalog",
                  str(tmp_path / "other.sqlite")).ok()
     assert "0 already there" in copied.stderr
@@ -77,6 +77,7 @@ def test_http_store_read_only(run: Runner, tree: Path, tmp_path: Path) -> None:
         assert_same_tree(tree, dest)
         run("backup", str(tree), store=url, catalog=catalog).fails("read-only", url)
         missing = f"{url}/no-such-prefix"
-        run("list", store=missing, catalog=tmp_path / "m.sqlite").fails("does not exist")
+        run("list", store=missing, catalog=tmp_path / "m.sqlite").fails(
+            "no pitreos store at", code=10)
     finally:
         server.shutdown()

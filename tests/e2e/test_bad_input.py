@@ -70,8 +70,9 @@ def test_store_url_that_does_not_parse(run: Runner, tree: Path, url: str,
 
 def test_store_that_does_not_exist(run: Runner, tmp_path: Path) -> None:
     url = (tmp_path / "missing-store").as_uri()
-    run("list", store=url).fails(url, "does not exist")
-    run("restore", "latest", str(tmp_path / "d"), store=url).fails("does not exist")
+    run("list", store=url).fails(url, "no pitreos store at", "pitreos init", code=10)
+    run("restore", "latest", str(tmp_path / "d"), store=url).fails("no pitreos store",
+                                                                   code=10)
     assert not (tmp_path / "missing-store").exists()  # read commands create nothing
 
 
@@ -84,7 +85,6 @@ def test_unknown_backup_name(run: Runner, tree: Path, tmp_path: Path) -> None:
 
 
 def test_no_backup_at_all(run: Runner, tmp_path: Path) -> None:
-    (tmp_path / "store").mkdir()
     run("restore", "latest", str(tmp_path / "d")).fails("no backup matches")
 
 
@@ -206,7 +206,6 @@ def test_sha1_collision_in_catalog(run: Runner, tree: Path, tmp_path: Path) -> N
 
     data = (tree / "small.txt").read_bytes()
     sha1 = hashlib.sha1(data).hexdigest()
-    (tmp_path / "store").mkdir()
     run("list").ok()  # creates the catalog
     db = sqlite3.connect(tmp_path / "catalog.sqlite")
     db.execute("INSERT INTO blobs (sha1, blake3, size, added_unix) VALUES (?, ?, ?, 0)",

@@ -66,6 +66,7 @@ def test_through_copy(cli: Runner, store: Backend, tmp_path: Path,
                "--tag", "second").ok().stdout.strip()
     other = tmp_path / "other-store"
     other_catalog = tmp_path / "other.sqlite"
+    cli("init", env={"PITREOS_STORE": other.as_uri()}, catalog=other_catalog).ok()
     cli("backup", str(source(tmp_path, "a", pdfs[0])), "--tag", "first",
         env={"PITREOS_STORE": other.as_uri()}, catalog=other_catalog).ok()
     cli("copy", name, "--to", other.as_uri(), "--to-catalog",

@@ -157,6 +157,7 @@ def test_many_files_under_a_low_open_file_limit(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         return proc
 
+    cli("init")
     name = cli("backup", str(src), "--chunk-size", str(CHUNK)).stdout.strip()
     dest = tmp_path / "dest"
     cli("restore", name, str(dest))
@@ -178,6 +179,7 @@ def test_global_options_work_after_the_command(tree: Path, tmp_path: Path) -> No
         return subprocess.run([sys.executable, "-m", "pitreos", *args], env=env,
                               capture_output=True, text=True, cwd=tmp_path)
 
+    assert cli("init", "--store", store).returncode == 0
     made = cli("backup", str(tree), "--chunk-size", str(CHUNK), "--store", store,
                "--catalog", catalog, "-v")
     assert made.returncode == 0, made.stderr

@@ -72,7 +72,6 @@ def keep(src: Path, tmp_path: Path, name: str) -> Path:
 
 
 def test_backup_killed_anywhere(run: Runner, tmp_path: Path) -> None:
-    (tmp_path / "store").mkdir()
     src = tmp_path / "src"
     src.mkdir()
     expected: dict[str, Path] = {}

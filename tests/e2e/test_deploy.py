@@ -60,8 +60,11 @@ def runnable(args: list[str], node: Path) -> list[str]:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
-            "PITREOS_CATALOG": str(tmp_path / "catalog.sqlite")}
+    """The environment of a host where `pitreos init` was run once, as deploy/ says."""
+    env = {**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
+           "PITREOS_CATALOG": str(tmp_path / "catalog.sqlite")}
+    assert pitreos(["init"], env, tmp_path).returncode == 0
+    return env
 
 
 def pitreos(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

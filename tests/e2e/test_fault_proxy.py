@@ -20,7 +20,13 @@ from pitreos.stores import open_store
 
 from .faults import FaultPlan, address, start_proxy, start_static
 from .helpers import CHUNK, Result, Runner, assert_same_tree
-from .servers import create_azure_container, create_gcs_bucket, create_s3_bucket
+from .servers import (
+    Backend,
+    create_azure_container,
+    create_gcs_bucket,
+    create_s3_bucket,
+    initialized,
+)
 
 BOUNDS = ("--request-timeout", "1s", "--retry-for", "4s")
 PATIENT = ("--request-timeout", "5s", "--retry-for", "60s")  # room for five faults in a row
@@ -42,7 +48,7 @@ class Proxied:
 def _proxied(kind: str, servers: dict[str, Any], tmp_path: Path) -> Iterator[Proxied]:
     plan = FaultPlan()
     if kind == "http":
-        (tmp_path / "store").mkdir()
+        initialized(Backend("file", (tmp_path / "store").as_uri(), {}))
         static = start_static(tmp_path / "store")
         proxy = start_proxy(address(static), plan)
         try:

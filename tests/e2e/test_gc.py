@@ -12,12 +12,13 @@ from pitreos.backup import BackupOptions, run_backup
 from pitreos.gc import GCOptions, run_gc
 from pitreos.gcdecision import RetentionPolicy
 from pitreos.manifest import load as load_manifest
+from pitreos.progress import Unit
 from pitreos.restore import RestoreOptions, execute_restore, plan_restore
 from pitreos.verify import verify
 from pitreos.workspace import Workspace
 
 from .helpers import CHUNK, Runner, assert_same_tree, write_at
-from .servers import Backend, create_gcs_bucket
+from .servers import Backend, create_gcs_bucket, initialized
 from .test_core import backup
 
 
@@ -163,7 +164,7 @@ def test_verify_names_missing_and_corrupt_blobs(run: Runner, tree: Path, tmp_pat
     assert f"breaks {name}: blocks/blocks.index" in deep.stdout
     assert f"blob {log_sha1}: corrupt" in deep.stdout  # truncated
     assert f"breaks {name}: blocks/blocks.log" in deep.stdout
-    assert "(deep, " in deep.stderr and " downloaded)" in deep.stderr
+    assert "(deep, " in deep.stderr and " fetched)" in deep.stderr
 
 
 def test_verify_quick_makes_no_download(tree: Path, tmp_path: Path) -> None:
@@ -182,10 +183,10 @@ def test_stats_and_catalog_check(run: Runner, tree: Path, tmp_path: Path) -> Non
     backup(run, tree, "--tag", "standard")
     backup(run, tree, "--tag", "standard")  # the same data again: dedup 2x
     stats = json.loads(run("stats", "--json").ok().stdout)
-    assert stats["standard"]["backups"] == 2
-    assert stats["*"]["dedup_ratio"] == pytest.approx(2.0, rel=0.01)
-    assert stats["*"]["compression_ratio"] > 1
-    assert stats["*"]["unique_blobs"] == len(blob_names(tmp_path))
+    assert stats["tags"]["standard"]["backups"] == 2
+    assert stats["total"]["dedup_ratio"] == pytest.approx(2.0, rel=0.01)
+    assert stats["total"]["compression_ratio"] > 1
+    assert stats["total"]["unique_blobs"] == len(blob_names(tmp_path))
     assert "standard" in run("stats").ok().stdout
     run("catalog", "check").ok()
     other = tmp_path / "other.sqlite"
@@ -204,8 +205,7 @@ def test_stats_and_catalog_check(run: Runner, tree: Path, tmp_path: Path) -> Non
 def shared_store(request: pytest.FixtureRequest, servers: dict[str, Any],
                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
     if request.param == "file":
-        (tmp_path / "shared").mkdir()
-        return Backend("file", (tmp_path / "shared").as_uri(), {})
+        return initialized(Backend("file", (tmp_path / "shared").as_uri(), {}))
     backend = create_gcs_bucket(servers["gcs"])
     for key, value in backend.env.items():
         monkeypatch.setenv(key, value)
@@ -230,7 +230,7 @@ def test_gc_skips_blob_deletion_while_a_backup_runs(shared_store: Backend, tree:
     class GcDuringBackup:
         """b's progress: runs gc on machine a once b has read its first chunk."""
 
-        def start(self, phase: str, total: int) -> None:
+        def start(self, phase: str, total: int, unit: Unit = "bytes") -> None:
             pass
 
         def advance(self, n: int) -> None:

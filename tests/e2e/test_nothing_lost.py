@@ -167,6 +167,9 @@ def test_store_wiped_catalog_kept(cli: Runner, store: Backend, tree: Path,
         wiped.delete(info.key)
     if store.name == "file":
         shutil.rmtree(Path(store.url.removeprefix("file://")))
+    # a wiped store is no store: nothing is backed up into it until it is made again
+    cli("backup", str(tree), "--chunk-size", str(CHUNK)).fails("pitreos init", code=10)
+    cli("init").ok()
     again = cli("backup", str(tree), "--chunk-size", str(CHUNK)).ok()
     assert "catalog.store_replaced" in again.stderr
     assert "stored 0 new blobs" not in again.stderr
@@ -240,7 +243,7 @@ def test_copy_twice_sends_nothing_and_a_refused_copy_leaves_no_manifest(
         cli: Runner, store: Backend, tree: Path, tmp_path: Path) -> None:
     name = backup(cli, tree)
     dest = (tmp_path / "dest-store").as_uri()
-    (tmp_path / "dest-store").mkdir()
+    cli("init", env={"PITREOS_STORE": dest}).ok()
     dest_catalog = tmp_path / "dest.sqlite"
     cli("copy", name, "--to", dest, "--to-catalog", str(dest_catalog)).ok()
     again = cli("copy", name, "--to", dest, "--to-catalog", str(dest_catalog)).ok()
@@ -249,6 +252,7 @@ def test_copy_twice_sends_nothing_and_a_refused_copy_leaves_no_manifest(
     other = tmp_path / "other-store"
     first_blob = blob_keys(store)[0]
     fake = Repository(open_store(other.as_uri(), create=True))
+    fake.initialize(CHUNK)
     from pitreos.hashing import ChunkDigest
 
     sha1 = first_blob.rpartition("/")[2]
@@ -297,6 +301,7 @@ def test_a_store_that_fills_up_fails_cleanly(run: Runner, tree: Path, tmp_path: 
         big.mkdir()
         (big / "data").write_bytes(os.urandom(2 << 20))
         store_url = (mount / "store").as_uri()
+        run("init", store=store_url).ok()
         run("backup", str(big), store=store_url).fails("No space left on device", code=1)
         assert not list((mount / "store").glob("manifests/*.yaml"))
         assert run("list", store=store_url).ok().stdout == ""

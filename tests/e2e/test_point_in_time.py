@@ -104,7 +104,7 @@ def test_local_appendonly_file_longer_than_backup_is_truncated(run: Runner, node
     with open(dest / "blocks/blocks.log", "ab") as f:
         f.write(b"blocks the backup does not have" * 1000)
     dry = run("restore", name, str(dest), "--dry-run").ok().stdout
-    assert "truncate 31000 bytes" in dry and "truncate 1 files" in dry
+    assert "truncate 30.3 KiB" in dry and "truncate 1 files" in dry
     run("restore", name, str(dest)).ok()
     assert_same_tree(node, dest)
 
@@ -121,9 +121,9 @@ def test_check_all_finds_damage_inside_an_appendonly_prefix(run: Runner, node: P
 
 def test_node_metadata_is_recorded_and_shown(run: Runner, node: Path, tmp_path: Path) -> None:
     name = backup(run, node, "--tag", "standard")
-    listing = json.loads(run("list", "--json").ok().stdout)
+    listing = json.loads(run("list", "--json").ok().stdout)["backups"]
     meta = listing[0]["meta"]
-    assert meta["block"] == str(head_of(node))
+    assert meta["block"] == head_of(node)  # a number
     assert meta["block_time"].startswith("20") and meta["block_time"].endswith("Z")
     assert meta["state_db"] == "CHAINB01" and meta["state_boost"] == "1.83.0"
     assert meta["state_compiler"] == "GCC 12 libstdc++ 12"
@@ -133,7 +133,7 @@ def test_node_metadata_is_recorded_and_shown(run: Runner, node: Path, tmp_path: 
     assert "note: state CHAINB01 was written by a nodeos built with GCC 12" in restored.stderr
     # --meta wins over a detected value
     override = backup(run, node, "--meta", "block=7")
-    assert json.loads(run("list", "--json").ok().stdout)[0]["meta"]["block"] == "7"
+    assert json.loads(run("list", "--json").ok().stdout)["backups"][0]["meta"]["block"] == 7
     assert override != name
 
 
@@ -164,7 +164,7 @@ def test_truncated_or_disagreeing_index_is_reported(run: Runner, node: Path) -> 
     os.truncate(index, index.stat().st_size - 3 - 8)  # one block short of the log
     result = run("backup", str(node)).ok()
     assert "does not agree with" in result.stderr
-    meta = json.loads(run("list", "--json").ok().stdout)[0]["meta"]
+    meta = json.loads(run("list", "--json").ok().stdout)["backups"][0]["meta"]
     assert "block" not in meta  # never a wrong block number
 
 
@@ -174,8 +174,8 @@ def test_choosing_by_tag_time_and_metadata(run: Runner, tree: Path, tmp_path: Pa
         (tree / "small.txt").write_text(f"at block {block}\n")
         names[block] = backup(run, tree, "--tag", tag, "--meta", f"block={block}",
                               "--meta", f"label=v{block}")
-    listed = json.loads(run("list", "--json").ok().stdout)
-    created = {int(r["meta"]["block"]): r["created"] for r in listed}
+    listed = json.loads(run("list", "--json").ok().stdout)["backups"]
+    created = {r["meta"]["block"]: r["created"] for r in listed}
 
     def restored(*args: str) -> str:
         dest = tmp_path / "dest"
@@ -254,7 +254,8 @@ def test_dry_run_changes_nothing(run: Runner, tree: Path, tmp_path: Path) -> Non
     (dest / "extra.txt").write_text("extra")
     before = snapshot(dest)
     out = run("restore", name, str(dest), "--dry-run").ok().stdout
-    assert "state/shared_memory.bin: fetch 1 chunks (65536 bytes), hole 1 chunks" in out
+    assert ("state/shared_memory.bin: fetch 1 chunks (64.0 KiB of data), hole 1 chunks "
+            "(64.0 KiB)") in out
     assert "deleted with --delete): extra.txt" in out
     assert snapshot(dest) == before
     assert not (dest / ".pitreos-restore").exists()

@@ -47,5 +47,8 @@ class MemoryStore:
         with self.lock:
             self.objects.pop(key, None)
 
+    def deleted_kept_seconds(self) -> int | None:
+        return None
+
     def flush(self) -> None:
         return None

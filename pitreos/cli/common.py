@@ -1,0 +1,229 @@
+"""What every command shares: the global settings, the output rules, and the option
+groups that several commands take.
+
+Output rules: stdout carries the result (names, listings; with ``--json`` one JSON
+document and nothing else); stderr carries summaries and notes for people (nothing with
+``-q`` or ``--json``), progress, warnings and the one-line error.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .. import metrics
+from ..config import Profile
+from ..errors import UsageError
+from ..manifest import validate_tag
+from ..progress import IntervalProgress, NoProgress, Progress, RichProgress, describe, iec
+from ..select import BackupFilter, parse_duration, parse_time, parse_where
+from ..workspace import Workspace
+
+F = TypeVar("F", bound=Callable[..., Any])
+_SIZE_RE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
+_INTEGER_RE = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+
+
+@dataclass
+class Settings:
+    """Global options, passed to every command. They are accepted before the command
+    (``pitreos --store URL backup DIR``) and after it (``pitreos backup DIR --store
+    URL``); given after, they win."""
+
+    store: str = ""
+    catalog: Path | None = None
+    parallel: int | None = None
+    cache: Path | None = None
+    retry_for: str = "5m"
+    request_timeout: str = "2m"
+    verbose: int = 0
+    log_json: bool = False
+    quiet: bool = False
+    json: bool = False
+    metrics_file: Path | None = None
+    progress_interval: str = "30s"
+    config: Path | None = None
+    profile: str | None = None
+    # not options: the run's state
+    loaded_profile: Profile | None = None
+    from_flag_after: set[str] = field(default_factory=set)  # given after the command
+    command: str = ""
+    started: float = field(default_factory=time.monotonic)
+    result: dict[str, Any] = field(default_factory=dict)  # the --json document's fields
+
+    @contextmanager
+    def workspace(self, *, create: bool = False, sync: bool = True,
+                  compression_level: int = 3, store: str | None = None,
+                  catalog: Path | None = None, rebuild_catalog: bool = False
+                  ) -> Iterator[Workspace]:
+        timeout = parse_duration(self.request_timeout, "--request-timeout").total_seconds()
+        if timeout <= 0:
+            raise UsageError(f"invalid --request-timeout {self.request_timeout!r}: must be "
+                             "positive")
+        ws = Workspace.open(store or self.store,
+                            catalog_path=catalog if store else self.catalog, create=create,
+                            workers=self.parallel, compression_level=compression_level,
+                            cache_dir=self.cache, rebuild_catalog=rebuild_catalog,
+                            retry_for=self.retry_seconds(), request_timeout=timeout)
+        try:
+            if sync:
+                ws.sync(progress=self.progress())
+            yield ws
+        finally:
+            ws.close()
+
+    def retry_seconds(self) -> float:
+        return parse_duration(self.retry_for, "--retry-for").total_seconds()
+
+    def progress(self) -> Progress:
+        """A bar in a terminal; off a terminal, a line every --progress-interval."""
+        if self.quiet:
+            return NoProgress()
+        if sys.stderr.isatty():
+            return RichProgress()
+        interval = parse_duration(self.progress_interval, "--progress-interval")
+        if interval.total_seconds() <= 0:
+            return NoProgress()
+        return IntervalProgress(interval.total_seconds(), self._emit_progress)
+
+    def _emit_progress(self, fields: dict[str, Any]) -> None:
+        if self.log_json:
+            event = {"timestamp": datetime.now(UTC).isoformat(), "level": "info",
+                     "event": "progress", "command": self.command, **fields}
+            click.echo(json.dumps(event), err=True)
+        else:
+            click.echo(f"pitreos: {describe(fields)}", err=True)
+
+    def recorded(self, operation: str, tag: str = "") -> Any:
+        """Metrics of this run for --metrics-file (written when it ends, failed or not)."""
+        return metrics.recorded(self.metrics_file, metrics.Run(operation, tag))
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def settings() -> Settings:
+    found = click.get_current_context().find_object(Settings)
+    assert found is not None
+    return found
+
+
+def say(text: str) -> None:
+    """A summary or a note for people, on stderr; nothing with -q (errors only) or
+    --json (the document says it)."""
+    s = click.get_current_context().find_object(Settings)
+    if s is None or not (s.quiet or s.json):
+        click.echo(text, err=True)
+
+
+def line(text: str) -> None:
+    """A line of the result on stdout; with --json the document replaces it."""
+    if not settings().json:
+        click.echo(text)
+
+
+def result(**fields: Any) -> None:
+    """Fields of the --json document (printed when the command ends, failed or not)."""
+    settings().result.update(fields)
+
+
+def envelope(s: Settings, *, exit_code: int, error: str | None) -> dict[str, Any]:
+    """The --json document: what every command's schema starts with."""
+    doc: dict[str, Any] = {"command": s.command or None, "ok": exit_code == 0,
+                           "exit_code": exit_code, "seconds": round(s.elapsed(), 3)}
+    if error is not None:
+        doc["error"] = error
+    return {**doc, **s.result}
+
+
+def shown(name: str) -> str:
+    """A file name for people: bytes that are not UTF-8 (the OS gives them as surrogate
+    escapes) are shown as backslash escapes, so that output stays UTF-8 text."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def typed(value: str) -> int | str:
+    """A metadata value for --json: an integer written as one (no sign but '-', no
+    leading zero) is a number; anything else stays text."""
+    return int(value) if _INTEGER_RE.fullmatch(value) else value
+
+
+def typed_meta(meta: dict[str, str]) -> dict[str, int | str]:
+    return {k: typed(v) for k, v in sorted(meta.items())}
+
+
+def human(n: float) -> str:
+    return iec(n)
+
+
+def per_second(n: float, seconds: float) -> float:
+    return round(n / seconds, 1) if seconds > 0 else 0.0
+
+
+def parse_size(text: str, flag: str) -> int:
+    match = _SIZE_RE.fullmatch(text.strip())
+    if not match:
+        raise UsageError(f"invalid {flag} {text!r}: use bytes or a size such as 4MiB")
+    unit = (match.group(2) or "B").upper()[0]
+    return int(match.group(1)) << {"B": 0, "K": 10, "M": 20, "G": 30}[unit]
+
+
+def wait_seconds(text: str) -> float:
+    return parse_duration(text, "--wait").total_seconds()
+
+
+def hook_options(func: F) -> F:
+    """--run-before and --run-after: commands around a backup or a restore (not
+    --before/--after: restore's --before already chooses a backup by time)."""
+    func = click.option("--run-after", "run_after", metavar="CMD",
+                        help="Run CMD (sh -c) after, whether it succeeded or failed, with "
+                        "PITREOS_RESULT (success or failure), PITREOS_BACKUP, "
+                        "PITREOS_ERROR and the variables of --run-before.")(func)
+    return click.option("--run-before", "run_before", metavar="CMD",
+                        help="Run CMD (sh -c) first, with PITREOS_OPERATION, "
+                        "PITREOS_DIRECTORY, PITREOS_STORE (and PITREOS_TAG or "
+                        "PITREOS_BACKUP); if it fails, nothing else runs.")(func)
+
+
+def wait_option(func: F) -> F:
+    """--wait: for the same operation on the same directory and store, run on this host."""
+    return click.option("--wait", default="0s", show_default=True, metavar="DURATION",
+                        help="If the same operation on the same directory and store is "
+                        "running on this host, wait this long for it to end (then exit 11, "
+                        "as at once by default).")(func)
+
+
+def filter_options(func: F) -> F:
+    """--tag, --before, --where: shared by the commands that choose backups."""
+    func = click.option("--where", "where", multiple=True, metavar="KEY<OP>VALUE",
+                        help="Metadata condition, e.g. 'block<=123456' (= != < <= > >=; "
+                        "numeric when both sides are numbers). Repeatable: all must hold.")(func)
+    func = click.option("--before", metavar="TIME",
+                        help="Only backups made at or before TIME: RFC 3339 "
+                        "(2026-11-26T10:00:00Z) or a duration ago (2h, 1d).")(func)
+    return click.option("--tag", help="Only backups of this tag.")(func)
+
+
+def path_options(func: F) -> F:
+    func = click.option("--exclude", multiple=True, metavar="GLOB",
+                        help="Leave out paths matching GLOB ('**' spans directories). "
+                        "Repeatable.")(func)
+    return click.option("--include", multiple=True, metavar="GLOB",
+                        help="Only paths matching GLOB, e.g. 'state/**'. Repeatable.")(func)
+
+
+def make_filter(tag: str | None, before: str | None, where: tuple[str, ...]) -> BackupFilter:
+    return BackupFilter(
+        tag=validate_tag(tag) if tag else None,
+        before=parse_time(before, "--before") if before else None,
+        where=tuple(parse_where(w) for w in where),
+    )
