@@ -100,6 +100,18 @@ class SourceChanged(PitreosError):
     """A file changed while it was being backed up."""
 
 
+class NodeFileDamaged(PitreosError):
+    """A node file that never changes once written (a retained block log piece) did."""
+
+
+class ChainMismatch(PitreosError):
+    """A restore would mix the data of two chains."""
+
+
+class NodeCheckFailed(PitreosError):
+    """A node directory is not as nodeos needs it (``check-node``, ``restore --check``)."""
+
+
 class DirtyState(PitreosError):
     """A node's state file has its dirty flag set: nodeos would refuse to open it."""
 

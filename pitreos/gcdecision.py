@@ -19,6 +19,7 @@ class RetentionPolicy:
     daily: int | None = None
     weekly: int | None = None
     monthly: int | None = None
+    every_blocks: int | None = None  # one backup per this many blocks of head height
 
     def rules(self) -> list[tuple[str, int, Callable[[datetime], str] | None]]:
         """(name, how many, period key) for each rule in use; keep-last has no period."""
@@ -57,7 +58,25 @@ def plan_retention(records: list[BackupRecord], policy: RetentionPolicy) -> dict
             seen.add(bucket)
             kept.setdefault(record.name, []).append(
                 f"{name} {len(seen)}" if period is None else f"{name} {bucket}")
+    if policy.every_blocks:
+        _keep_every_blocks(newest_first, policy.every_blocks, kept)
     return kept
+
+
+def _keep_every_blocks(newest_first: list[BackupRecord], step: int,
+                       kept: dict[str, list[str]]) -> None:
+    """The newest backup of each range of ``step`` blocks of head height that has one
+    (backups without a recorded head block are not kept by this rule)."""
+    ranges: set[int] = set()
+    for record in newest_first:
+        block = record.meta.get("block", "")
+        if not block.isdigit():
+            continue
+        first = int(block) // step * step
+        if first in ranges:
+            continue
+        ranges.add(first)
+        kept.setdefault(record.name, []).append(f"blocks {first}-{first + step - 1}")
 
 
 class ListedBlob(Protocol):

@@ -2,11 +2,17 @@
 
 Formats, with their sources, are documented in ``docs/nodeos.md``:
 
-- ``blocks/blocks.log``: uint32 version (bit 31: pruned), for version > 1 a uint32 first
-  block number, then the genesis state or chain id; each entry is a packed signed block
-  followed by a uint64 holding the entry's own start offset; a pruned log ends with a
-  uint32 block count. ``blocks/blocks.index``: one uint64 offset per block, so the head
-  is first + index size / 8 - 1.
+- ``blocks/blocks.log``: uint32 version (1 to 3; bit 31: pruned), for version > 1 a
+  uint32 first block number, then the genesis state (version < 3, or a log that starts
+  at block 1) or the 32-byte chain id (version 3 from a later block), then for version >
+  1 an 8-byte totem of 0xFF; each entry is a packed signed block followed by a uint64
+  holding the entry's own start offset; a pruned log ends with a uint32 block count.
+  ``blocks/blocks.index``: one uint64 offset per block, so the head is first + index
+  size / 8 - 1. Retained pieces (``blocks-log-stride``) are ``blocks-<first>-<last>.log``
+  and ``.index``; state history's are ``<name>_history-<first>-<last>.log``/``.index``
+  (``trace_history``, ``chain_state_history``).
+- ``snapshots/snapshot-<block id>.bin``: a block id's first 4 bytes are its number,
+  big-endian, so the first 8 hex digits of the name give the snapshot's block.
 - A block starts with its header: uint32 timestamp (half-second slots since
   2000-01-01T00:00:00Z), uint64 producer, uint16 confirmed, then the previous block's id,
   whose first 4 bytes are that block's number, big-endian.
@@ -15,7 +21,10 @@ Formats, with their sources, are documented in ``docs/nodeos.md``:
   compiler), packed.
 """
 
+import re
+import shutil
 import struct
+import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +37,12 @@ BLOCKS_LOG = "blocks/blocks.log"
 BLOCKS_INDEX = "blocks/blocks.index"
 STATE_FILE = "state/shared_memory.bin"
 FINALIZER_SAFETY = "finalizers/safety.dat"
+CODE_CACHE = "state/code_cache.bin"  # EOS VM OC's cache: nodeos rebuilds it
+CACHES = (CODE_CACHE,)
+SNAPSHOT_RE = re.compile(r"(?:.*/)?snapshots/snapshot-([0-9a-f]{64})\.bin")
+# finished pieces of a strided log: never written again once moved to the retained dir
+RETAINED_RE = re.compile(r"(?:.*/)?(?:blocks|[a-z_]+_history)-(\d+)-(\d+)\.(?:log|index)")
+_TOTEM = b"\xff" * 8
 # Files nodeos only ever appends to (pruning punches holes at the front, which is fine).
 APPEND_ONLY_DEFAULTS = (BLOCKS_LOG, BLOCKS_INDEX, "state-history/*.log",
                         "state-history/*.index")
@@ -44,12 +59,21 @@ class NodeFormatError(Exception):
 
 
 @dataclass(frozen=True)
+class Preamble:
+    version: int
+    pruned: bool
+    first_block: int
+    chain_id: str | None  # hex; None when the log holds a genesis state instead
+
+
+@dataclass(frozen=True)
 class BlockLogHead:
     version: int
     pruned: bool
     first_block: int
     head_block: int
     head_time: datetime
+    chain_id: str | None
 
 
 @dataclass(frozen=True)
@@ -78,18 +102,46 @@ def is_node_dir(root: Path) -> bool:
         return False
 
 
+def read_preamble(log_path: Path) -> Preamble:
+    """A block log's preamble: version, pruned flag, first block, and the chain id when
+    the log holds one (version 3 starting after block 1; a log with a genesis state
+    would need that state's packing per nodeos version to derive the id: not read)."""
+    with open(log_path, "rb") as f:
+        raw = f.read(4 + 4 + 32 + 8)
+    if len(raw) < 4:
+        raise NodeFormatError(f"{log_path} is too short for a header")
+    version = struct.unpack_from("<I", raw)[0]
+    pruned = bool(version & _PRUNED_FLAG)
+    version &= ~_PRUNED_FLAG
+    if version < 1 or version > 3:
+        raise NodeFormatError(f"{log_path} has unsupported version {version}")
+    if version > 1 and len(raw) < 8:
+        raise NodeFormatError(f"{log_path} is too short for a header")
+    first = struct.unpack_from("<I", raw, 4)[0] if version > 1 else 1
+    chain_id = None
+    if version >= 3 and first > 1:
+        if len(raw) < 48 or raw[40:48] != _TOTEM:
+            raise NodeFormatError(f"{log_path}: no totem after the chain id in its header")
+        chain_id = raw[8:40].hex()
+    return Preamble(version, pruned, first, chain_id)
+
+
+def snapshot_block(path: str) -> int | None:
+    """The block of a portable snapshot, from its name (None: not a snapshot)."""
+    match = SNAPSHOT_RE.fullmatch(path)
+    return int(match.group(1)[:8], 16) if match else None
+
+
+def is_retained(path: str) -> bool:
+    """A finished piece of a strided block or state-history log."""
+    return RETAINED_RE.fullmatch(path) is not None
+
+
 def read_block_log_head(log_path: Path, index_path: Path) -> BlockLogHead:
     """The head block of a blocks.log, cross-checked against its index."""
+    preamble = read_preamble(log_path)
+    version, pruned, first = preamble.version, preamble.pruned, preamble.first_block
     with open(log_path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 4:
-            raise NodeFormatError(f"{log_path} is too short for a header")
-        version = struct.unpack_from("<I", raw)[0]
-        pruned = bool(version & _PRUNED_FLAG)
-        version &= ~_PRUNED_FLAG
-        if version < 1 or version > 3:
-            raise NodeFormatError(f"{log_path} has unsupported version {version}")
-        first = struct.unpack_from("<I", raw, 4)[0] if version > 1 else 1
         index_size = index_path.stat().st_size
         if index_size == 0 or index_size % 8:
             raise NodeFormatError(f"{index_path} is truncated ({index_size} bytes, not a "
@@ -117,7 +169,7 @@ def read_block_log_head(log_path: Path, index_path: Path) -> BlockLogHead:
             f"{index_path} does not agree with {log_path}: the index ends at block {head}, "
             f"the log's last block is {previous_num + 1}")
     return BlockLogHead(version, pruned, first, head,
-                        _BLOCK_EPOCH + timedelta(milliseconds=500 * slot))
+                        _BLOCK_EPOCH + timedelta(milliseconds=500 * slot), preamble.chain_id)
 
 
 def read_state_header(path: Path) -> StateHeader:
@@ -153,6 +205,11 @@ def inspect(root: Path) -> NodeInfo:
                              block_time=head.head_time.isoformat().replace("+00:00", "Z"),
                              block_log_version=str(head.version),
                              first_block=str(head.first_block))
+            if head.chain_id is not None:
+                info.meta["chain_id"] = head.chain_id
+    version = local_nodeos_version()
+    if version is not None:
+        info.meta["nodeos_version"] = version
     if (root / STATE_FILE).is_file():
         try:
             state = read_state_header(root / STATE_FILE)
@@ -165,6 +222,21 @@ def inspect(root: Path) -> NodeInfo:
                              state_arch=state.arch,
                              state_debug="true" if state.debug else "false")
     return info
+
+
+def local_nodeos_version() -> str | None:
+    """``nodeos --full-version`` of the nodeos on the PATH (None: none, or it failed)."""
+    binary = shutil.which("nodeos")
+    if binary is None:
+        return None
+    try:
+        done = subprocess.run([binary, "--full-version"], capture_output=True, text=True,
+                              timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("node.version_unknown", nodeos=binary, reason=str(exc))
+        return None
+    version = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+    return version if done.returncode == 0 and version else None
 
 
 def describe_state_environment(meta: dict[str, str]) -> str | None:

@@ -85,10 +85,19 @@ def block_record(rng: random.Random, number: int) -> bytes:
     return header + rng.randbytes(64) + actions
 
 
-def write_blocks(directory: Path, size: int, rng: random.Random, first_block: int = 1) -> None:
+def block_log_preamble(first_block: int, chain_id: bytes = CHAIN_ID) -> bytes:
+    """A version-3 block log preamble (spring libraries/chain/block_log.cpp): version,
+    first block, then the chain id for a log that starts after block 1, or the genesis
+    state for one that starts at 1 (here a stand-in of its packed size: timestamp, K1
+    key, chain_config v0), then the totem."""
+    context = chain_id if first_block > 1 else bytes(8) + bytes(34) + bytes(68)
+    return struct.pack("<II", 3, first_block) + context + b"\xff" * 8
+
+
+def write_blocks(directory: Path, size: int, rng: random.Random, first_block: int = 1,
+                 chain_id: bytes = CHAIN_ID) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    header = struct.pack("<II", 3, first_block) + struct.pack("<I", 1) + CHAIN_ID
-    header += b"\xff" * 8
+    header = block_log_preamble(first_block, chain_id)
     with open(directory / "blocks.log", "wb") as log, \
             open(directory / "blocks.index", "wb") as index:
         log.write(header)
@@ -116,6 +125,69 @@ def append_blocks(directory: Path, nbytes: int, seed: int = 1) -> None:
     number = first + index_path.stat().st_size // 8
     with open(directory / "blocks.log", "ab") as log, open(index_path, "ab") as index:
         _append(log, index, nbytes, number, random.Random(seed))
+
+
+def write_spring_node(root: Path, rng: random.Random, *, first_block: int = 1001,
+                      chain_id: bytes = CHAIN_ID, stride: int = 50,
+                      snapshots: tuple[int, ...] = (1040, 1090)) -> None:
+    """A Spring 1.x layout (docs/nodeos.md): a clean state, a block log that starts at
+    ``first_block`` (its header holds the chain id), finished stride pieces
+    blocks/retained/blocks-<first>-<last>.log/.index and their state-history twins
+    (the same entry shape; the real ones begin with a 'ship' header), portable snapshots
+    named by block id (contents are stand-ins), state/chain_head.dat, and a sparse
+    state/code_cache.bin."""
+    write_state(root / "state/shared_memory.bin", Scale(8 << 20, 1 << 20, 0), rng)
+    for start in range(first_block - 2 * stride, first_block, stride):
+        end = start + stride - 1
+        for directory, name in ((root / "blocks/retained", f"blocks-{start}-{end}"),
+                                (root / "state-history/retained",
+                                 f"trace_history-{start}-{end}")):
+            directory.mkdir(parents=True, exist_ok=True)
+            with open(directory / f"{name}.log", "wb") as log, \
+                    open(directory / f"{name}.index", "wb") as index:
+                log.write(block_log_preamble(start, chain_id))
+                for number in range(start, end + 1):
+                    pos = log.tell()
+                    log.write(block_record(rng, number) + struct.pack("<Q", pos))
+                    index.write(struct.pack("<Q", pos))
+    write_blocks(root / "blocks", 256 << 10, rng, first_block, chain_id)
+    (root / "snapshots").mkdir(parents=True, exist_ok=True)
+    for block in snapshots:
+        block_id = struct.pack(">I", block) + rng.randbytes(28)
+        (root / f"snapshots/snapshot-{block_id.hex()}.bin").write_bytes(rng.randbytes(40_000))
+    (root / "state/chain_head.dat").write_bytes(rng.randbytes(3000))
+    with open(root / "state/code_cache.bin", "wb") as f:
+        f.truncate(16 << 20)
+        f.write(rng.randbytes(64 << 10))
+
+
+def prune_blocks(directory: Path, keep: int) -> None:
+    """Prune blocks.log as ``block-log-retain-blocks`` does: set the pruned flag, punch
+    holes from after the preamble to the first kept block (in the index too), append
+    the uint32 count of blocks kept."""
+    from pitreos.sparse import punch_hole  # installed with the project
+
+    log_path, index_path = directory / "blocks.log", directory / "blocks.index"
+    blocks = index_path.stat().st_size // 8
+    if keep >= blocks:
+        return
+    with open(index_path, "r+b") as index:
+        index.seek((blocks - keep) * 8)
+        first_kept = struct.unpack("<Q", index.read(8))[0]
+    with open(log_path, "r+b") as log:
+        version = struct.unpack("<I", log.read(4))[0]
+        log.seek(0)
+        log.write(struct.pack("<I", version | 1 << 31))
+        preamble = len(block_log_preamble(struct.unpack("<I", log.read(4))[0]))
+        log.seek(0, 2)
+        log.write(struct.pack("<I", keep))
+    for path, start, end in ((log_path, preamble, first_kept),
+                             (index_path, 0, (blocks - keep) * 8)):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            punch_hole(fd, start, end - start)
+        finally:
+            os.close(fd)
 
 
 def data_pages(path: Path) -> list[int]:

@@ -23,6 +23,8 @@ class BackupOptions:
     node: bool | None = None  # None: detect a nodeos data directory
     allow_dirty: bool = False
     keep_finalizer_safety: bool = False
+    exclude_caches: bool = False  # leave out what nodeos rebuilds (state/code_cache.bin)
+    latest_snapshot_only: bool = False  # of snapshots/snapshot-*.bin, only the newest
     lock_stale_after: float = locks.DEFAULT_STALE_AFTER  # seconds
     gc_poll_seconds: float = 2.0
 

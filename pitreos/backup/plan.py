@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import manifest as mf
 from .. import nodeos
 from ..catalog import Catalog, FileRecord
-from ..errors import DirtyState, PitreosError, UnfinishedRestore
+from ..errors import DirtyState, NodeFileDamaged, PitreosError, UnfinishedRestore
 from ..log import get_logger
 from ..manifest import RESTORE_MARKER
 from ..sparse import data_extents, overlaps
@@ -63,12 +63,16 @@ def check_source(source: Path, options: BackupOptions) -> None:
 def _plan(source: Path, catalog: Catalog, options: BackupOptions,
           stats: BackupStats) -> BackupPlan:
     check_source(source, options)
-    path_filter, meta = _node_checks(source, options)
+    path_filter, meta, node = _node_checks(source, options)
     scanned = scan(source, path_filter)
     for pattern in path_filter.unused([e.path for e in scanned.entries], scanned.excluded):
         log.warning("backup.glob_matches_nothing", glob=pattern)
+    if node:
+        blocks = [b for e in scanned.entries if (b := nodeos.snapshot_block(e.path))]
+        if blocks and "snapshot_block" not in options.meta:
+            meta["snapshot_block"] = str(max(blocks))
     previous = _previous_files(catalog, options.tag) if options.incremental else {}
-    planner = _Planner(options, stats, catalog.missing_blobs())
+    planner = _Planner(options, stats, catalog.missing_blobs(), node)
     entries: list[mf.Entry] = []
     jobs: list[FileJob] = []
     for src in scanned.entries:
@@ -81,14 +85,17 @@ def _plan(source: Path, catalog: Catalog, options: BackupOptions,
     return BackupPlan(entries, jobs, meta, planner.missing_blobs)
 
 
-def _node_checks(source: Path, options: BackupOptions) -> tuple[PathFilter, dict[str, str]]:
-    """For a nodeos data directory: record the head block and the state's build
-    environment, refuse a dirty state, leave out the finalizer's safety file.
-    Returns the path filter to scan with and the backup's metadata."""
+def _node_checks(source: Path, options: BackupOptions
+                 ) -> tuple[PathFilter, dict[str, str], bool]:
+    """For a nodeos data directory: record the head block, the chain and the state's
+    build environment, refuse a dirty state, leave out the finalizer's safety file (and
+    with the options, the caches nodeos rebuilds and all snapshots but the newest).
+    Returns the path filter to scan with, the backup's metadata, and whether it is a
+    node."""
     path_filter = options.path_filter
     node = nodeos.is_node_dir(source) if options.node is None else options.node
     if not node:
-        return path_filter, dict(options.meta)
+        return path_filter, dict(options.meta), False
     info = nodeos.inspect(source)
     if info.state is not None and info.state.dirty and not options.allow_dirty:
         raise DirtyState(
@@ -103,7 +110,26 @@ def _node_checks(source: Path, options: BackupOptions) -> tuple[PathFilter, dict
                     hint="--keep-finalizer-safety keeps it")
         path_filter = PathFilter(path_filter.include,
                                  (*path_filter.exclude, nodeos.FINALIZER_SAFETY))
-    return path_filter, {**info.meta, **options.meta}  # --meta wins over detection
+    if options.exclude_caches:
+        path_filter = PathFilter(path_filter.include, (*path_filter.exclude, *nodeos.CACHES))
+        info.meta["caches_left_out"] = ",".join(nodeos.CACHES)
+    if options.latest_snapshot_only:
+        older = _older_snapshots(source)
+        path_filter = PathFilter(path_filter.include, (*path_filter.exclude, *older))
+    return path_filter, {**info.meta, **options.meta}, True  # --meta wins over detection
+
+
+def _older_snapshots(source: Path) -> list[str]:
+    """The snapshots of ``source`` other than the one of the highest block (as exact
+    paths: their names hold no glob characters)."""
+    try:
+        names = [f"snapshots/{p.name}" for p in (source / "snapshots").iterdir()]
+    except FileNotFoundError:
+        return []
+    by_block = {path: block for path in names
+                if (block := nodeos.snapshot_block(path)) is not None}
+    newest = max(by_block, key=lambda path: (by_block[path], path), default=None)
+    return sorted(path for path in by_block if path != newest)
 
 
 def _previous_files(catalog: Catalog, tag: str) -> dict[str, FileRecord]:
@@ -132,6 +158,7 @@ class _Planner:
     options: BackupOptions
     stats: BackupStats
     missing_blobs: set[str]
+    node: bool = False
 
     def plan_file(self, src: SourceEntry, entry: mf.Entry,
                   previous: FileRecord | None) -> FileJob | None:
@@ -140,8 +167,20 @@ class _Planner:
         size, step = entry.size, self.options.chunk_size
         count = -(-size // step)
         self.stats.chunks += count
+        # a retained piece of a strided log never changes: the same name is the same
+        # file (even with a new inode, after a copy), and a change is damage
+        immutable = self.node and previous is not None and nodeos.is_retained(entry.path)
+        if immutable and previous is not None and (
+                previous.size, previous.mtime_ns) != (size, entry.mtime_ns):
+            raise NodeFileDamaged(
+                f"{src.abspath} changed since the previous backup ({previous.size} -> "
+                f"{size} bytes, or a new mtime), but retained block log pieces are never "
+                "written again: the disk or a tool damaged it. Restore it from the "
+                "previous backup (pitreos restore --include), or move it away; no backup "
+                "was written")
         if (previous is not None and previous.size == size and previous.chunk_size == step
-                and previous.mtime_ns == entry.mtime_ns and previous.inode == entry.inode
+                and previous.mtime_ns == entry.mtime_ns
+                and (immutable or previous.inode == entry.inode)
                 and not self._lacks_blobs(previous)):
             entry.chunks = previous.chunks
             self.stats.files_unchanged += 1

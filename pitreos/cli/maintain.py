@@ -1,12 +1,13 @@
 """The commands that keep a store: init, gc, verify, stats, unlock, catalog, config."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
 from .. import config as configuration
-from ..errors import PitreosError, UsageError
+from ..errors import NodeCheckFailed, PitreosError, UsageError
 from ..manifest import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, validate_tag
 from .common import (
     Settings,
@@ -50,6 +51,9 @@ def init(settings: Settings, chunk_size: str) -> None:
 @click.option("--keep-daily", type=click.IntRange(0), metavar="N", help="Likewise, days.")
 @click.option("--keep-weekly", type=click.IntRange(0), metavar="N", help="Likewise, ISO weeks.")
 @click.option("--keep-monthly", type=click.IntRange(0), metavar="N", help="Likewise, months.")
+@click.option("--keep-every-blocks", type=click.IntRange(1), metavar="N",
+              help="Keep the newest backup of each range of N blocks of head height (e.g. "
+              "1000000: one per million blocks), by the recorded head block.")
 @click.option("--tag", help="Only this tag [default: every tag, each on its own].")
 @click.option("--grace", default="24h", show_default=True, metavar="DURATION",
               help="Never delete blobs younger than this (a backup elsewhere may be about "
@@ -62,7 +66,8 @@ def init(settings: Settings, chunk_size: str) -> None:
 @click.pass_obj
 def gc(settings: Settings, keep_last: int | None, keep_hourly: int | None,
        keep_daily: int | None, keep_weekly: int | None, keep_monthly: int | None,
-       tag: str | None, grace: str, dry_run: bool, allow_empty: bool, wait: str) -> None:
+       keep_every_blocks: int | None, tag: str | None, grace: str, dry_run: bool,
+       allow_empty: bool, wait: str) -> None:
     """Delete the backups a retention policy does not keep, then every blob no
     remaining backup references.
 
@@ -74,7 +79,8 @@ def gc(settings: Settings, keep_last: int | None, keep_hourly: int | None,
     from ..select import parse_duration
 
     options = GCOptions(
-        policy=RetentionPolicy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly),
+        policy=RetentionPolicy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
+                               keep_every_blocks),
         tag=validate_tag(tag) if tag else None, grace=parse_duration(grace, "--grace"),
         dry_run=dry_run, allow_empty=allow_empty, progress=settings.progress(),
     )
@@ -348,4 +354,45 @@ def _source(source: click.core.ParameterSource | None, param: click.Parameter,
     return "default"
 
 
-COMMANDS = (init, gc, verify, stats, unlock, catalog, config_group)
+@click.command("check-node")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--against", "name", metavar="BACKUP",
+              help="Also check that DIRECTORY holds what this backup recorded: its head "
+              "block and chain.")
+@click.pass_obj
+def check_node(settings: Settings, directory: Path, name: str | None) -> None:
+    """Check a nodeos data directory as nodeos will need it: blocks.index agrees with
+    blocks.log entry by entry (each entry's trailing offset), the head block and chain
+    are the backup's (with --against), the state file is clean; its build environment is
+    printed beside the local nodeos's (`nodeos --full-version`, if on the PATH). Exits 1
+    with one line on any mismatch."""
+    recorded: dict[str, str] = {}
+    if name is not None:
+        with settings.workspace() as ws:
+            manifest = ws.choose(name)
+        recorded, name = manifest.meta, manifest.name
+    report_node_check(directory, recorded, name)
+
+
+def report_node_check(directory: Path, recorded: dict[str, str], backup: str | None) -> None:
+    """Check ``directory``, print what was found, raise on any problem."""
+    from ..nodecheck import check_node as run_check
+
+    found = run_check(directory, recorded)
+    result(check={"directory": str(directory), "backup": backup,
+                  "head_block": found.head_block, "chain_id": found.chain_id,
+                  "blocks_checked": found.blocks_checked,
+                  "state_environment": found.state_environment,
+                  "local_nodeos": found.local_nodeos, "problems": found.problems})
+    say(f"{directory}: head block {found.head_block}, chain {found.chain_id or 'unknown'}, "
+        f"{found.blocks_checked} index entries checked against the log")
+    if found.state_environment:
+        say(f"  {found.state_environment}")
+    say(f"  local nodeos: {found.local_nodeos or 'none on the PATH'}")
+    if found.problems:
+        more = f" (and {len(found.problems) - 1} more)" if len(found.problems) > 1 else ""
+        raise NodeCheckFailed(f"{directory} is not as nodeos needs it: "
+                              f"{found.problems[0]}{more}")
+
+
+COMMANDS = (init, gc, verify, stats, unlock, catalog, config_group, check_node)

@@ -12,6 +12,7 @@ from ..log import get_logger
 from ..manifest import validate_meta_key, validate_tag
 from ..restore import RestoreOptions, RestorePlan, execute_restore, plan_restore
 from ..restore.plan import MAX_UNKNOWN_DELETED
+from ..restore.seeds import Seeds
 from ..stores import default_store_url
 from ..walk import PathFilter
 from .common import (
@@ -63,6 +64,12 @@ log = get_logger(__name__)
 @click.option("--keep-finalizer-safety", is_flag=True,
               help="Include finalizers/safety.dat (left out by default: restoring an old "
               "copy on a finalizer is dangerous).")
+@click.option("--exclude-caches", is_flag=True,
+              help="Leave out what nodeos rebuilds (state/code_cache.bin); a restore then "
+              "leaves any local copy alone.")
+@click.option("--latest-snapshot-only", is_flag=True,
+              help="Of the portable snapshots (snapshots/snapshot-*.bin), back up only the "
+              "newest (by the block number in its name).")
 @path_options
 @wait_option
 @hook_options
@@ -70,7 +77,8 @@ log = get_logger(__name__)
 def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
            incremental: bool, chunk_size: str | None, compression_level: int,
            appendonly: tuple[str, ...], node: bool | None, allow_dirty: bool,
-           keep_finalizer_safety: bool, include: tuple[str, ...],
+           keep_finalizer_safety: bool, exclude_caches: bool, latest_snapshot_only: bool,
+           include: tuple[str, ...],
            exclude: tuple[str, ...], wait: str, run_before: str | None,
            run_after: str | None) -> None:
     """Back up DIRECTORY. Prints the new backup's name on stdout.
@@ -93,6 +101,7 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
         path_filter=PathFilter(include, exclude),
         appendonly=(*nodeos.APPEND_ONLY_DEFAULTS, *appendonly), node=node,
         allow_dirty=allow_dirty, keep_finalizer_safety=keep_finalizer_safety,
+        exclude_caches=exclude_caches, latest_snapshot_only=latest_snapshot_only,
     )
     result(tag=options.tag)
     with settings.recorded("backup", options.tag) as run, \
@@ -145,14 +154,23 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
 @click.option("--write-through-hard-links", is_flag=True,
               help="Write into local files that have other hard links (by default they "
               "are replaced: a link may lead outside DIRECTORY).")
+@click.option("--seed", "seeds", multiple=True, metavar="DIR",
+              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Take chunks from DIR (another node's data directory, an older copy) "
+              "before fetching them: the same file at the same offset, used only when "
+              "both hashes match. Repeatable.")
+@click.option("--check", "check_after", is_flag=True,
+              help="Then check DIRECTORY as nodeos needs it (as 'pitreos check-node'): "
+              "index against log, head block and chain as recorded, a clean state.")
 @wait_option
 @hook_options
 @click.pass_obj
 def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
             before: str | None, where: tuple[str, ...], include: tuple[str, ...],
             exclude: tuple[str, ...], delete_extra: bool, dry_run: bool, check_all: bool,
-            force: bool, keep_setid: bool, write_through_hard_links: bool, wait: str,
-            run_before: str | None, run_after: str | None) -> None:
+            force: bool, keep_setid: bool, write_through_hard_links: bool,
+            seeds: tuple[Path, ...], check_after: bool, wait: str, run_before: str | None,
+            run_after: str | None) -> None:
     """Restore a backup into DIRECTORY, in place: only chunks that differ from the local
     files are fetched.
 
@@ -161,9 +179,10 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
     `pitreos restore --tag standard --where 'block<=123456' /var/lib/nodeos`.
 
     Safe by default: a node state file locked by a running nodeos, or dirty, is refused
-    before anything changes; while it is restored its dirty flag stays set, so an
-    interrupted restore never leaves a state that nodeos would open; nothing is written
-    through a symlink or a hard link; --delete prints each path it removes."""
+    before anything changes, and so is a block log of another chain than the backup's;
+    while the state is restored its dirty flag stays set, so an interrupted restore
+    never leaves a state that nodeos would open; nothing is written through a symlink or
+    a hard link; --delete prints each path it removes."""
     if len(args) > 2:
         raise UsageError("restore takes [BACKUP|latest] DIRECTORY")
     name, dest = ("latest", args[0]) if len(args) == 1 else args
@@ -176,7 +195,8 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
         options = RestoreOptions(workers=ws.workers, delete_extra=delete_extra,
                                  path_filter=PathFilter(include, exclude), check_all=check_all,
                                  force=force, keep_setid=keep_setid,
-                                 write_through_links=write_through_hard_links)
+                                 write_through_links=write_through_hard_links,
+                                 seeds=Seeds(seeds))
         environment = nodeos.describe_state_environment(manifest.meta)
         if environment:
             say(f"note: {environment}")
@@ -197,14 +217,17 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
     result(files=stats.files, chunks_checked=stats.chunks_checked,
            chunks_kept=stats.chunks_kept, chunks_fetched=stats.chunks_fetched,
            chunks_holed=stats.chunks_holed, bytes_fetched=stats.bytes_fetched,
-           stored_bytes_fetched=stats.stored_bytes_fetched, bytes_written=stats.bytes_written,
+           stored_bytes_fetched=stats.stored_bytes_fetched, chunks_seeded=stats.chunks_seeded,
+           bytes_written=stats.bytes_written,
            fetched_bytes_per_second=per_second(stats.bytes_fetched, stats.seconds),
            deleted=[shown(p) for p in stats.deleted],
            setid_dropped=[shown(p) for p in stats.setid_dropped],
            not_in_backup=[] if delete_extra else [shown(p) for p in plan.extra])
     say(f"restored {manifest.name} into {dest}: {stats.files} files; chunks checked "
         f"{stats.chunks_checked}, kept {stats.chunks_kept}, fetched {stats.chunks_fetched}, "
-        f"holed {stats.chunks_holed}; fetched {human(stats.bytes_fetched)} of data "
+        f"holed {stats.chunks_holed}"
+        f"{f'; {stats.chunks_seeded} chunks from seeds' if stats.chunks_seeded else ''}; "
+        f"fetched {human(stats.bytes_fetched)} of data "
         f"({human(stats.stored_bytes_fetched)} from the store) at "
         f"{human(per_second(stats.bytes_fetched, stats.seconds))}/s, wrote "
         f"{human(stats.bytes_written)} in {stats.seconds:.1f}s")
@@ -218,6 +241,10 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
         say(f"{len(plan.extra)} local paths are not in the backup (--delete removes them):")
         for rel in plan.extra:
             say(f"  {shown(rel)}")
+    if check_after:
+        from .maintain import report_node_check
+
+        report_node_check(Path(dest), manifest.meta, manifest.name)
 
 
 def _report_plan(plan: RestorePlan) -> None:

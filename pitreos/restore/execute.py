@@ -44,6 +44,7 @@ class RestoreStats:
     chunks_holed: int = 0
     bytes_fetched: int = 0  # chunk data fetched (what a dry run calls bytes to fetch)
     stored_bytes_fetched: int = 0  # as the store sent them (compressed)
+    chunks_seeded: int = 0  # of the chunks fetched, those a seed directory held
     bytes_written: int = 0  # non-zero bytes written (zero runs are left as holes)
     files: int = 0
     deleted: list[str] = field(default_factory=list)  # local paths removed (--delete)
@@ -182,16 +183,17 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOption
 
     handles = Handles(open_file, finish)
 
-    def punch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int, int]:
+    def punch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int, int, bool]:
         start = index * step
         punch_hole(fd, start, mf.chunk_length(fp.entry.size, step, index))
-        return fp.entry.path, 0, 0, 0
+        return fp.entry.path, 0, 0, 0, False
 
-    def fetch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int, int]:
+    def fetch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int, int, bool]:
         chunk = fp.entry.chunks[index]
         assert chunk.digest is not None
-        data, fetched = repo.read_chunk(chunk.digest)
         expected = mf.chunk_length(fp.entry.size, step, index)
+        seeded = options.seeds.find(fp.entry.path, chunk.start, expected, chunk.digest)
+        data, fetched = (seeded, 0) if seeded is not None else repo.read_chunk(chunk.digest)
         if len(data) != expected:
             raise IntegrityError(
                 f"blob {chunk.digest.sha1} holds {len(data)} bytes, but {fp.entry.path} "
@@ -212,9 +214,9 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOption
             punch_hole(fd, chunk.start + previous_end, len(data) - previous_end)
         progress.advance(len(data))
         crashpoints.point("restore.chunk_written")
-        return fp.entry.path, len(data), fetched, written
+        return fp.entry.path, len(data), fetched, written, seeded is not None
 
-    def tasks() -> Iterator[Callable[[], tuple[str, int, int, int]]]:
+    def tasks() -> Iterator[Callable[[], tuple[str, int, int, int, bool]]]:
         for fp in plan.files:
             for fn, indexes in ((punch, fp.punch), (fetch, fp.fetch)):
                 for index in indexes:
@@ -223,8 +225,9 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOption
     try:
         for fp in plan.files:
             handles.expect(fp.entry.path, len(fp.punch) + len(fp.fetch))
-        for path, data_bytes, stored_bytes, written in imap_unordered(
+        for path, data_bytes, stored_bytes, written, seeded in imap_unordered(
                 call, tasks(), workers=options.workers):
+            stats.chunks_seeded += seeded
             stats.bytes_fetched += data_bytes
             stats.stored_bytes_fetched += stored_bytes
             stats.bytes_written += written

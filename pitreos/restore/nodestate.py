@@ -17,8 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import manifest as mf
 from .. import nodeos
-from ..errors import NodeRunning
+from ..errors import ChainMismatch, NodeRunning
 
 DIRTY_OFFSET = 8  # chainbase's header: uint64 id, then the dirty byte
 
@@ -47,6 +48,24 @@ def check_not_running(dest: Path, *, force: bool, resuming: bool) -> None:
         raise NodeRunning(
             f"{path} has its dirty flag set (nodeos is running, or crashed): stop nodeos, "
             "or pass --force to overwrite it")
+
+
+def check_same_chain(dest: Path, manifest: mf.Manifest, *, force: bool) -> None:
+    """Refuse to restore a backup of one chain over a block log of another: the result
+    would be neither node."""
+    wanted = manifest.meta.get("chain_id")
+    log_path = dest / nodeos.BLOCKS_LOG
+    if wanted is None or force or not log_path.is_file():
+        return
+    try:
+        local = nodeos.read_preamble(log_path).chain_id
+    except (nodeos.NodeFormatError, OSError):
+        return  # unreadable: the restore replaces it
+    if local is not None and local != wanted:
+        raise ChainMismatch(
+            f"{log_path} belongs to chain {local}, backup {manifest.name} to chain "
+            f"{wanted}: restoring would mix two chains. Restore into another directory, or "
+            "pass --force to replace this node's data")
 
 
 def _locked_by_another(fd: int) -> bool:

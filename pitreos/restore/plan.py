@@ -23,7 +23,8 @@ from ..parallel import imap_unordered
 from ..progress import NoProgress, Progress
 from ..sparse import data_extents, is_zero, overlaps, pread_exact, read_range
 from ..walk import PathFilter
-from .nodestate import check_not_running
+from .nodestate import check_not_running, check_same_chain
+from .seeds import Seeds
 
 log = get_logger(__name__)
 
@@ -40,6 +41,7 @@ class RestoreOptions:
     force: bool = False  # over a locked or dirty node state, and --delete of many paths
     keep_setid: bool = False  # restore setuid/setgid bits (as tar's --same-permissions)
     write_through_links: bool = False  # write into files with other hard links
+    seeds: Seeds = field(default_factory=Seeds)  # local directories to take chunks from
 
 
 @dataclass
@@ -109,6 +111,7 @@ def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
     resuming = os.path.lexists(dest / RESTORE_MARKER)
     if any(e.path == nodeos.STATE_FILE for e in manifest.entries):
         check_not_running(dest, force=options.force, resuming=resuming)
+    check_same_chain(dest, manifest, force=options.force)
     kept_paths = options.path_filter.apply([e.path for e in manifest.entries])
     entries = [e for e in manifest.entries if e.path in kept_paths]
     if options.path_filter.include and not any(e.type == "file" for e in entries):
@@ -128,7 +131,11 @@ def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
         _check_local_chunks(dest, checks, step, options.workers, progress)
     finally:
         progress.finish()
-    extra = _extra_paths(dest, {e.path for e in manifest.entries}, options.path_filter)
+    # what the backup left out as a cache nodeos rebuilds is not the backup's to judge:
+    # a local copy stays, even with --delete
+    caches = [p for p in manifest.meta.get("caches_left_out", "").split(",") if p]
+    extra = [rel for rel in _extra_paths(dest, {e.path for e in manifest.entries},
+                                         options.path_filter) if rel not in caches]
     extra_count = sum(_count_below(dest / rel) for rel in extra)
     return RestorePlan(manifest, dest, entries, files, extra, extra_count, resuming)
 

@@ -52,3 +52,19 @@ def test_state_header_that_is_not_chainbase(tmp_path: Path) -> None:
     path.write_bytes(b"notchain" + bytes(1016))
     with pytest.raises(nodeos.NodeFormatError, match="unknown chainbase id"):
         nodeos.read_state_header(path)
+
+
+def test_names_of_retained_pieces_and_snapshots() -> None:
+    from pitreos import nodeos
+
+    for path in ("blocks/retained/blocks-1-100000.log", "blocks/archive/blocks-1-2.index",
+                 "state-history/retained/trace_history-101-200.log",
+                 "state-history/retained/chain_state_history-101-200.index"):
+        assert nodeos.is_retained(path), path
+    for path in ("blocks/blocks.log", "state-history/trace_history.log",
+                 "blocks/retained/blocks-1-x.log", "blocks/blocks-1-2.log.tmp"):
+        assert not nodeos.is_retained(path), path
+    block_id = "00000410" + "ab" * 28
+    assert nodeos.snapshot_block(f"snapshots/snapshot-{block_id}.bin") == 1040
+    assert nodeos.snapshot_block(f"snapshots/snapshot-{block_id}.bin.tmp") is None
+    assert nodeos.snapshot_block("snapshots/snapshot-1040.bin") is None
