@@ -14,7 +14,7 @@ from ..catalog import Catalog, FileRecord
 from ..errors import DirtyState, NodeFileDamaged, PitreosError, UnfinishedRestore
 from ..log import get_logger
 from ..manifest import RESTORE_MARKER
-from ..sparse import data_extents, overlaps
+from ..sparse import MERGE_GAP, data_extents, overlaps
 from ..walk import (
     PathFilter,
     SourceEntry,
@@ -189,13 +189,14 @@ class _Planner:
         fd = open_source(src)  # closed again: the pipeline reopens files as it reaches them
         try:
             job = FileJob(src, step, [None] * count, data_extents(fd, size), usable)
-            kept = self._appended_prefix(job, entry, previous, fd) if previous else 0
-            job.chunks[:kept] = previous.chunks[:kept] if previous is not None else []
+            kept = self._appended_prefix(job, entry, previous, fd) if previous else range(0)
         finally:
             os.close(fd)
-        for index in range(kept, count):
+        for index in range(count):
             start = index * step
-            if not overlaps(job.extents, start, min(start + step, size)):
+            if index in kept and previous is not None:
+                job.chunks[index] = previous.chunks[index]
+            elif not overlaps(job.extents, start, min(start + step, size)):
                 job.chunks[index] = mf.Chunk(start, None)
                 self.stats.chunks_empty += 1
         return job
@@ -208,32 +209,54 @@ class _Planner:
             for c in previous.chunks)
 
     def _appended_prefix(self, job: FileJob, entry: mf.Entry, previous: FileRecord,
-                         fd: int) -> int:
-        """How many leading chunks of an append-only file the previous backup already
+                         fd: int) -> range:
+        """The leading chunks of an append-only file that the previous backup already
         holds unchanged: the full chunks of its previous size, when the file did not
         shrink and its first and last full chunks still hash the same (a cheap check of
-        the prefix). 0 means a full pass."""
+        the prefix). An empty range means a full pass.
+
+        A pruned front (nodeos punched holes after the preamble, and flagged the
+        preamble) keeps the chunks past the holes: they are not read again when the
+        last full chunk still hashes the same; the preamble's chunk and those the holes
+        reach are read (or are holes) as in a new file."""
+        none = range(0)
         if not (entry.appendonly and self.options.incremental):
-            return 0
+            return none
         step = self.options.chunk_size
         if entry.size < previous.size or previous.chunk_size != step:
             log.warning("backup.appendonly_full_pass", path=entry.path,
                         reason=f"shrank from {previous.size} to {entry.size} bytes"
                         if entry.size < previous.size else "chunk size changed")
-            return 0
+            return none
         full = previous.size // step
         if full == 0:
-            return 0
+            return none
         if self._lacks_blobs(previous):
             log.warning("backup.appendonly_full_pass", path=entry.path,
                         reason="the store lacks a blob of the previous backup")
-            return 0
-        for index in sorted({0, full - 1}):
+            return none
+        first = _past_a_pruned_front(job.extents, step)
+        for index in sorted({first, full - 1} - ({0} if first else set())):
+            if index >= full:
+                break
             probe = read_chunk(job, index, fd)
             if probe.digest != previous.chunks[index].digest:
                 log.warning("backup.appendonly_full_pass", path=entry.path,
                             reason=f"chunk {index} changed since the previous backup")
-                return 0
+                return none
             self.stats.bytes_read += len(probe.data or b"")
+        if first:
+            log.info("backup.pruned_front", path=entry.path, chunks_reread_or_holes=first)
         self.stats.files_appended += 1
-        return full
+        return range(first, full)
+
+
+def _past_a_pruned_front(extents: list[tuple[int, int]], step: int) -> int:
+    """The first chunk past a pruned front: when the file's data starts at 0 (the
+    preamble), stops, and resumes further on, the chunk after the one where it resumes
+    (extents closer than MERGE_GAP come merged, so the resume point is known to within
+    that: the chunk holding it is read again). 0 when the front is not pruned."""
+    if len(extents) < 2 or extents[0][0] != 0:
+        return 0
+    resume = extents[1][0]
+    return (resume + MERGE_GAP) // step + 1
