@@ -21,6 +21,7 @@ Formats, with their sources, are documented in ``docs/nodeos.md``:
   compiler), packed.
 """
 
+import hashlib
 import re
 import shutil
 import struct
@@ -43,6 +44,7 @@ SNAPSHOT_RE = re.compile(r"(?:.*/)?snapshots/snapshot-([0-9a-f]{64})\.bin")
 # finished pieces of a strided log: never written again once moved to the retained dir
 RETAINED_RE = re.compile(r"(?:.*/)?(?:blocks|[a-z_]+_history)-(\d+)-(\d+)\.(?:log|index)")
 _TOTEM = b"\xff" * 8
+_GENESIS_SIZE = 8 + 1 + 33 + 68  # time_point, K1/R1 public key, chain_config_v0
 # Files nodeos only ever appends to (pruning punches holes at the front, which is fine).
 APPEND_ONLY_DEFAULTS = (BLOCKS_LOG, BLOCKS_INDEX, "state-history/*.log",
                         "state-history/*.index")
@@ -103,11 +105,11 @@ def is_node_dir(root: Path) -> bool:
 
 
 def read_preamble(log_path: Path) -> Preamble:
-    """A block log's preamble: version, pruned flag, first block, and the chain id when
-    the log holds one (version 3 starting after block 1; a log with a genesis state
-    would need that state's packing per nodeos version to derive the id: not read)."""
+    """A block log's preamble: version, pruned flag, first block, and the chain id:
+    held as is by a version-3 log that starts after block 1, or else the sha256 of the
+    packed genesis state it holds (``genesis_state::compute_chain_id``)."""
     with open(log_path, "rb") as f:
-        raw = f.read(4 + 4 + 32 + 8)
+        raw = f.read(4 + 4 + _GENESIS_SIZE + 8)
     if len(raw) < 4:
         raise NodeFormatError(f"{log_path} is too short for a header")
     version = struct.unpack_from("<I", raw)[0]
@@ -123,7 +125,22 @@ def read_preamble(log_path: Path) -> Preamble:
         if len(raw) < 48 or raw[40:48] != _TOTEM:
             raise NodeFormatError(f"{log_path}: no totem after the chain id in its header")
         chain_id = raw[8:40].hex()
+    else:
+        chain_id = _genesis_chain_id(raw[4 if version == 1 else 8:], totem=version > 1)
     return Preamble(version, pruned, first, chain_id)
+
+
+def _genesis_chain_id(raw: bytes, *, totem: bool) -> str | None:
+    """The chain id of a packed genesis state: ``time_point`` (int64), ``public_key``
+    (a variant: varint index, then 33 bytes for K1 or R1; WebAuthn keys vary in size
+    and are not read), ``chain_config_v0`` (68 bytes). None when it cannot be told
+    apart from what follows (a version-2 or -3 log must have the totem right after)."""
+    genesis = raw[:_GENESIS_SIZE]
+    if len(genesis) < _GENESIS_SIZE or genesis[8] not in (0, 1):
+        return None
+    if totem and raw[_GENESIS_SIZE:_GENESIS_SIZE + 8] != _TOTEM:
+        return None
+    return hashlib.sha256(genesis).hexdigest()
 
 
 def snapshot_block(path: str) -> int | None:

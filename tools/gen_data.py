@@ -40,6 +40,13 @@ SCALES = {
     "large": Scale(32 << 30, 4 << 30, 4 << 30),
 }
 CHAIN_ID = bytes.fromhex("aca376f206b8fc25a6ed44dbdc66547c36c6c33e3a119ffbeaef943642f0e906")
+# a packed genesis_state (leap genesis_state.hpp: initial_timestamp, initial_key,
+# initial_configuration): 2018-06-01T12:00:00 in microseconds, a K1 key (variant index
+# 0, 33 bytes), chain_config_v0 (uint64, 14 uint32, 2 uint16); its sha256 is the chain id
+GENESIS = (struct.pack("<q", 1_527_854_400_000_000) + b"\x00" + b"\x02" + bytes(range(32))
+           + struct.pack("<Q14I2H", 1024 * 1024, 1000, 512 * 1024, 12, 500, 1, 100,
+                         200_000, 1000, 150_000, 100, 3600, 600, 45 * 24 * 3600, 4096, 4,
+                         6))
 
 
 def chainbase_header(dirty: bool = False) -> bytes:
@@ -87,10 +94,9 @@ def block_record(rng: random.Random, number: int) -> bytes:
 
 def block_log_preamble(first_block: int, chain_id: bytes = CHAIN_ID) -> bytes:
     """A version-3 block log preamble (spring libraries/chain/block_log.cpp): version,
-    first block, then the chain id for a log that starts after block 1, or the genesis
-    state for one that starts at 1 (here a stand-in of its packed size: timestamp, K1
-    key, chain_config v0), then the totem."""
-    context = chain_id if first_block > 1 else bytes(8) + bytes(34) + bytes(68)
+    first block, then the chain id for a log that starts after block 1, or the packed
+    genesis state for one that starts at 1, then the totem."""
+    context = chain_id if first_block > 1 else GENESIS
     return struct.pack("<II", 3, first_block) + context + b"\xff" * 8
 
 

@@ -416,3 +416,14 @@ def test_gc_warns_of_gcs_soft_delete(run: Runner, tree: Path, tmp_path: Path,
     found = document(warned, "gc")
     assert found["blobs_deleted"] >= 1 and found["deleted_kept_seconds"] == 604800
     assert "soft delete" in warned.stderr and "7.0 more days" in warned.stderr
+
+
+def test_a_store_made_before_init_keeps_working(run: Runner, tree: Path,
+                                                tmp_path: Path) -> None:
+    name = run("backup", str(tree)).ok().stdout.strip()
+    (tmp_path / "store/pitreos-store.json").unlink()  # as pitreos 0.1 left its stores
+    assert run("list").ok().stdout.split()[0] == name
+    run("backup", str(tree)).ok()
+    run("restore", name, str(tmp_path / "dst")).ok()
+    run("init").ok()  # describes it, keeping its backups
+    assert len(run("list").ok().stdout.splitlines()) == 2

@@ -68,3 +68,20 @@ def test_names_of_retained_pieces_and_snapshots() -> None:
     assert nodeos.snapshot_block(f"snapshots/snapshot-{block_id}.bin") == 1040
     assert nodeos.snapshot_block(f"snapshots/snapshot-{block_id}.bin.tmp") is None
     assert nodeos.snapshot_block("snapshots/snapshot-1040.bin") is None
+
+
+def test_the_chain_id_of_a_log_that_starts_at_genesis(tmp_path: Path) -> None:
+    import hashlib
+
+    from pitreos import nodeos
+
+    assert len(gen_data.GENESIS) == 110
+    gen_data.write_blocks(tmp_path / "blocks", 50_000, random.Random(3))  # from block 1
+    preamble = nodeos.read_preamble(tmp_path / "blocks/blocks.log")
+    assert preamble.first_block == 1
+    assert preamble.chain_id == hashlib.sha256(gen_data.GENESIS).hexdigest()
+    # a genesis state that does not end at the totem is not guessed at
+    raw = bytearray((tmp_path / "blocks/blocks.log").read_bytes())
+    raw[8 + 110] = 0
+    (tmp_path / "blocks/blocks.log").write_bytes(bytes(raw))
+    assert nodeos.read_preamble(tmp_path / "blocks/blocks.log").chain_id is None
