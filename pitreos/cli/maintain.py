@@ -14,6 +14,7 @@ from .common import (
     human,
     line,
     parse_size,
+    per_second,
     result,
     say,
     shown,
@@ -162,8 +163,10 @@ def verify(settings: Settings, name: str | None, all_backups: bool, deep: bool,
             line(f"blob {damage.sha1}: {damage.problem}")
             for backup_name, path in damage.files:
                 line(f"  breaks {backup_name}: {shown(path)}")
+        rate = per_second(report.bytes_downloaded, settings.elapsed())
         summary = (f"checked {report.blobs_checked} blobs of {report.backups} backups"
-                   + (f" (deep, {human(report.bytes_downloaded)} fetched)" if deep else ""))
+                   + (f" (deep, {human(report.bytes_downloaded)} fetched at {human(rate)}/s)"
+                      if deep else ""))
         if bad_manifests and not report.damage:
             raise PitreosError(f"{summary}: {len(bad_manifests)} manifests left out as "
                                "unreadable or conflicting: "

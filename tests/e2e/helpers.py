@@ -1,11 +1,16 @@
 """Helpers shared by the tests: CLI results, sparse files, tree comparisons."""
 
+import json
 import os
 import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import jsonschema
+import referencing
 
 from pitreos.sparse import allocated_bytes
 
@@ -118,3 +123,28 @@ def dirty_byte(path: Path) -> int:
     with open(path, "rb") as f:
         f.seek(8)
         return f.read(1)[0]
+
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schema" / "json"
+
+
+def _registry() -> referencing.Registry[Any]:
+    resources = []
+    for path in SCHEMAS.glob("*.schema.json"):
+        schema = json.loads(path.read_text())
+        resource = referencing.Resource.from_contents(schema)
+        resources += [(schema["$id"], resource), (path.name, resource)]
+    return referencing.Registry().with_resources(resources)
+
+
+REGISTRY = _registry()
+
+
+def document(result: Result, schema: str) -> dict[str, Any]:
+    """The --json document on stdout, checked against its schema (and the envelope)."""
+    doc: dict[str, Any] = json.loads(result.stdout)
+    spec = json.loads((SCHEMAS / f"{schema}.schema.json").read_text())
+    jsonschema.Draft202012Validator(spec, registry=REGISTRY).validate(doc)
+    assert doc["exit_code"] == result.returncode
+    assert doc["ok"] is (result.returncode == 0)
+    return doc

@@ -164,7 +164,7 @@ def test_verify_names_missing_and_corrupt_blobs(run: Runner, tree: Path, tmp_pat
     assert f"breaks {name}: blocks/blocks.index" in deep.stdout
     assert f"blob {log_sha1}: corrupt" in deep.stdout  # truncated
     assert f"breaks {name}: blocks/blocks.log" in deep.stdout
-    assert "(deep, " in deep.stderr and " fetched)" in deep.stderr
+    assert "(deep, " in deep.stderr and " fetched at " in deep.stderr
 
 
 def test_verify_quick_makes_no_download(tree: Path, tmp_path: Path) -> None:

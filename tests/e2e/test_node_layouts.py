@@ -15,7 +15,7 @@ import pytest
 
 from pitreos.sparse import allocated_bytes
 
-from .helpers import Runner, assert_same_tree, snapshot, write_at
+from .helpers import Runner, assert_same_tree, document, snapshot, write_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import gen_data
@@ -113,8 +113,8 @@ def test_a_pruned_log_backs_up_and_checks(run: Runner, spring: Path, tmp_path: P
     assert (dest / "blocks/blocks.log").read_bytes() == \
         (spring / "blocks/blocks.log").read_bytes()
     assert allocated_bytes(dest / "blocks/blocks.log") < log_size * 9 // 10  # holes kept
-    checked = json.loads(run("check-node", str(dest), "--against", pruned["backup"],
-                             "--json").ok().stdout)["check"]
+    checked = document(run("check-node", str(dest), "--against", pruned["backup"],
+                           "--json").ok(), "check-node")["check"]
     assert checked["head_block"] == head and checked["problems"] == []
     assert checked["blocks_checked"] == blocks * 3 // 4
 
@@ -157,7 +157,8 @@ def test_check_node_finds_what_nodeos_would_trip_on(run: Runner, spring: Path,
                                                     tmp_path: Path) -> None:
     name = backup(run, spring)
     dest = tmp_path / "dest"
-    run("restore", name, str(dest), "--check").ok()
+    restored = document(run("restore", name, str(dest), "--check", "--json").ok(), "restore")
+    assert restored["check"]["problems"] == [] and restored["check"]["head_block"] > 1000
     # an index entry that points elsewhere than its block's entry
     index = dest / "blocks/blocks.index"
     with open(index, "r+b") as f:
@@ -165,7 +166,9 @@ def test_check_node_finds_what_nodeos_would_trip_on(run: Runner, spring: Path,
         offset = struct.unpack("<Q", f.read(8))[0]
         f.seek(8 * 50)
         f.write(struct.pack("<Q", offset + 3))
-    run("check-node", str(dest)).fails("the index disagrees with", "block 1051", code=1)
+    failed = run("check-node", str(dest), "--json")
+    failed.fails("the index disagrees with", "block 1051", code=1)
+    assert document(failed, "check-node")["check"]["problems"]
     run("restore", name, str(dest), "--check").ok()  # the restore repairs it
     # the head is not the backup's
     gen_data.append_blocks(dest / "blocks", 20_000)

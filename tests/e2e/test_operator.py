@@ -13,39 +13,13 @@ from typing import Any
 
 import jsonschema
 import pytest
-import referencing
 from prometheus_client.parser import text_string_to_metric_families
 
 from pitreos.sparse import allocated_bytes
 
 from .faults import FaultPlan, address, start_proxy
-from .helpers import CHUNK, Result, Runner, make_node, write_at
+from .helpers import CHUNK, SCHEMAS, Result, Runner, document, make_node, write_at
 from .servers import create_gcs_bucket
-
-SCHEMAS = Path(__file__).resolve().parents[2] / "schema" / "json"
-
-
-def _registry() -> referencing.Registry[Any]:
-    resources = []
-    for path in SCHEMAS.glob("*.schema.json"):
-        schema = json.loads(path.read_text())
-        resource = referencing.Resource.from_contents(schema)
-        resources += [(schema["$id"], resource), (path.name, resource)]
-    return referencing.Registry().with_resources(resources)
-
-
-REGISTRY = _registry()
-
-
-def document(result: Result, schema: str) -> dict[str, Any]:
-    """The --json document on stdout, checked against its schema (and the envelope)."""
-    doc: dict[str, Any] = json.loads(result.stdout)
-    spec = json.loads((SCHEMAS / f"{schema}.schema.json").read_text())
-    jsonschema.Draft202012Validator(spec, registry=REGISTRY).validate(doc)
-    assert doc["exit_code"] == result.returncode
-    assert doc["ok"] is (result.returncode == 0)
-    return doc
-
 
 # init
 
