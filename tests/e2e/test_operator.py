@@ -401,3 +401,38 @@ def test_a_store_made_before_init_keeps_working(run: Runner, tree: Path,
     run("restore", name, str(tmp_path / "dst")).ok()
     run("init").ok()  # describes it, keeping its backups
     assert len(run("list").ok().stdout.splitlines()) == 2
+
+
+def test_progress_bars_in_a_terminal(run: Runner, tmp_path: Path, store_url: str) -> None:
+    """Under a real pseudo-terminal (util-linux `script`), every long command draws a
+    bar with its phase."""
+    script = shutil.which("script")
+    assert script is not None, "util-linux script is needed to give pitreos a terminal"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "data.bin").write_bytes(os.urandom(4 << 20))
+    other = (tmp_path / "other").as_uri()
+    run("init", store=other).ok()
+    env = {**os.environ, "PITREOS_STORE": store_url,
+           "PITREOS_CATALOG": str(tmp_path / "catalog.sqlite"), "COLUMNS": "120"}
+
+    def in_terminal(*args: str) -> str:
+        command = " ".join([sys.executable, "-m", "pitreos", *args])
+        done = subprocess.run([script, "-qfec", command, "/dev/null"], env=env,
+                              cwd=tmp_path, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stdout.decode(errors="replace")
+        return done.stdout.decode(errors="replace")
+
+    name = run("backup", str(src)).ok().stdout.strip()
+    (src / "data.bin").write_bytes(os.urandom(4 << 20))
+    phases = {
+        ("backup", str(src)): "backup",
+        ("restore", name, str(tmp_path / "dst")): "restore",
+        ("verify", "--all", "--deep"): "verify: download and check",
+        ("copy", name, "--to", other, "--to-catalog", str(tmp_path / "o.sqlite")): "copy",
+        ("catalog", "sync"): "catalog sync: list blobs",
+        ("gc", "--keep-last", "1", "--grace", "0s"): "gc: delete blobs",
+    }
+    for args, phase in phases.items():
+        shown = in_terminal(*args)
+        assert phase in shown and "\u2501" in shown, (args, shown[-500:])
