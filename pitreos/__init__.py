@@ -7,14 +7,6 @@ nothing unless the application configures logging.
 """
 
 
-def __getattr__(name: str) -> str:
-    # read on first use: importing importlib.metadata at start-up widens the window in
-    # which Ctrl-C meets Python's own import machinery instead of pitreos's handler
-    if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
+from ._version import __version__
 
-        try:
-            return version("pitreos")  # one source: the package metadata (pyproject.toml)
-        except PackageNotFoundError:  # run from a checkout that was never installed
-            return "0+unknown"
-    raise AttributeError(f"module 'pitreos' has no attribute {name!r}")
+__all__ = ["__version__"]

@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 import yaml
 
 from . import __version__
+from .defaults import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from .errors import ManifestError, UsageError
 from .hashing import ChunkDigest
 
@@ -31,9 +32,6 @@ _MODE_RE = re.compile(r"[0-7]{1,6}")
 _TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z")
 _I64_MIN = -(1 << 63)
 _U64_MAX = (1 << 64) - 1
-DEFAULT_CHUNK_SIZE = 1 << 20  # chosen by tools/bench.py: see docs/performance.md
-MIN_CHUNK_SIZE = 64 << 10
-MAX_CHUNK_SIZE = 256 << 20
 MAX_FILE_SIZE = (1 << 63) - 1  # off_t
 MAX_MANIFEST_BYTES = 2 << 30  # a 4 TB log in 1 MiB chunks is ~450 MB of manifest
 MAX_ENTRIES = 10_000_000

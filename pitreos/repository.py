@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from . import locks
 from . import manifest as mf
 from .blobcodec import BlobCodec, parse_header
+from .defaults import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from .errors import (
     BackupNotFound,
     BlobNotFound,
@@ -108,14 +109,14 @@ class StoreDescription:
         if not isinstance(doc, dict):
             raise StoreError(f"{where} is not a JSON object")
         version, store_id = doc.get("format"), doc.get("id")
-        chunk_size = doc.get("chunk_size", mf.DEFAULT_CHUNK_SIZE)
+        chunk_size = doc.get("chunk_size", DEFAULT_CHUNK_SIZE)
         if version != STORE_FORMAT:
             raise StoreError(f"{where} has format {version!r}; this pitreos reads format "
                              f"{STORE_FORMAT}: upgrade pitreos")
         if not isinstance(store_id, str) or not store_id:
             raise StoreError(f"{where} holds no id")
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not (
-                mf.MIN_CHUNK_SIZE <= chunk_size <= mf.MAX_CHUNK_SIZE):
+                MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE):
             raise StoreError(f"{where} has an invalid chunk_size {chunk_size!r}")
         return cls(version, store_id, str(doc.get("created", "")), chunk_size)
 

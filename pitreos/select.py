@@ -3,6 +3,8 @@
 The catalog answers every query; no manifest is read from the store.
 """
 
+from __future__ import annotations
+
 import difflib
 import math
 import operator
@@ -10,10 +12,12 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .catalog import BackupRecord
 from .errors import BackupNotFound, UsageError
+
+if TYPE_CHECKING:  # the catalog (sqlite-utils) is not imported to parse a flag
+    from .catalog import BackupRecord
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "<=": operator.le, ">=": operator.ge, "!=": operator.ne,

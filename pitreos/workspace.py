@@ -12,9 +12,10 @@ from pathlib import Path
 from . import locallock
 from .blobcodec import BlobCodec
 from .catalog import Catalog, default_catalog_path
+from .defaults import DEFAULT_CHUNK_SIZE
 from .errors import BackupNotFound, StoreExists, StoreNotFound
 from .log import get_logger
-from .manifest import DEFAULT_CHUNK_SIZE, Manifest
+from .manifest import Manifest
 from .progress import Progress
 from .repository import Repository, StoreDescription, blob_is_sound, is_blob_key
 from .select import BackupFilter, choose

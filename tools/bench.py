@@ -693,6 +693,30 @@ class Bench:
         finally:
             gcs.stop()
 
+    def startup(self, runs: int = 11) -> None:
+        """Wall time of `pitreos --version` and of `pitreos list` on an empty catalog
+        (issue 15's target: 150 ms each), beside `python -c pass` (the interpreter
+        alone); medians of ``runs`` runs, one after the other, warm."""
+        url, catalog = self.fresh_store("startup")
+        env = {**os.environ, "PITREOS_STORE": url, "PITREOS_CATALOG": catalog}
+        subprocess.run([sys.executable, "-m", "pitreos", "init", "-q"], env=env, check=True)
+
+        def median_wall(*argv: str) -> float:
+            times = []
+            for _ in range(runs):
+                started = time.monotonic()
+                subprocess.run([sys.executable, *argv], env=env, check=True,
+                               stdout=subprocess.DEVNULL)
+                times.append(time.monotonic() - started)
+            return statistics.median(times)
+
+        python = median_wall("-c", "pass")
+        version = median_wall("-m", "pitreos", "--version")
+        listing = median_wall("-m", "pitreos", "list")
+        self.notes.append(f"start-up (target 0.150 s): pitreos --version {version:.3f} s, "
+                          f"pitreos list on an empty catalog {listing:.3f} s; python -c pass "
+                          f"{python:.3f} s")
+
     def report(self) -> str:
         lines = [f"pitreos benchmark, scale {self.args.scale}, chunk {self.chunk >> 10} KiB, "
                  f"{CORES} cores, median of {self.args.repeat}, "
@@ -801,7 +825,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_child(json.loads(args.child))))
         return
-    from pitreos.backup import DEFAULT_CHUNK_SIZE
+    from pitreos.defaults import DEFAULT_CHUNK_SIZE
 
     args.chunk_size = args.chunk_size or DEFAULT_CHUNK_SIZE
     bench = Bench(args)
@@ -819,6 +843,7 @@ def main() -> None:
         bench.servers()
     if "all" in cases or "gc" in cases:
         bench.gc_and_verify()
+    bench.startup()
     text = bench.report()
     print(text)
     results = TOOLS / "bench-results"

@@ -10,15 +10,7 @@ The flow, one module a step:
 - :mod:`.run`: the steps in order, the manifest written last under a fresh name.
 """
 
-from .options import (
-    DEFAULT_CHUNK_SIZE,
-    MAX_CHUNK_SIZE,
-    MIN_CHUNK_SIZE,
-    BackupOptions,
-    BackupResult,
-    BackupStats,
-)
+from .options import BackupOptions, BackupResult, BackupStats
 from .run import run_backup
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "BackupOptions",
-           "BackupResult", "BackupStats", "run_backup"]
+__all__ = ["BackupOptions", "BackupResult", "BackupStats", "run_backup"]

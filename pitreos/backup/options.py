@@ -4,11 +4,8 @@ from dataclasses import dataclass, field
 
 from .. import locks, nodeos
 from .. import manifest as mf
+from ..defaults import DEFAULT_CHUNK_SIZE
 from ..walk import PathFilter
-
-DEFAULT_CHUNK_SIZE = mf.DEFAULT_CHUNK_SIZE
-MIN_CHUNK_SIZE = mf.MIN_CHUNK_SIZE
-MAX_CHUNK_SIZE = mf.MAX_CHUNK_SIZE
 
 
 @dataclass

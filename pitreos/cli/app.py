@@ -2,6 +2,8 @@
 which turns every outcome into an exit code, a one-line error and, with ``--json``, the
 result document."""
 
+from __future__ import annotations
+
 import json
 import os
 import signal

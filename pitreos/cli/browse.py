@@ -1,20 +1,18 @@
 """The commands that look into backups: list, show, files, diff, dump, export."""
 
+from __future__ import annotations
+
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import nodeos
-from ..catalog import BackupRecord
 from ..errors import PitreosError, UsageError
-from ..export import ExportStats
-from ..manifest import Manifest
 from ..select import did_you_mean
-from ..workspace import Workspace
 from .common import (
     Settings,
     filter_options,
@@ -26,6 +24,12 @@ from .common import (
     shown,
     typed_meta,
 )
+
+if TYPE_CHECKING:
+    from ..catalog import BackupRecord
+    from ..export import ExportStats
+    from ..manifest import Manifest
+    from ..workspace import Workspace
 
 
 def _record(r: BackupRecord) -> dict[str, Any]:

@@ -6,6 +6,8 @@ document and nothing else); stderr carries summaries and notes for people (nothi
 ``-q`` or ``--json``), progress, warnings and the one-line error.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import re
@@ -16,17 +18,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .. import metrics
-from ..config import Profile
 from ..errors import UsageError
-from ..manifest import validate_tag
 from ..progress import IntervalProgress, NoProgress, Progress, RichProgress, describe, iec
 from ..select import BackupFilter, parse_duration, parse_time, parse_where
-from ..workspace import Workspace
+
+if TYPE_CHECKING:
+    from ..config import Profile
+    from ..workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
 _SIZE_RE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
@@ -65,6 +68,8 @@ class Settings:
                   compression_level: int = 3, store: str | None = None,
                   catalog: Path | None = None, rebuild_catalog: bool = False
                   ) -> Iterator[Workspace]:
+        from ..workspace import Workspace
+
         timeout = parse_duration(self.request_timeout, "--request-timeout").total_seconds()
         if timeout <= 0:
             raise UsageError(f"invalid --request-timeout {self.request_timeout!r}: must be "
@@ -222,6 +227,8 @@ def path_options(func: F) -> F:
 
 
 def make_filter(tag: str | None, before: str | None, where: tuple[str, ...]) -> BackupFilter:
+    from ..manifest import validate_tag
+
     return BackupFilter(
         tag=validate_tag(tag) if tag else None,
         before=parse_time(before, "--before") if before else None,

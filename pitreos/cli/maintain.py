@@ -1,4 +1,7 @@
-"""The commands that keep a store: init, gc, verify, stats, unlock, catalog, config."""
+"""The commands that keep a store: init, gc, verify, stats, unlock, catalog, config,
+check-node."""
+
+from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
@@ -7,8 +10,8 @@ from typing import Any
 import click
 
 from .. import config as configuration
+from ..defaults import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from ..errors import NodeCheckFailed, PitreosError, UsageError
-from ..manifest import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, validate_tag
 from .common import (
     Settings,
     human,
@@ -77,6 +80,7 @@ def gc(settings: Settings, keep_last: int | None, keep_hourly: int | None,
     soft delete, deleted blobs are billed for its retention period: gc warns."""
     from ..gc import GCOptions, run_gc
     from ..gcdecision import RetentionPolicy
+    from ..manifest import validate_tag
     from ..select import parse_duration
 
     options = GCOptions(

@@ -1,20 +1,18 @@
-"""The commands that move data: backup, restore, copy."""
+"""The commands that move data: backup, restore, copy. The engine is imported when a
+command runs, not when the CLI starts (start-up time: docs/performance.md)."""
+
+from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .. import hooks, nodeos
-from ..backup import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, BackupOptions, run_backup
+from .. import nodeos
+from ..defaults import MAX_CHUNK_SIZE, MAX_UNKNOWN_DELETED, MIN_CHUNK_SIZE
 from ..errors import UsageError
 from ..log import get_logger
-from ..manifest import validate_meta_key, validate_tag
-from ..restore import RestoreOptions, RestorePlan, execute_restore, plan_restore
-from ..restore.plan import MAX_UNKNOWN_DELETED
-from ..restore.seeds import Seeds
-from ..stores import default_store_url
-from ..walk import PathFilter
 from .common import (
     Settings,
     filter_options,
@@ -32,6 +30,9 @@ from .common import (
     wait_option,
     wait_seconds,
 )
+
+if TYPE_CHECKING:
+    from ..restore import RestorePlan
 
 log = get_logger(__name__)
 
@@ -87,6 +88,12 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
     --incremental, files whose size, mtime and inode match the newest backup of the same
     tag are not read again, and append-only files whose prefix is unchanged have only
     their new tail read. The store must exist ('pitreos init'), except the default one."""
+    from .. import hooks
+    from ..backup import BackupOptions, run_backup
+    from ..manifest import validate_meta_key, validate_tag
+    from ..stores import default_store_url
+    from ..walk import PathFilter
+
     size = parse_size(chunk_size, "--chunk-size") if chunk_size else None
     if size is not None and not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
         raise UsageError(f"invalid --chunk-size {chunk_size}: must be 64KiB to 256MiB")
@@ -183,6 +190,11 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
     while the state is restored its dirty flag stays set, so an interrupted restore
     never leaves a state that nodeos would open; nothing is written through a symlink or
     a hard link; --delete prints each path it removes."""
+    from .. import hooks
+    from ..restore import RestoreOptions, execute_restore, plan_restore
+    from ..restore.seeds import Seeds
+    from ..walk import PathFilter
+
     if len(args) > 2:
         raise UsageError("restore takes [BACKUP|latest] DIRECTORY")
     name, dest = ("latest", args[0]) if len(args) == 1 else args

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import manifest as mf
 from .. import nodeos
+from ..defaults import MAX_UNKNOWN_DELETED
 from ..errors import RestoreError, UsageError
 from ..handles import Handles
 from ..hashing import blake3_hex, digest
@@ -29,7 +30,6 @@ from .seeds import Seeds
 log = get_logger(__name__)
 
 
-MAX_UNKNOWN_DELETED = 10  # --delete removes more local paths than this only with force
 
 
 @dataclass

@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Any
 from unittest import mock
 
+from pitreos.defaults import DEFAULT_CHUNK_SIZE
 from pitreos.errors import StoreExists
-from pitreos.manifest import DEFAULT_CHUNK_SIZE
 from pitreos.workspace import init_store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pitreos import manifest as mf
+from pitreos.defaults import MIN_CHUNK_SIZE
 from pitreos.hashing import ChunkDigest
 from pitreos.sparse import BLOCK_SIZE, nonzero_runs
 
@@ -18,7 +19,7 @@ names = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=[
 
 @st.composite
 def entries(draw: st.DrawFn) -> list[mf.Entry]:
-    chunk_size = mf.MIN_CHUNK_SIZE
+    chunk_size = MIN_CHUNK_SIZE
     out: list[mf.Entry] = []
     for name in sorted(draw(st.sets(names, max_size=5))):
         kind = draw(st.sampled_from(mf.ENTRY_TYPES))
@@ -45,7 +46,7 @@ def entries(draw: st.DrawFn) -> list[mf.Entry]:
 def test_manifest_round_trip(items: list[mf.Entry], meta: dict[str, str]) -> None:
     created = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
     m = mf.Manifest(name=mf.backup_name(created, "standard"), tag="standard",
-                    created=created, chunk_size=mf.MIN_CHUNK_SIZE, entries=items,
+                    created=created, chunk_size=MIN_CHUNK_SIZE, entries=items,
                     meta=meta)
     loaded = mf.load(mf.dump(m), "test")
     assert loaded == m
