@@ -7,6 +7,7 @@ the store write it describes succeeded, each change in one transaction, and
 
 import functools
 import hashlib
+import itertools
 import os
 import sqlite3
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 import platformdirs
 import sqlite_utils
@@ -89,6 +90,22 @@ def _translate(path: Path, exc: sqlite3.Error) -> CatalogError:
                              "for it, or use another --catalog")
     return CatalogError(f"catalog {path} is unreadable ({text}); it is a cache of the "
                         "store: run 'pitreos catalog sync --rebuild'")
+
+
+_LISTING_BATCH = 10_000  # listed blobs inserted at a time: memory stays at one batch
+
+
+class ListedBlob(Protocol):
+    """A blob as a listing of the store shows it."""
+
+    @property
+    def sha1(self) -> str: ...
+
+    @property
+    def stored_size(self) -> int: ...
+
+    @property
+    def modified(self) -> datetime: ...
 
 
 def _guarded(method: Callable[P, T]) -> Callable[P, T]:
@@ -347,18 +364,30 @@ class Catalog:
             )
 
     @_guarded
-    def mark_presence(self, present: dict[str, int]) -> int:
-        """Apply a full listing of the store's blobs (sha1 -> stored size).
+    def stage_listing(self, listing: Iterable[ListedBlob]) -> None:
+        """Hold a full listing of the store's blobs for the queries below, streamed into
+        a temporary table in batches (SQLite keeps temporary tables in a file: a
+        million blobs cost the process no memory), until the next listing."""
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS listed (sha1 TEXT PRIMARY "
+                          "KEY, stored_size INTEGER, modified REAL)")
+        self._conn.execute("DELETE FROM listed")
+        rows = ((b.sha1, b.stored_size, b.modified.timestamp()) for b in listing)
+        while batch := list(itertools.islice(rows, _LISTING_BATCH)):
+            self._conn.executemany("INSERT OR REPLACE INTO listed VALUES (?, ?, ?)", batch)
+
+    @_guarded
+    def apply_listing(self, listing: Iterable[ListedBlob]) -> int:
+        """Apply a full listing of the store's blobs (staged as by :meth:`stage_listing`,
+        for :meth:`unreferenced_listed` and :meth:`missing_listed` afterwards).
 
         Blobs the listing lacks are marked missing (so backups store them again) or,
         when nothing references them, forgotten. Returns how many referenced blobs are
         missing.
         """
+        # the listing is staged outside the transaction: listing a remote store takes
+        # minutes, and the catalog's write lock is held only to apply it
+        self.stage_listing(listing)
         with self.transaction():
-            self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS listed "
-                              "(sha1 TEXT PRIMARY KEY, stored_size INTEGER)")
-            self._conn.execute("DELETE FROM listed")
-            self._conn.executemany("INSERT INTO listed VALUES (?, ?)", present.items())
             self._conn.execute(
                 "UPDATE blobs SET missing = damaged, stored_size = l.stored_size "
                 "FROM listed AS l WHERE blobs.sha1 = l.sha1"
@@ -368,8 +397,36 @@ class Catalog:
             )
             self._conn.execute("DELETE FROM blobs WHERE missing = 1 AND refcount = 0")
             row = self._conn.execute("SELECT count(*) FROM blobs WHERE missing = 1").fetchone()
-            self._conn.execute("DELETE FROM listed")
         return int(row[0])
+
+    @_guarded
+    def unreferenced_listed(self, kept: Collection[str] | None = None
+                            ) -> list[tuple[str, int, datetime]]:
+        """Of the last listing, the blobs no backup references (``kept``: only these
+        backups count, for a dry run that has not forgotten the others): (sha1, stored
+        size, modified). As many as there is garbage, whatever the store's size."""
+        if kept is None:
+            query = ("SELECT l.sha1, l.stored_size, l.modified FROM listed l LEFT JOIN "
+                     "blobs b ON b.sha1 = l.sha1 WHERE coalesce(b.refcount, 0) = 0")
+        else:
+            self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS kept_backups "
+                               "(name TEXT PRIMARY KEY)")
+            self._conn.execute("DELETE FROM kept_backups")
+            self._conn.executemany("INSERT OR IGNORE INTO kept_backups VALUES (?)",
+                                   [(n,) for n in kept])
+            query = ("SELECT l.sha1, l.stored_size, l.modified FROM listed l WHERE l.sha1 "
+                     "NOT IN (SELECT bl.sha1 FROM chunks c JOIN files f ON f.id = c.file_id "
+                     "JOIN backups b ON b.id = f.backup_id JOIN blobs bl ON bl.id = c.blob_id "
+                     "WHERE b.name IN (SELECT name FROM kept_backups))")
+        return [(sha1, size, datetime.fromtimestamp(modified, UTC))
+                for sha1, size, modified in self._conn.execute(query)]
+
+    @_guarded
+    def missing_listed(self, backups: Collection[str] | None = None) -> list[str]:
+        """Blobs that ``backups`` (all when None) reference and the last listing lacks."""
+        return [sha1 for (sha1,) in self._conn.execute(
+            f"SELECT bl.sha1 FROM blobs bl WHERE bl.id IN ({self._referenced(backups)}) "
+            "AND bl.sha1 NOT IN (SELECT sha1 FROM listed)")]
 
     # Queries
     @_guarded
@@ -423,22 +480,38 @@ class Catalog:
     @_guarded
     def referenced_sha1s(self, backups: Collection[str] | None = None) -> set[str]:
         """Blobs referenced by the given backups (all backups when None)."""
-        if backups is None:
-            return {r[0] for r in self._conn.execute("SELECT sha1 FROM blobs WHERE refcount > 0")}
-        out: set[str] = set()
-        for name in backups:
-            out.update(r[0] for r in self._conn.execute(
-                "SELECT DISTINCT bl.sha1 FROM chunks c JOIN files f ON f.id = c.file_id "
-                "JOIN backups b ON b.id = f.backup_id JOIN blobs bl ON bl.id = c.blob_id "
-                "WHERE b.name = ?", (name,)))
-        return out
+        return {r[0] for r in self._conn.execute(
+            f"SELECT sha1 FROM blobs WHERE id IN ({self._referenced(backups)})")}
 
     @_guarded
-    def referenced_digests(self, backups: Collection[str] | None = None) -> list[ChunkDigest]:
-        wanted = self.referenced_sha1s(backups)
-        return [ChunkDigest(sha1, b3) for sha1, b3 in
-                self._conn.execute("SELECT sha1, blake3 FROM blobs WHERE refcount > 0")
-                if sha1 in wanted]
+    def referenced_count(self, backups: Collection[str] | None = None) -> int:
+        row = self._conn.execute(
+            f"SELECT count(*) FROM blobs WHERE id IN ({self._referenced(backups)})").fetchone()
+        return int(row[0])
+
+    def referenced_digests(self, backups: Collection[str] | None = None
+                           ) -> Iterator[ChunkDigest]:
+        """The blobs ``backups`` (all when None) reference, streamed from the catalog:
+        the caller must not change the catalog until it has read them all."""
+        try:
+            for sha1, b3 in self._conn.execute(
+                    f"SELECT sha1, blake3 FROM blobs WHERE id IN ({self._referenced(backups)})"):
+                yield ChunkDigest(sha1, b3)
+        except sqlite3.Error as exc:
+            raise _translate(self.path, exc) from exc
+
+    def _referenced(self, backups: Collection[str] | None) -> str:
+        """A subquery of the ids of the blobs ``backups`` reference (all when None)."""
+        if backups is None:
+            return "SELECT id FROM blobs WHERE refcount > 0"
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS chosen_backups "
+                           "(name TEXT PRIMARY KEY)")
+        self._conn.execute("DELETE FROM chosen_backups")
+        self._conn.executemany("INSERT OR IGNORE INTO chosen_backups VALUES (?)",
+                               [(n,) for n in backups])
+        return ("SELECT c.blob_id FROM chunks c JOIN files f ON f.id = c.file_id JOIN "
+                "backups b ON b.id = f.backup_id WHERE b.name IN "
+                "(SELECT name FROM chosen_backups)")
 
     @_guarded
     def references_to(self, sha1s: Collection[str]) -> dict[str, list[tuple[str, str]]]:

@@ -19,7 +19,7 @@ from .gcprotocol import GCGuard
 from .log import get_logger
 from .parallel import imap_unordered
 from .progress import NoProgress, Progress
-from .repository import Repository
+from .repository import Repository, StoredBlob
 from .sync import sync_catalog
 
 log = get_logger(__name__)
@@ -58,7 +58,6 @@ def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
              guard: GCGuard) -> GCReport:
     sync = sync_catalog(catalog, repo, list_blobs=True, workers=options.workers,
                         progress=options.progress)
-    assert sync.listing is not None
     report = GCReport()
     records = catalog.backups()
     tags = sorted({r.tag for r in records} if options.tag is None else {options.tag})
@@ -79,9 +78,12 @@ def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
         for name in doomed:
             catalog.remove_backup(name)  # the catalog first: it never claims a gone manifest
             crashpoints.point("gc.backup_forgotten")
-            repo.delete_manifest(name)
+            repo.delete_manifest(name, update_index=False)
             crashpoints.point("gc.manifest_deleted")
             log.info("gc.backup_deleted", backup=name)
+        if doomed:
+            # once, not once a manifest: rewriting the index lists every manifest
+            repo.update_index()
     if sync.blobs_unaccounted:
         # a manifest this pitreos cannot read (damaged, or from a newer version) may
         # reference any blob: deleting "unreferenced" ones would be a guess
@@ -98,12 +100,14 @@ def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
             f"{datetime.fromtimestamp(running.started).isoformat(timespec='seconds')}): "
             "no blob deleted this time; run gc again later")
         return report
-    # a quarantined manifest's blobs stay: it may be the right one of the two
-    referenced = catalog.referenced_sha1s(remaining if options.dry_run else None)
-    referenced |= sync.quarantined_sha1s
+    # the blobs that no kept backup references, from the listing the catalog holds (as
+    # many as there is garbage: a million-blob store is never in memory); a quarantined
+    # manifest's blobs stay: it may be the right one of the two
+    candidates = [StoredBlob(*row) for row in
+                  catalog.unreferenced_listed(remaining if options.dry_run else None)]
     # the grace period is measured by the store's clock, as the blobs' times are
     cutoff = datetime.fromtimestamp(guard.store_now(), UTC) - options.grace
-    decision = deletable(sync.listing.values(), referenced, cutoff)
+    decision = deletable(candidates, sync.quarantined_sha1s, cutoff)
     report.blobs_too_young = decision.too_young
     report.blobs_deleted = len(decision.delete)
     report.bytes_freed = sum(b.stored_size for b in decision.delete)

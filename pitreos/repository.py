@@ -322,9 +322,12 @@ class Repository:
                         "rewrites the index")
         return True
 
-    def delete_manifest(self, name: str) -> None:
+    def delete_manifest(self, name: str, *, update_index: bool = True) -> None:
+        """Delete a backup's manifest; ``update_index=False`` leaves the index to one
+        :meth:`update_index` after a batch of deletions (each rewrite lists them all)."""
         self._store.delete(manifest_key(name))
-        self.update_index()
+        if update_index:
+            self.update_index()
 
     def update_index(self) -> None:
         """Rewrite the list of manifests that stores without listing (HTTP) read.

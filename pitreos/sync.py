@@ -1,5 +1,6 @@
 """Bringing the catalog level with the store."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .catalog import Catalog
@@ -18,8 +19,8 @@ class SyncReport:
     added: int
     removed: int
     unreadable: list[str]  # manifests in the store that could not be read
-    missing_blobs: int | None  # None when blobs were not listed
-    listing: dict[str, StoredBlob] | None = None  # the blob listing, when made
+    missing_blobs: int | None  # None when blobs were not listed: else the catalog holds
+    # the listing until the next one (Catalog.unreferenced_listed, missing_listed)
     # manifests that conflict with the catalog (a sha1 with another blake3), left out
     quarantined: dict[str, str] = field(default_factory=dict)  # name -> the conflict
     quarantined_sha1s: set[str] = field(default_factory=set)  # blobs they reference
@@ -100,20 +101,27 @@ def sync_catalog(
     if new:
         catalog.recount_references()  # before the listing is applied: it trusts the counts
     missing = None
-    listing = None
     if list_blobs:
-        progress.start("catalog sync: list blobs", 0, "blobs")
-        try:
-            listing = {}
-            for blob in repo.list_blobs():
-                listing[blob.sha1] = blob
-                progress.advance(1)
-        finally:
-            progress.finish()
-        missing = catalog.mark_presence({s: b.stored_size for s, b in listing.items()})
+        missing = apply_blob_listing(catalog, repo, progress)
         if missing:
             log.warning("catalog.blobs_missing", count=missing, store=repo.url,
                         hint="run 'pitreos verify --all'")
     return SyncReport(added=len(new) - len(unreadable) - len(quarantined), removed=len(gone),
-                      unreadable=sorted(unreadable), missing_blobs=missing, listing=listing,
+                      unreadable=sorted(unreadable), missing_blobs=missing,
                       quarantined=quarantined, quarantined_sha1s=quarantined_sha1s)
+
+
+def apply_blob_listing(catalog: Catalog, repo: Repository, progress: Progress) -> int:
+    """List the store's blobs into the catalog, streamed (never a whole listing in
+    memory); returns how many referenced blobs the store lacks."""
+
+    def counted() -> Iterator[StoredBlob]:
+        for blob in repo.list_blobs():
+            progress.advance(1)
+            yield blob
+
+    progress.start("catalog sync: list blobs", 0, "blobs")
+    try:
+        return catalog.apply_listing(counted())
+    finally:
+        progress.finish()

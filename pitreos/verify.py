@@ -2,7 +2,7 @@
 downloads), or with ``deep`` that every blob's content matches both its hashes.
 Damage is reported with exactly the backups and files it breaks."""
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from .catalog import Catalog
@@ -11,6 +11,7 @@ from .hashing import ChunkDigest
 from .parallel import imap_unordered
 from .progress import NoProgress, Progress
 from .repository import Repository
+from .sync import apply_blob_listing
 
 
 @dataclass(frozen=True)
@@ -41,19 +42,19 @@ def verify(repo: Repository, catalog: Catalog, backups: Collection[str] | None,
     here that reads the same data stores it again. With ``repair`` the damaged objects
     are also removed from the store, so that every machine's next listing (gc,
     ``catalog sync``) sees them missing and stores them again too."""
-    digests = catalog.referenced_digests(backups)
     report = VerifyReport(backups=len(backups) if backups is not None else
-                          len(catalog.backup_names()), blobs_checked=len(digests))
+                          len(catalog.backup_names()),
+                          blobs_checked=catalog.referenced_count(backups))
     problems: dict[str, str] = {}
     listable = repo.properties.listable
-    if listable:
-        present = {b.sha1 for b in repo.list_blobs()}
-        problems.update({d.sha1: "missing" for d in digests if d.sha1 not in present})
+    progress = progress or NoProgress()
+    if listable:  # one listing, into the catalog: a million blobs are never in memory
+        apply_blob_listing(catalog, repo, progress)
+        problems.update({sha1: "missing" for sha1 in catalog.missing_listed(backups)})
     if deep or not listable:
-        todo = [d for d in digests if d.sha1 not in problems]
-        progress = progress or NoProgress()
+        todo = (d for d in catalog.referenced_digests(backups) if d.sha1 not in problems)
         progress.start("verify: download and check" if deep else "verify: look up",
-                       len(todo), "blobs")
+                       report.blobs_checked - len(problems), "blobs")
         try:
             problems.update(_check_each(repo, todo, deep, workers, report, progress))
         finally:
@@ -69,7 +70,7 @@ def verify(repo: Repository, catalog: Catalog, backups: Collection[str] | None,
     return report
 
 
-def _check_each(repo: Repository, digests: list[ChunkDigest], deep: bool, workers: int,
+def _check_each(repo: Repository, digests: Iterable[ChunkDigest], deep: bool, workers: int,
                 report: VerifyReport, progress: Progress) -> dict[str, str]:
     """Download and check each blob (deep), or ask whether it exists (stores that
     cannot list)."""
@@ -113,12 +114,10 @@ def check_catalog(repo: Repository, catalog: Catalog) -> CatalogCheck:
     """Compare the catalog with the store, changing neither."""
     in_store = set(repo.manifest_names())
     in_catalog = catalog.backup_names()
-    present = {b.sha1 for b in repo.list_blobs()}
-    referenced = catalog.referenced_sha1s()
-    wrong = catalog.wrong_reference_counts()
+    catalog.stage_listing(repo.list_blobs())  # not applied: the catalog stays as it was
     return CatalogCheck(
         manifests_only_in_store=sorted(in_store - in_catalog),
         backups_only_in_catalog=sorted(in_catalog - in_store),
-        referenced_blobs_missing=sorted(referenced - present),
-        wrong_reference_counts=wrong,
+        referenced_blobs_missing=sorted(catalog.missing_listed()),
+        wrong_reference_counts=catalog.wrong_reference_counts(),
     )

@@ -239,8 +239,14 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
         ws = Workspace.open(spec["store"], catalog_path=Path(spec["catalog"]))
         started = time.perf_counter()
-        report = ws.sync()
+        report = ws.sync(list_blobs=spec.get("list_blobs", False))
         extra = {"added": report.added}
+    elif kind == "stats":
+        from pitreos.workspace import Workspace
+
+        ws = Workspace.open(spec["store"], catalog_path=Path(spec["catalog"]))
+        started = time.perf_counter()
+        extra = {"backups": ws.catalog.tag_stats()["*"]["backups"]}
     elif kind in ("gc", "verify"):
         from pitreos.gc import GCOptions, run_gc
         from pitreos.gcdecision import RetentionPolicy
@@ -693,6 +699,30 @@ class Bench:
         finally:
             gcs.stop()
 
+    def million(self, sizes: tuple[tuple[int, int], ...] = ((100, 100_000), (1_000, 1_000_000))
+                ) -> None:
+        """A store of 1,000 manifests and 1,000,000 blobs (and a tenth of that, to show
+        time growing linearly): catalog sync with the blob listing into a new catalog,
+        stats, quick verify of every backup, and gc keeping half; peak RSS of each
+        (issue 15's target: 256 MiB at most). A local store."""
+        for backups, blobs in sizes:
+            url = (self.work / "store-million").as_uri()
+            catalog = str(self.work / "catalog-million.sqlite")
+            drop_dir(self.work / "store-million")
+            Path(catalog).unlink(missing_ok=True)
+            print(f"filling a store with {blobs:,} blobs and {backups} manifests ...",
+                  flush=True)
+            _fill_store(url, catalog, backups, blobs, {})
+            label = f"{backups} backups, {blobs:,} blobs"
+            for case, spec in (
+                    ("catalog sync --rebuild", {"kind": "sync", "list_blobs": True}),
+                    ("stats", {"kind": "stats"}),
+                    ("verify --all (quick)", {"kind": "verify"}),
+                    ("gc keep-last half", {"kind": "gc", "keep": backups // 2})):
+                run = child({**spec, "store": url, "catalog": catalog})
+                self.rows.append(Row(f"{case}, {label}", [run], 0,
+                                     note="target: RSS <= 256 MiB, linear time"))
+
     def startup(self, runs: int = 11) -> None:
         """Wall time of `pitreos --version` and of `pitreos list` on an empty catalog
         (issue 15's target: 150 ms each), beside `python -c pass` (the interpreter
@@ -843,6 +873,8 @@ def main() -> None:
         bench.servers()
     if "all" in cases or "gc" in cases:
         bench.gc_and_verify()
+    if "million" in cases:  # not in "all": it fills a store of a million blobs
+        bench.million()
     bench.startup()
     text = bench.report()
     print(text)
