@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
@@ -93,6 +94,7 @@ def _translate(path: Path, exc: sqlite3.Error) -> CatalogError:
 
 
 _LISTING_BATCH = 10_000  # listed blobs inserted at a time: memory stays at one batch
+_SCRATCH_CACHE_KIB = 16 << 10
 
 
 class ListedBlob(Protocol):
@@ -156,6 +158,7 @@ class Catalog:
             raise _translate(path, exc) from exc
         self._db = sqlite_utils.Database(conn)
         self._conn = conn
+        self._scratch = False  # a scratch database attached for listings
         try:
             self._setup()
         except sqlite3.Error as exc:
@@ -179,7 +182,7 @@ class Catalog:
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._conn.execute("PRAGMA synchronous = NORMAL")
-        # scratch tables (incoming, listed) and a 64 MiB page cache: syncing a million
+        # scratch tables (incoming) and a 64 MiB page cache: syncing a million
         # chunk references is then bounded by inserting them, not by temp-file I/O
         self._conn.execute("PRAGMA temp_store = MEMORY")
         self._conn.execute("PRAGMA cache_size = -65536")
@@ -365,15 +368,31 @@ class Catalog:
 
     @_guarded
     def stage_listing(self, listing: Iterable[ListedBlob]) -> None:
-        """Hold a full listing of the store's blobs for the queries below, streamed into
-        a temporary table in batches (SQLite keeps temporary tables in a file: a
-        million blobs cost the process no memory), until the next listing."""
-        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS listed (sha1 TEXT PRIMARY "
-                          "KEY, stored_size INTEGER, modified REAL)")
-        self._conn.execute("DELETE FROM listed")
+        """Hold a full listing of the store's blobs for the queries below, until the
+        next listing: streamed in batches into a scratch database beside the catalog,
+        whose page cache is bounded (the connection's temporary tables live in memory,
+        and a million listed blobs there took ~150 MiB)."""
+        if not self._scratch:
+            # a file of this process's own, unlinked once open: SQLite keeps using it,
+            # and nothing is left behind however the process ends
+            fd, scratch = tempfile.mkstemp(prefix=f"{self.path.name}-listing-",
+                                           dir=self.path.parent)
+            os.close(fd)
+            try:
+                self._conn.execute("ATTACH DATABASE ? AS scratch", (scratch,))
+            finally:
+                os.unlink(scratch)
+            self._conn.execute("PRAGMA scratch.journal_mode = OFF")
+            self._conn.execute("PRAGMA scratch.synchronous = OFF")
+            self._conn.execute(f"PRAGMA scratch.cache_size = -{_SCRATCH_CACHE_KIB}")
+            self._conn.execute("CREATE TABLE scratch.listed (sha1 TEXT PRIMARY KEY, "
+                               "stored_size INTEGER, modified REAL)")
+            self._scratch = True
+        self._conn.execute("DELETE FROM scratch.listed")
         rows = ((b.sha1, b.stored_size, b.modified.timestamp()) for b in listing)
         while batch := list(itertools.islice(rows, _LISTING_BATCH)):
-            self._conn.executemany("INSERT OR REPLACE INTO listed VALUES (?, ?, ?)", batch)
+            self._conn.executemany("INSERT OR REPLACE INTO scratch.listed VALUES (?, ?, ?)",
+                                   batch)
 
     @_guarded
     def apply_listing(self, listing: Iterable[ListedBlob]) -> int:
@@ -390,23 +409,25 @@ class Catalog:
         with self.transaction():
             self._conn.execute(
                 "UPDATE blobs SET missing = damaged, stored_size = l.stored_size "
-                "FROM listed AS l WHERE blobs.sha1 = l.sha1"
+                "FROM scratch.listed AS l WHERE blobs.sha1 = l.sha1"
             )
             self._conn.execute(
-                "UPDATE blobs SET missing = 1 WHERE sha1 NOT IN (SELECT sha1 FROM listed)"
+                "UPDATE blobs SET missing = 1 WHERE sha1 NOT IN "
+                "(SELECT sha1 FROM scratch.listed)"
             )
             self._conn.execute("DELETE FROM blobs WHERE missing = 1 AND refcount = 0")
             row = self._conn.execute("SELECT count(*) FROM blobs WHERE missing = 1").fetchone()
         return int(row[0])
 
-    @_guarded
-    def unreferenced_listed(self, kept: Collection[str] | None = None
-                            ) -> list[tuple[str, int, datetime]]:
+    def unreferenced_listed(self, kept: Collection[str] | None = None,
+                            batch: int = _LISTING_BATCH
+                            ) -> Iterator[list[tuple[str, int, datetime]]]:
         """Of the last listing, the blobs no backup references (``kept``: only these
-        backups count, for a dry run that has not forgotten the others): (sha1, stored
-        size, modified). As many as there is garbage, whatever the store's size."""
+        backups count, for a dry run that has not forgotten the others), as batches of
+        (sha1, stored size, modified). They are set apart first, so the caller may
+        change the catalog (forget them) between batches."""
         if kept is None:
-            query = ("SELECT l.sha1, l.stored_size, l.modified FROM listed l LEFT JOIN "
+            query = ("SELECT l.sha1, l.stored_size, l.modified FROM scratch.listed l LEFT JOIN "
                      "blobs b ON b.sha1 = l.sha1 WHERE coalesce(b.refcount, 0) = 0")
         else:
             self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS kept_backups "
@@ -414,19 +435,30 @@ class Catalog:
             self._conn.execute("DELETE FROM kept_backups")
             self._conn.executemany("INSERT OR IGNORE INTO kept_backups VALUES (?)",
                                    [(n,) for n in kept])
-            query = ("SELECT l.sha1, l.stored_size, l.modified FROM listed l WHERE l.sha1 "
+            query = ("SELECT l.sha1, l.stored_size, l.modified FROM scratch.listed l WHERE "
+                     "l.sha1 "
                      "NOT IN (SELECT bl.sha1 FROM chunks c JOIN files f ON f.id = c.file_id "
                      "JOIN backups b ON b.id = f.backup_id JOIN blobs bl ON bl.id = c.blob_id "
                      "WHERE b.name IN (SELECT name FROM kept_backups))")
-        return [(sha1, size, datetime.fromtimestamp(modified, UTC))
-                for sha1, size, modified in self._conn.execute(query)]
+        try:
+            self._conn.execute("DROP TABLE IF EXISTS scratch.unreferenced")
+            self._conn.execute(f"CREATE TABLE scratch.unreferenced AS {query}")
+            last = 0
+            while rows := self._conn.execute(
+                    "SELECT rowid, sha1, stored_size, modified FROM scratch.unreferenced "
+                    "WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch)).fetchall():
+                last = rows[-1][0]
+                yield [(sha1, size, datetime.fromtimestamp(modified, UTC))
+                       for _, sha1, size, modified in rows]
+        except sqlite3.Error as exc:
+            raise _translate(self.path, exc) from exc
 
     @_guarded
     def missing_listed(self, backups: Collection[str] | None = None) -> list[str]:
         """Blobs that ``backups`` (all when None) reference and the last listing lacks."""
         return [sha1 for (sha1,) in self._conn.execute(
             f"SELECT bl.sha1 FROM blobs bl WHERE bl.id IN ({self._referenced(backups)}) "
-            "AND bl.sha1 NOT IN (SELECT sha1 FROM listed)")]
+            "AND bl.sha1 NOT IN (SELECT sha1 FROM scratch.listed)")]
 
     # Queries
     @_guarded

@@ -100,22 +100,22 @@ def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
             f"{datetime.fromtimestamp(running.started).isoformat(timespec='seconds')}): "
             "no blob deleted this time; run gc again later")
         return report
-    # the blobs that no kept backup references, from the listing the catalog holds (as
-    # many as there is garbage: a million-blob store is never in memory); a quarantined
-    # manifest's blobs stay: it may be the right one of the two
-    candidates = [StoredBlob(*row) for row in
-                  catalog.unreferenced_listed(remaining if options.dry_run else None)]
     # the grace period is measured by the store's clock, as the blobs' times are
     cutoff = datetime.fromtimestamp(guard.store_now(), UTC) - options.grace
-    decision = deletable(candidates, sync.quarantined_sha1s, cutoff)
-    report.blobs_too_young = decision.too_young
-    report.blobs_deleted = len(decision.delete)
-    report.bytes_freed = sum(b.stored_size for b in decision.delete)
-    if options.dry_run:
-        return report
-    options.progress.start("gc: delete blobs", len(decision.delete), "blobs")
+    # the blobs that no kept backup references, from the listing the catalog holds, a
+    # batch at a time: neither the store nor its garbage is ever in memory whole; a
+    # quarantined manifest's blobs stay: it may be the right one of the two
+    options.progress.start("gc: delete blobs", 0, "blobs")
     try:
-        _delete_blobs(repo, catalog, [b.sha1 for b in decision.delete], options, guard)
+        for batch in catalog.unreferenced_listed(remaining if options.dry_run else None):
+            decision = deletable([StoredBlob(*row) for row in batch], sync.quarantined_sha1s,
+                                 cutoff)
+            report.blobs_too_young += decision.too_young
+            report.blobs_deleted += len(decision.delete)
+            report.bytes_freed += sum(b.stored_size for b in decision.delete)
+            if not options.dry_run:
+                _delete_blobs(repo, catalog, [b.sha1 for b in decision.delete], options,
+                              guard)
     finally:
         options.progress.finish()
     return report
