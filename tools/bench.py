@@ -845,7 +845,7 @@ def _fill_store(url: str, catalog: str, backups: int, blobs: int,
         window = digests[b * step: b * step + per]
         entry = mf.Entry(path="f", type="file", mode=0o644, mtime_ns=0, size=72 * per,
                          chunks=[mf.Chunk(i * 72, d) for i, d in enumerate(window)])
-        created = datetime(2026, 1, 1 + b // 24, b % 24, tzinfo=UTC)
+        created = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=b)
         repo.write_manifest(mf.Manifest(name=mf.backup_name(created, "gc"), tag="gc",
                                         created=created, chunk_size=72, entries=[entry]))
 
