@@ -385,14 +385,25 @@ class Catalog:
             self._conn.execute("PRAGMA scratch.journal_mode = OFF")
             self._conn.execute("PRAGMA scratch.synchronous = OFF")
             self._conn.execute(f"PRAGMA scratch.cache_size = -{_SCRATCH_CACHE_KIB}")
-            self._conn.execute("CREATE TABLE scratch.listed (sha1 TEXT PRIMARY KEY, "
-                               "stored_size INTEGER, modified REAL)")
             self._scratch = True
-        self._conn.execute("DELETE FROM scratch.listed")
+        # appended in listing order, indexed once at the end: a primary key filled in
+        # the listing's (random) sha1 order rewrote pages over and over (13 GB written
+        # for a million blobs, tools/bench.py --cases million)
+        self._conn.execute("DROP TABLE IF EXISTS scratch.listed")
+        self._conn.execute("CREATE TABLE scratch.listed (sha1 TEXT, stored_size INTEGER, "
+                           "modified REAL)")
         rows = ((b.sha1, b.stored_size, b.modified.timestamp()) for b in listing)
-        while batch := list(itertools.islice(rows, _LISTING_BATCH)):
-            self._conn.executemany("INSERT OR REPLACE INTO scratch.listed VALUES (?, ?, ?)",
-                                   batch)
+        # one transaction of the scratch database alone (deferred: the catalog is not
+        # locked): committing each batch rewrote the whole table (7.9 GB for a million)
+        self._conn.execute("BEGIN")
+        try:
+            while batch := list(itertools.islice(rows, _LISTING_BATCH)):
+                self._conn.executemany("INSERT INTO scratch.listed VALUES (?, ?, ?)", batch)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        self._conn.execute("CREATE UNIQUE INDEX scratch.listed_sha1 ON listed (sha1)")
 
     @_guarded
     def apply_listing(self, listing: Iterable[ListedBlob]) -> int:
@@ -411,9 +422,9 @@ class Catalog:
                 "UPDATE blobs SET missing = damaged, stored_size = l.stored_size "
                 "FROM scratch.listed AS l WHERE blobs.sha1 = l.sha1"
             )
-            self._conn.execute(
-                "UPDATE blobs SET missing = 1 WHERE sha1 NOT IN "
-                "(SELECT sha1 FROM scratch.listed)"
+            self._conn.execute(  # a probe of the listing's index per blob, nothing built
+                "UPDATE blobs SET missing = 1 WHERE NOT EXISTS "
+                "(SELECT 1 FROM scratch.listed l WHERE l.sha1 = blobs.sha1)"
             )
             self._conn.execute("DELETE FROM blobs WHERE missing = 1 AND refcount = 0")
             row = self._conn.execute("SELECT count(*) FROM blobs WHERE missing = 1").fetchone()
@@ -458,7 +469,7 @@ class Catalog:
         """Blobs that ``backups`` (all when None) reference and the last listing lacks."""
         return [sha1 for (sha1,) in self._conn.execute(
             f"SELECT bl.sha1 FROM blobs bl WHERE bl.id IN ({self._referenced(backups)}) "
-            "AND bl.sha1 NOT IN (SELECT sha1 FROM scratch.listed)")]
+            "AND NOT EXISTS (SELECT 1 FROM scratch.listed l WHERE l.sha1 = bl.sha1)")]
 
     # Queries
     @_guarded

@@ -826,6 +826,7 @@ def _fill_store(url: str, catalog: str, backups: int, blobs: int,
     os.environ.update(env)
     from pitreos import manifest as mf
     from pitreos.blobcodec import BlobCodec
+    from pitreos.defaults import MIN_CHUNK_SIZE
     from pitreos.hashing import digest
     from pitreos.repository import Repository
     from pitreos.stores import open_store
@@ -843,11 +844,16 @@ def _fill_store(url: str, catalog: str, backups: int, blobs: int,
     step = (blobs - per) // max(1, backups - 1)
     for b in range(backups):
         window = digests[b * step: b * step + per]
-        entry = mf.Entry(path="f", type="file", mode=0o644, mtime_ns=0, size=72 * per,
-                         chunks=[mf.Chunk(i * 72, d) for i, d in enumerate(window)])
+        # the manifest's geometry must be a valid one (64 KiB chunks) even though its
+        # blobs are small: listing, gc and quick verify never compare their lengths
+        step_bytes = MIN_CHUNK_SIZE
+        entry = mf.Entry(path="f", type="file", mode=0o644, mtime_ns=0, size=step_bytes * per,
+                         chunks=[mf.Chunk(i * step_bytes, d) for i, d in enumerate(window)])
         created = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=b)
-        repo.write_manifest(mf.Manifest(name=mf.backup_name(created, "gc"), tag="gc",
-                                        created=created, chunk_size=72, entries=[entry]))
+        written = mf.Manifest(name=mf.backup_name(created, "gc"), tag="gc", created=created,
+                              chunk_size=step_bytes, entries=[entry])
+        mf.load(mf.dump(written), written.name)  # a manifest pitreos would refuse is no test
+        repo.write_manifest(written)
 
 
 def main() -> None:
