@@ -12,21 +12,23 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 import platformdirs
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
 
 from . import manifest as mf
 from .errors import CatalogError, CatalogLocked, CollisionError
 from .hashing import ChunkDigest
+
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
 
 BUSY_TIMEOUT = 60.0  # seconds to wait for another pitreos that holds the catalog
 _QUERY_BATCH = 900  # host parameters a statement may hold: 999 in older SQLite builds
@@ -93,6 +95,7 @@ def _translate(path: Path, exc: sqlite3.Error) -> CatalogError:
                         "store: run 'pitreos catalog sync --rebuild'")
 
 
+MIGRATION_SET = "pitreos-catalog"  # the catalog's migrations in _sqlite_migrations
 _LISTING_BATCH = 10_000  # listed blobs inserted at a time: memory stays at one batch
 _SCRATCH_CACHE_KIB = 16 << 10
 
@@ -132,13 +135,15 @@ def migration_steps() -> list[tuple[str, str]]:
             if item.name.endswith(".sql")]
 
 
-def migrations(steps: list[tuple[str, str]]) -> Migrations:
+def migrations(steps: list[tuple[str, str]]) -> "Migrations":
     """The steps as a sqlite-utils migration set, which applies each once and records
     it (in ``_sqlite_migrations``)."""
-    migration_set = Migrations("pitreos-catalog")
+    from sqlite_utils.migrations import Migrations
+
+    migration_set = Migrations(MIGRATION_SET)
     for name, sql in steps:
 
-        def step(db: sqlite_utils.Database, sql: str = sql) -> None:
+        def step(db: "sqlite_utils.Database", sql: str = sql) -> None:
             _run_script(db.conn, sql)
 
         migration_set(name=name)(step)
@@ -156,7 +161,6 @@ class Catalog:
             raise CatalogError(f"cannot open catalog {path}: {exc.strerror}") from exc
         except sqlite3.Error as exc:
             raise _translate(path, exc) from exc
-        self._db = sqlite_utils.Database(conn)
         self._conn = conn
         self._scratch = False  # a scratch database attached for listings
         try:
@@ -187,9 +191,8 @@ class Catalog:
         self._conn.execute("PRAGMA temp_store = MEMORY")
         self._conn.execute("PRAGMA cache_size = -65536")
         steps = migration_steps()
-        migration_set = migrations(steps)
         known = {name for name, _ in steps}
-        applied = {m.name for m in migration_set.applied(self._db)}
+        applied = self._applied_migrations()
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if applied - known or version > len(known):
             newer = sorted(applied - known) or [str(version)]
@@ -197,7 +200,10 @@ class Catalog:
                 f"catalog {self.path} has schema version {newer[-1]}, newer than this "
                 "pitreos reads: upgrade pitreos or use another --catalog")
         if applied != known:
-            migration_set.apply(self._db)
+            # sqlite-utils only to migrate: importing it costs ~60 ms of every start-up
+            import sqlite_utils
+
+            migrations(steps).apply(sqlite_utils.Database(self._conn))
             # pitreos 0.1 read only user_version: one a migration keeps it out
             self._conn.execute(f"PRAGMA user_version = {len(known)}")
         self._conn.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('store_url', ?)",
@@ -208,6 +214,14 @@ class Catalog:
                 f"catalog {self.path} mirrors store {row[0]}, not {self.store_url}: use "
                 "another --catalog"
             )
+
+    def _applied_migrations(self) -> set[str]:
+        """The steps recorded as applied, read as sqlite-utils records them."""
+        if self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                              "name = '_sqlite_migrations'").fetchone() is None:
+            return set()
+        return {name for (name,) in self._conn.execute(
+            "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", (MIGRATION_SET,))}
 
     def close(self) -> None:
         self._conn.close()
@@ -491,8 +505,13 @@ class Catalog:
                 tool=r["tool"], file_count=r["file_count"], apparent_size=r["apparent_size"],
                 data_size=r["data_size"], meta=meta.get(r["id"], {}),
             )
-            for r in self._db.query(sql, params)
+            for r in self._rows(sql, params)
         ]
+
+    def _rows(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
+        cursor = self._conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        return cursor.execute(sql, params).fetchall()
 
     @_guarded
     def files_of(self, backup_name: str) -> dict[str, FileRecord]:
