@@ -33,6 +33,7 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..restore import RestorePlan
+    from ..restore.execute import RestoreStats
 
 log = get_logger(__name__)
 
@@ -224,8 +225,16 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
                 return
             with hooks.around(run_before, run_after, hook_env):
                 stats = execute_restore(plan, ws.repo, options, settings.progress())
-        run.values.update(last_run_bytes_fetched=stats.stored_bytes_fetched,
-                          last_run_bytes_written=stats.bytes_written)
+                run.values.update(last_run_bytes_fetched=stats.stored_bytes_fetched,
+                                  last_run_bytes_written=stats.bytes_written)
+                _report_restore(stats, plan, delete_extra)
+                if check_after:  # before the after hook: a failed check fails the restore
+                    from .maintain import report_node_check
+
+                    report_node_check(Path(dest), manifest.meta, manifest.name)
+
+
+def _report_restore(stats: RestoreStats, plan: RestorePlan, delete_extra: bool) -> None:
     result(files=stats.files, chunks_checked=stats.chunks_checked,
            chunks_kept=stats.chunks_kept, chunks_fetched=stats.chunks_fetched,
            chunks_holed=stats.chunks_holed, bytes_fetched=stats.bytes_fetched,
@@ -235,9 +244,9 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
            deleted=[shown(p) for p in stats.deleted],
            setid_dropped=[shown(p) for p in stats.setid_dropped],
            not_in_backup=[] if delete_extra else [shown(p) for p in plan.extra])
-    say(f"restored {manifest.name} into {dest}: {stats.files} files; chunks checked "
-        f"{stats.chunks_checked}, kept {stats.chunks_kept}, fetched {stats.chunks_fetched}, "
-        f"holed {stats.chunks_holed}"
+    say(f"restored {plan.manifest.name} into {plan.dest}: {stats.files} files; chunks "
+        f"checked {stats.chunks_checked}, kept {stats.chunks_kept}, fetched "
+        f"{stats.chunks_fetched}, holed {stats.chunks_holed}"
         f"{f'; {stats.chunks_seeded} chunks from seeds' if stats.chunks_seeded else ''}; "
         f"fetched {human(stats.bytes_fetched)} of data "
         f"({human(stats.stored_bytes_fetched)} from the store) at "
@@ -253,10 +262,6 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
         say(f"{len(plan.extra)} local paths are not in the backup (--delete removes them):")
         for rel in plan.extra:
             say(f"  {shown(rel)}")
-    if check_after:
-        from .maintain import report_node_check
-
-        report_node_check(Path(dest), manifest.meta, manifest.name)
 
 
 def _report_plan(plan: RestorePlan) -> None:

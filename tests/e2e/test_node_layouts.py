@@ -226,3 +226,15 @@ def test_a_seed_saves_what_it_holds_and_never_what_it_gets_wrong(run: Runner, sp
     assert_same_tree(spring, tmp_path / "from-bad")
     run("restore", name, str(tmp_path / "x"), "--seed", str(tmp_path / "missing")).fails(
         "--seed", code=2)
+
+
+def test_a_failed_check_fails_the_restore_before_the_after_hook(run: Runner, spring: Path,
+                                                               tmp_path: Path) -> None:
+    wrong = backup(run, spring, "--meta", "block=999")  # a head the directory will not have
+    outcome = tmp_path / "outcome"
+    restored = run("restore", wrong, str(tmp_path / "dest"), "--check", "--json",
+                   "--run-after", f"echo $PITREOS_RESULT > {outcome}")
+    restored.fails("ends at block", "the backup at block 999", code=1)
+    assert outcome.read_text().strip() == "failure"
+    doc = document(restored, "restore")
+    assert doc["files"] > 0 and doc["check"]["problems"]  # the restore's counts and why
