@@ -6,13 +6,12 @@ the rest of the engine can trust a :class:`Manifest`.
 """
 
 import base64
+import functools
 import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
-
-import yaml
 
 from . import __version__
 from .defaults import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
@@ -151,28 +150,33 @@ class _Block(str):
     """A string written as a YAML literal block (``|``)."""
 
 
-class _Dumper(yaml.CSafeDumper):
-    pass
+@functools.cache
+def _yaml() -> tuple[Any, type[Any], type[Any]]:
+    """PyYAML with pitreos's dumper and loader, imported on first use: most commands
+    (``list``, ``--version``) read no manifest, and PyYAML costs ~17 ms of their start
+    (``python -X importtime``).
 
+    The loader is the safe one, but times stay text: the fields that hold times are
+    parsed and checked by pitreos (PyYAML's timestamp constructor fails on '2026-1' with
+    an AttributeError). The dumper writes :class:`_Block` strings as literal blocks."""
+    import yaml
 
-class _Loader(yaml.CSafeLoader):
-    """The safe loader, but times stay text: the fields that hold times are parsed and
-    checked by pitreos (PyYAML's timestamp constructor fails on '2026-1' with an
-    AttributeError)."""
+    class Dumper(yaml.CSafeDumper):
+        pass
 
+    class Loader(yaml.CSafeLoader):
+        pass
 
-def _time_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
-    if not isinstance(node, yaml.ScalarNode):
-        raise ValueError("a time that is not a plain value")
-    return str(loader.construct_scalar(node))
+    def time_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+        if not isinstance(node, yaml.ScalarNode):
+            raise ValueError("a time that is not a plain value")
+        return str(loader.construct_scalar(node))
 
-
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _time_as_text)
-
-
-_Dumper.add_representer(
-    _Block, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", str(text),
-                                                        style="|"))
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", time_as_text)
+    Dumper.add_representer(
+        _Block, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str",
+                                                            str(text), style="|"))
+    return yaml, Dumper, Loader
 
 
 def dump(manifest: Manifest) -> bytes:
@@ -206,8 +210,9 @@ def dump(manifest: Manifest) -> bytes:
         "meta": dict(manifest.meta),
         "files": files,
     }
-    text = yaml.dump(
-        doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16
+    yaml, dumper, _ = _yaml()
+    text: str = yaml.dump(
+        doc, Dumper=dumper, sort_keys=False, default_flow_style=False, width=1 << 16
     )
     return text.encode()
 
@@ -223,12 +228,13 @@ def load(data: bytes, source: str) -> Manifest:
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"manifest {source} is {len(data)} bytes, over the limit of "
                             f"{MAX_MANIFEST_BYTES}")
+    yaml, _, loader = _yaml()
     try:
         for event in yaml.parse(data, Loader=yaml.CSafeLoader):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise ManifestError(f"manifest {source} uses YAML anchors or aliases, "
                                     "which pitreos never writes: refused")
-        doc = yaml.load(data, Loader=_Loader)
+        doc = yaml.load(data, Loader=loader)
     except ManifestError:
         raise
     except Exception as exc:  # PyYAML's constructors raise what they meet: the boundary
