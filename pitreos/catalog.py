@@ -457,16 +457,9 @@ class Catalog:
             query = ("SELECT l.sha1, l.stored_size, l.modified FROM scratch.listed l LEFT JOIN "
                      "blobs b ON b.sha1 = l.sha1 WHERE coalesce(b.refcount, 0) = 0")
         else:
-            self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS kept_backups "
-                               "(name TEXT PRIMARY KEY)")
-            self._conn.execute("DELETE FROM kept_backups")
-            self._conn.executemany("INSERT OR IGNORE INTO kept_backups VALUES (?)",
-                                   [(n,) for n in kept])
             query = ("SELECT l.sha1, l.stored_size, l.modified FROM scratch.listed l WHERE "
-                     "l.sha1 "
-                     "NOT IN (SELECT bl.sha1 FROM chunks c JOIN files f ON f.id = c.file_id "
-                     "JOIN backups b ON b.id = f.backup_id JOIN blobs bl ON bl.id = c.blob_id "
-                     "WHERE b.name IN (SELECT name FROM kept_backups))")
+                     "NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha1 = l.sha1 AND b.id IN "
+                     f"({self._referenced(kept)}))")
         try:
             self._conn.execute("DROP TABLE IF EXISTS scratch.unreferenced")
             self._conn.execute(f"CREATE TABLE scratch.unreferenced AS {query}")

@@ -102,7 +102,8 @@ def export_tar(manifest: mf.Manifest, repo: Repository, out: BinaryIO,
             continue
         stats.files += 1
         data_regions = regions(entry)
-        sparse = sum(length for _, length in data_regions) < entry.size
+        data_size = sum(length for _, length in data_regions)
+        sparse = data_size < entry.size
         prefix = b""
         if sparse:
             spans = [*data_regions, (entry.size, 0)] if (
@@ -112,7 +113,7 @@ def export_tar(manifest: mf.Manifest, repo: Repository, out: BinaryIO,
             prefix += bytes(-len(prefix) % BLOCK)
             head, tail = os.path.split(entry.path)
             info.name = os.path.join(head, "GNUSparseFile.0", tail)
-            info.size = len(prefix) + sum(length for _, length in data_regions)
+            info.size = len(prefix) + data_size
             info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
                                 "GNU.sparse.name": entry.path,
                                 "GNU.sparse.realsize": str(entry.size)}

@@ -47,11 +47,6 @@ def amount(n: float, unit: Unit) -> str:
     return iec(n) if unit == "bytes" else f"{n:.0f} {unit}"
 
 
-def throughput(n: float, seconds: float, unit: Unit = "bytes") -> str:
-    per_second = n / seconds if seconds > 0 else 0.0
-    return f"{amount(per_second, unit)}/s"
-
-
 class IntervalProgress:
     """A progress event every ``interval`` seconds, handed to ``emit`` as fields:
     ``phase``, ``done``, ``total``, ``unit``, ``percent``, ``per_second``,

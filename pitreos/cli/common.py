@@ -14,7 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,7 +108,7 @@ class Settings:
         else:
             click.echo(f"pitreos: {describe(fields)}", err=True)
 
-    def recorded(self, operation: str, tag: str = "") -> Any:
+    def recorded(self, operation: str, tag: str = "") -> AbstractContextManager[metrics.Run]:
         """Metrics of this run for --metrics-file (written when it ends, failed or not)."""
         return metrics.recorded(self.metrics_file, metrics.Run(operation, tag))
 
@@ -166,8 +166,7 @@ def typed_meta(meta: dict[str, str]) -> dict[str, int | str]:
     return {k: typed(v) for k, v in sorted(meta.items())}
 
 
-def human(n: float) -> str:
-    return iec(n)
+human = iec  # sizes for people: the one unit system of every output
 
 
 def per_second(n: float, seconds: float) -> float:

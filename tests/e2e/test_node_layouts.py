@@ -92,9 +92,17 @@ def test_retained_stride_files_are_immutable(run: Runner, spring: Path) -> None:
     run("backup", str(spring), "--incremental").fails(
         "blocks/retained/blocks-951-1000.log", "never written again", code=1)
     assert run("list").ok().stdout == listed
-    # the state-history twins are held to the same rule
+
+
+def test_retained_state_history_files_are_immutable_too(run: Runner, spring: Path) -> None:
+    backup(run, spring, "--incremental")
     history = spring / "state-history/retained/trace_history-901-950.index"
-    assert history.is_file()
+    with open(history, "ab") as f:
+        f.write(b"\0" * 8)  # grown, as nodeos never grows a retained piece
+    listed = run("list").ok().stdout
+    run("backup", str(spring), "--incremental").fails(
+        "state-history/retained/trace_history-901-950.index", "never written again", code=1)
+    assert run("list").ok().stdout == listed
 
 
 def test_a_pruned_log_backs_up_and_checks(run: Runner, spring: Path, tmp_path: Path) -> None:
