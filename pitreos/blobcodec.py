@@ -52,6 +52,13 @@ class BlobCodec:
         self.max_chunk_size = max_chunk_size
         self._local = threading.local()
 
+    def __getstate__(self) -> tuple[int, int]:
+        # to a worker process: the settings, not this process's (de)compressors
+        return self.level, self.max_chunk_size
+
+    def __setstate__(self, state: tuple[int, int]) -> None:
+        self.__init__(*state)  # type: ignore[misc]
+
     def _compressor(self) -> zstandard.ZstdCompressor:
         comp = getattr(self._local, "compressor", None)
         if comp is None:

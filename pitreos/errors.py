@@ -70,6 +70,11 @@ class BlobNotFound(StoreError):
     def __init__(self, key: str, store: str) -> None:
         super().__init__(f"object {key} not found in store {store}")
         self.key = key
+        self.store = store
+
+    def __reduce__(self) -> tuple[type["BlobNotFound"], tuple[str, str]]:
+        # raised in a worker process, it is pickled back to the coordinator
+        return BlobNotFound, (self.key, self.store)
 
 
 class IntegrityError(PitreosError):

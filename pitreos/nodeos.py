@@ -52,8 +52,19 @@ APPEND_ONLY_DEFAULTS = (BLOCKS_LOG, BLOCKS_INDEX, "state-history/*.log",
 _PRUNED_FLAG = 1 << 31
 _BLOCK_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 CHAINBASE_IDS = {b"EOSIODB2", b"EOSIODB3", b"CHAINB01", b"CHAINB02"}
+DIRTY_OFFSET = 8  # chainbase's header: uint64 id, then the dirty byte
 _OS_NAMES = {0: "linux", 1: "macos", 2: "windows", 3: "other"}
 _ARCH_NAMES = {0: "x86_64", 1: "arm", 2: "riscv", 3: "other"}
+
+
+def with_dirty_byte(first_chunk: bytes) -> tuple[bytes, int | None]:
+    """A state file's first chunk with its dirty byte set, and the byte it held (None
+    when the chunk is too short to hold one)."""
+    if len(first_chunk) <= DIRTY_OFFSET:
+        return first_chunk, None
+    patched = bytearray(first_chunk)
+    patched[DIRTY_OFFSET] = 1
+    return bytes(patched), first_chunk[DIRTY_OFFSET]
 
 
 class NodeFormatError(Exception):

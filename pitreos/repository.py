@@ -34,6 +34,7 @@ from .errors import (
 from .hashing import ChunkDigest
 from .log import get_logger
 from .stores.base import Store, StoreProperties
+from .stores.local import LocalStore
 
 BLOB_PREFIX = "blobs/"
 MANIFEST_PREFIX = "manifests/"
@@ -144,6 +145,13 @@ class Repository:
     @property
     def properties(self) -> StoreProperties:
         return self._store.properties
+
+    @property
+    def crosses_processes(self) -> bool:
+        """Whether a copy of this repository pickled into a worker process works on the
+        same store: a local directory does; an object store's client holds connections
+        and threads, and wrappers (counting, caching) keep state of this process."""
+        return isinstance(self._store, LocalStore)
 
     def check(self) -> "StoreDescription | None":
         """Raise :class:`~pitreos.errors.StoreNotFound` unless a pitreos store is there:

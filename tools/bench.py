@@ -195,6 +195,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     workers = spec.get("workers") or default_workers(LOCAL_PROPERTIES)  # as the engine
     started = time.perf_counter()
     extra: dict[str, Any] = {}
+    gil = GilSampler.start(False)
     if kind == "limit_backup":
         ranges = [(Path(p), o, n) for p, o, n in spec["ranges"]] if "ranges" in spec else None
         extra = limit_backup([Path(f) for f in spec["files"]], Path(spec["out"]),
@@ -214,6 +215,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         from pitreos.backup import BackupOptions, run_backup
 
         ws = _workspace(spec)
+        gil = GilSampler.start(spec.get("gil", False))
         started = time.perf_counter()
         result = run_backup(Path(spec["source"]), ws.repo, ws.catalog, BackupOptions(
             chunk_size=spec["chunk"], workers=ws.workers, incremental=spec.get("incremental",
@@ -226,6 +228,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         from pitreos.restore import RestoreOptions, execute_restore, plan_restore
 
         ws = _workspace(spec)
+        gil = GilSampler.start(spec.get("gil", False))
         started = time.perf_counter()
         manifest = ws.repo.read_manifest(spec["name"])
         options = RestoreOptions(workers=ws.workers)
@@ -274,7 +277,53 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     io = _io_counters()
     return {"seconds": seconds, "maxrss": _peak_rss(), "rchar": io["rchar"],
-            "wchar": io["wchar"], **extra}
+            "wchar": io["wchar"], **gil.stop(seconds), **extra}
+
+
+class GilSampler:
+    """The share of wall time during which a thread of this process holds the GIL
+    (issue 15, target 1), sampled by py-spy attached to this process: ``--gil`` records a
+    sample only when some thread holds the GIL, so samples / (rate x seconds) is the
+    share. Started after the imports and the workspace are ready, so neither counts.
+    With ``--subprocesses`` the engine's worker processes are sampled too: each has a
+    GIL of its own, and the busiest one's share is reported beside this process's."""
+
+    RATE = 200
+
+    def __init__(self, proc: subprocess.Popen[bytes] | None, out: Path | None) -> None:
+        self.proc = proc
+        self.out = out
+
+    @classmethod
+    def start(cls, enabled: bool) -> "GilSampler":
+        if not enabled:
+            return cls(None, None)
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not os.access(spy, os.X_OK):
+            raise SystemExit("--gil needs py-spy (pip install py-spy)")
+        out = Path(f"/tmp/pitreos-bench-gil-{os.getpid()}.raw")
+        proc = subprocess.Popen([spy, "record", "--pid", str(os.getpid()), "--gil",
+                                 "--subprocesses", "--rate", str(cls.RATE), "--format", "raw",
+                                 "--output", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # attached before the measured work starts
+        return cls(proc, out)
+
+    def stop(self, seconds: float) -> dict[str, float]:
+        if self.proc is None or self.out is None:
+            return {}
+        self.proc.send_signal(2)  # SIGINT: py-spy writes what it sampled and exits
+        self.proc.wait()
+        per_process: dict[str, int] = {}
+        for line in self.out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            process = stack.split(";", 1)[0] if stack.startswith("process ") else "main"
+            per_process[process] = per_process.get(process, 0) + int(count)
+        self.out.unlink()
+        mine = next((n for p, n in per_process.items() if f"process {os.getpid()}" in p), 0)
+        others = [n for p, n in per_process.items() if f"process {os.getpid()}" not in p]
+        ticks = self.RATE * seconds
+        return {"gil": mine / ticks, "gil_worker": max(others, default=0) / ticks}
 
 
 def _peak_rss() -> int:
@@ -305,6 +354,12 @@ class Row:
 
     def median(self, key: str) -> float:
         return float(statistics.median(r.get(key, 0) for r in self.runs))
+
+    def gil(self) -> str:
+        if not all("gil" in r for r in self.runs):
+            return ""
+        main, worker = 100 * self.median("gil"), 100 * self.median("gil_worker")
+        return f"{main:.1f}/{worker:.1f}" if worker else f"{main:.1f}"
 
 
 def child(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -418,7 +473,7 @@ class Bench:
         def backup_spec(i: int) -> dict[str, Any]:
             url, catalog = self.fresh_store("full")
             return {"kind": "backup", "store": url, "catalog": catalog, "chunk": self.chunk,
-                    "source": str(self.node)}
+                    "source": str(self.node), "gil": self.args.gil}
 
         limit_b, runs = [], []
         for i in range(self.args.repeat):
@@ -437,7 +492,7 @@ class Bench:
                  "dest": str(self.work / "limit-dest")}, [out]))
             drop_dir(dest)
             runs.append(self.measure({"kind": "restore", "store": url, "catalog": catalog,
-                                      "name": name, "dest": str(dest)},
+                                      "name": name, "dest": str(dest), "gil": self.args.gil},
                                      [store_dir, Path(catalog)]))
         drop_dir(self.work / "limit-dest")
         self.rows.append(Row("full restore", runs, self.data, _median_seconds(limit_r)))
@@ -581,7 +636,8 @@ class Bench:
             limits.append(self.measure({"kind": "limit_read_hash", "files": files,
                                         "chunk": self.chunk}, warm))
             runs.append(self.measure({"kind": "restore", "store": url, "catalog": catalog,
-                                      "name": base, "dest": str(copy)}, warm))
+                                      "name": base, "dest": str(copy), "gil": self.args.gil},
+                                     warm))
         self.rows.append(Row("in-place restore (1% pages changed)", runs, self.data,
                              _median_seconds(limits),
                              note="limit: read + blake3 of the local data"))
@@ -766,7 +822,8 @@ class Bench:
                  f"data set: {self.data / 2**20:.0f} MiB of data",
                  "",
                  f"{'case':<44} {'s':>7} {'MB/s':>8} {'RSS MiB':>8} {'read MiB':>9} "
-                 f"{'wrote MiB':>9} {'stored MiB':>10} {'limit s':>8} {'ratio':>6}"]
+                 f"{'wrote MiB':>9} {'stored MiB':>10} {'limit s':>8} {'ratio':>6} "
+                 f"{'GIL %':>11}"]
         for row in self.rows:
             ratio = f"{row.seconds / row.limit:.2f}" if row.limit else ""
             if "speedup" in row.values:
@@ -776,7 +833,11 @@ class Bench:
                 f"{row.data_bytes / row.seconds / 1e6:>8.0f} "
                 f"{row.median('maxrss') / 2**20:>8.0f} {row.median('rchar') / 2**20:>9.0f} "
                 f"{row.median('wchar') / 2**20:>9.0f} {row.median('stored') / 2**20:>10.1f} "
-                f"{row.limit or 0:>8.2f} {ratio:>6}  {row.note}")
+                f"{row.limit or 0:>8.2f} {ratio:>6} {row.gil():>11}  {row.note}")
+        if self.args.gil:
+            lines.append("GIL %: the share of wall time a thread of the engine's process held "
+                         "the GIL (py-spy --gil, 200 Hz, imports excluded); after the slash, "
+                         "the busiest worker process's own GIL")
         return "\n".join(lines + self.notes)
 
 
@@ -864,6 +925,9 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--workdir", default=str(TOOLS / "bench-data"))
     parser.add_argument("--cases", default="core")
+    parser.add_argument("--gil", action="store_true",
+                        help="sample the GIL share of full backup, full restore and "
+                        "in-place restore with py-spy (target 1 of issue 15)")
     parser.add_argument("--cold", action="store_true",
                         help="drop the page cache before every measured run (root only)")
     args = parser.parse_args()

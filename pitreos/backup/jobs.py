@@ -1,14 +1,14 @@
-"""A file being backed up, and reading one of its chunks: shared by the planner (which
-probes an append-only file's prefix) and the pipeline."""
+"""A file being backed up: shared by the planner (which decides what to read) and the
+pipeline (which reads it)."""
 
 import os
 from dataclasses import dataclass
 
 from .. import manifest as mf
 from ..catalog import FileRecord
+from ..chunktasks import HashTask, SourceFile, hash_chunks
 from ..errors import PitreosError, SourceChanged
-from ..hashing import ChunkDigest, blake3_hex, digest, sha1_hex
-from ..sparse import read_nonzero
+from ..hashing import ChunkDigest
 from ..walk import SourceEntry
 
 
@@ -33,6 +33,17 @@ class FileJob:
     def length(self, index: int) -> int:
         return mf.chunk_length(self.source.st.st_size, self.chunk_size, index)
 
+    def source_file(self) -> SourceFile:
+        """What a worker needs to read it (:mod:`pitreos.chunktasks`)."""
+        st = self.source.st
+        return SourceFile(self.source.abspath, st.st_dev, st.st_ino, st.st_size,
+                          self.chunk_size, tuple(self.extents))
+
+    def probe(self, index: int) -> ChunkDigest | None:
+        """Read and hash chunk ``index`` here and now (None: all zeros)."""
+        task = HashTask(self.source_file().part([index]), (index,), (None,))
+        return hash_chunks(task).chunks[0].digest
+
     def previous_digest(self, index: int) -> ChunkDigest | None:
         """The previous backup's digest of this chunk, if it covered the same bytes."""
         prev = self.previous
@@ -41,40 +52,6 @@ class FileJob:
         if mf.chunk_length(prev.size, self.chunk_size, index) != self.length(index):
             return None  # the previous chunk covered fewer bytes
         return prev.chunks[index].digest
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkRead:
-    job: FileJob
-    index: int
-    data: bytes | bytearray | None  # None: all zeros
-    digest: ChunkDigest | None
-    unchanged: bool = False  # the same bytes as this chunk in the previous backup
-
-
-def read_chunk(job: FileJob, index: int, fd: int) -> ChunkRead:
-    """Read and hash one chunk (on a worker thread)."""
-    start = index * job.chunk_size
-    length = job.length(index)
-    try:
-        data = read_nonzero(fd, start, length, job.extents)
-    except EOFError as exc:
-        raise SourceChanged(f"{job.source.abspath} shrank while it was backed up "
-                            f"({exc})") from exc
-    except OSError as exc:
-        raise PitreosError(f"cannot read {job.source.abspath} at offset {start}: "
-                           f"{exc.strerror}") from exc
-    if data is None:
-        return ChunkRead(job, index, None, None)
-    before = job.previous_digest(index)
-    if before is not None:
-        # blake3 first, ~3x cheaper than sha1: equal to the previous backup's blake3
-        # for this chunk means the same bytes, whose sha1 is already known
-        b3 = blake3_hex(data)
-        if b3 == before.blake3:
-            return ChunkRead(job, index, data, before, unchanged=True)
-        return ChunkRead(job, index, data, ChunkDigest(sha1_hex(data), b3))
-    return ChunkRead(job, index, data, digest(data))
 
 
 def open_source(src: SourceEntry) -> int:

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from .. import locks, nodeos
 from .. import manifest as mf
-from ..defaults import DEFAULT_CHUNK_SIZE
+from ..defaults import DEFAULT_CHUNK_SIZE, PROCESS_MIN_BYTES
 from ..walk import PathFilter
 
 
@@ -22,6 +22,8 @@ class BackupOptions:
     keep_finalizer_safety: bool = False
     exclude_caches: bool = False  # leave out what nodeos rebuilds (state/code_cache.bin)
     latest_snapshot_only: bool = False  # of snapshots/snapshot-*.bin, only the newest
+    # from this much data to read on, a local store's work goes to worker processes
+    process_min_bytes: int = PROCESS_MIN_BYTES
     lock_stale_after: float = locks.DEFAULT_STALE_AFTER  # seconds
     gc_poll_seconds: float = 2.0
 

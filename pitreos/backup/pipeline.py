@@ -1,14 +1,17 @@
 """The backup pipeline: read, hash, decide, store.
 
-Workers read and hash chunks; the main thread decides, from the catalog, which chunks
-are new (a batch at a time: one query per batch, not per chunk); workers compress and
-store those. The catalog is touched only from the main thread, and only after the store
-write it records (and a flush that makes it durable).
+Workers read and hash chunks, several a task (:mod:`pitreos.chunktasks`); the
+coordinator decides, from the catalog, which chunks are new (a batch at a time: one
+query per batch, not per chunk); workers read those again, compress and store them. The
+catalog is touched only by the coordinator, and only after the store write it records
+(and a flush that makes it durable). On a local store the workers are processes
+(:mod:`pitreos.parallel`).
 """
 
 import enum
 import os
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -16,34 +19,44 @@ from pathlib import Path
 from .. import crashpoints
 from .. import manifest as mf
 from ..catalog import Catalog, KnownBlob, NewBlob
+from ..chunktasks import (
+    BlobStored,
+    HashResult,
+    HashTask,
+    SourceFile,
+    StoreResult,
+    StoreTask,
+    Task,
+    batches,
+    perform,
+    store_blob,
+)
+from ..defaults import TASK_BYTES
 from ..errors import CollisionError, SourceChanged
 from ..gcprotocol import BackupGuard
-from ..handles import Handles
 from ..hashing import ChunkDigest, digest
 from ..log import get_logger
-from ..parallel import Feed, call, imap_unordered
+from ..parallel import Feed, imap_unordered
 from ..progress import Progress
-from ..repository import BlobState, Repository
+from ..repository import Repository
 from ..sparse import pread_exact
-from .jobs import ChunkRead, FileJob, check_unchanged, open_source, read_chunk
+from .jobs import FileJob, check_unchanged
 from .options import BackupStats
 
 log = get_logger(__name__)
 _CATALOG_BATCH = 256
-# Read chunks whose fate needs the catalog wait for a batch this big (bounded memory:
-# one chunk buffer each). One query a chunk cost the main thread 117 us each (cProfile,
-# mostly regaining the GIL after SQLite released it) while workers waited for work.
+# Hashed chunks whose fate needs the catalog wait for a batch this big. One query a
+# chunk cost the main thread 117 us each (cProfile, mostly regaining the GIL after
+# SQLite released it) while workers waited for work.
 _DECIDE_BATCH = 16
 
 
 @dataclass(frozen=True, slots=True)
-class BlobStored:
-    """A blob a worker stored (or found stored)."""
-
-    blob: NewBlob
-    written: bool
-    existing_blake3: str | None  # a blob already there and not in the catalog
-    confirmed: bool = False  # known to the catalog; the store said it still has it
+class _Undecided:
+    job: FileJob
+    source: SourceFile
+    index: int
+    digest: ChunkDigest
 
 
 class _Action(enum.Enum):
@@ -55,12 +68,13 @@ class _Action(enum.Enum):
 class Pipeline:
     def __init__(self, repo: Repository, catalog: Catalog, guard: BackupGuard,
                  missing_blobs: set[str], *, workers: int, stats: BackupStats,
-                 progress: Progress) -> None:
+                 progress: Progress, processes: bool = False) -> None:
         self.repo = repo
         self.catalog = catalog
         self.guard = guard
         self.missing_blobs = missing_blobs  # in the catalog, but not in the store
         self.workers = workers
+        self.processes = processes  # worker processes (a local store), else threads
         self.stats = stats
         self.progress = progress
         self.pending_uploads: dict[str, str] = {}  # sha1 -> blake3, being stored now
@@ -70,75 +84,86 @@ class Pipeline:
     def run(self, jobs: list[FileJob]) -> None:
         """Read every chunk the jobs still need; store the new ones. Fills each job's
         chunk list."""
-        by_path = {job.path: job for job in jobs}
-        # files open as their first chunk is read and close after their last
-        handles = Handles(lambda path: open_source(by_path[path].source),
-                          lambda path, fd: check_unchanged(by_path[path], fd))
-        reads_left = 0
+        sources = {job.path: job.source_file() for job in jobs}
+        by_abspath = {sources[job.path].path: job for job in jobs}
+        tasks_left: dict[str, int] = {}
+        hash_tasks = list(self._hash_tasks(jobs, sources, tasks_left))
         for job in jobs:
-            count = len(job.reads())
-            handles.expect(job.path, count)
-            reads_left += count
-        feed: Feed[Callable[[], ChunkRead | BlobStored]] = Feed(self._reads(jobs, handles))
-        undecided: list[ChunkRead] = []
-        try:
-            for result in imap_unordered(call, feed, workers=self.workers,
-                                         window=self.workers + 2):
-                if isinstance(result, BlobStored):
-                    self._on_stored(result)
-                    continue
-                reads_left -= 1
-                if self._on_read(result):
-                    undecided.append(result)
-                handles.done(result.job.path)
-                if undecided and (len(undecided) >= _DECIDE_BATCH or not reads_left):
-                    self._decide(undecided, feed)
-                    undecided = []
-        finally:
-            handles.close_all()
-            self.flush_blobs(force=True)
+            if not tasks_left.get(job.path):
+                _check_file(job)  # nothing to read: still the file that was scanned
+        feed: Feed[Task] = Feed(hash_tasks)
+        hashes_left = len(hash_tasks)
+        undecided: list[_Undecided] = []
+        for result in imap_unordered(partial(perform, self.repo), feed, workers=self.workers,
+                                     window=self.workers + 2, processes=self.processes):
+            if isinstance(result, StoreResult):
+                for stored in result.blobs:
+                    self._on_stored(stored)
+                continue
+            assert isinstance(result, HashResult)
+            hashes_left -= 1
+            job = by_abspath[result.path]
+            undecided += self._on_hashed(job, sources[job.path], result)
+            tasks_left[job.path] -= 1
+            if not tasks_left[job.path]:
+                _check_file(job)
+            if undecided and (len(undecided) >= _DECIDE_BATCH or not hashes_left):
+                self._decide(undecided, feed)
+                undecided = []
+        self.flush_blobs(force=True)
 
-    def _reads(self, jobs: list[FileJob],
-               handles: Handles) -> Iterator[Callable[[], ChunkRead]]:
+    def _hash_tasks(self, jobs: list[FileJob], sources: dict[str, SourceFile],
+                    tasks_left: dict[str, int]) -> Iterator[HashTask]:
         for job in jobs:
-            for index in job.reads():
-                yield partial(read_chunk, job, index, handles.fd(job.path))
+            for indexes in batches(job.reads(), job.chunk_size, TASK_BYTES):
+                tasks_left[job.path] = tasks_left.get(job.path, 0) + 1
+                yield HashTask(sources[job.path].part(indexes), tuple(indexes),
+                               tuple(job.previous_digest(i) for i in indexes))
 
-    def _on_read(self, r: ChunkRead) -> bool:
-        """Record a chunk read; True when whether to store it is for :meth:`_decide`."""
-        start = r.index * r.job.chunk_size
-        undecided = False
-        self.progress.advance(len(r.data) if r.data is not None else r.job.length(r.index))
-        if r.data is None or r.digest is None:
-            r.job.chunks[r.index] = mf.Chunk(start, None)
-            self.stats.chunks_empty += 1
-        else:
-            self.stats.bytes_read += len(r.data)
-            r.job.chunks[r.index] = mf.Chunk(start, r.digest)
+    def _on_hashed(self, job: FileJob, source: SourceFile, result: HashResult
+                   ) -> list[_Undecided]:
+        """Record a task's chunks; returns those whose fate is for :meth:`_decide`."""
+        undecided = []
+        for hashed in result.chunks:
+            index = hashed.index
+            start = index * job.chunk_size
+            length = job.length(index)
+            self.progress.advance(length)
+            if hashed.digest is None:
+                job.chunks[index] = mf.Chunk(start, None)
+                self.stats.chunks_empty += 1
+                continue
+            self.stats.bytes_read += length
+            job.chunks[index] = mf.Chunk(start, hashed.digest)
             # an unchanged chunk's blob is referenced by the previous backup, so it is
             # in the store unless a listing found it missing: no catalog lookup
-            if r.unchanged and r.digest.sha1 not in self.missing_blobs:
+            if hashed.unchanged and hashed.digest.sha1 not in self.missing_blobs:
                 self.stats.chunks_known += 1
             else:
-                undecided = True
+                undecided.append(_Undecided(job, source, index, hashed.digest))
         self.guard.refresh()  # a long backup never looks stale
         return undecided
 
-    def _decide(self, batch: list[ChunkRead], feed: Feed[Callable[[], ChunkRead | BlobStored]]
-                ) -> None:
-        """Store the chunks of ``batch`` whose blobs the store lacks; have the store
+    def _decide(self, batch: list[_Undecided], feed: Feed[Task]) -> None:
+        """Have workers store the chunks of ``batch`` whose blobs the store lacks, and
         confirm those the catalog knows but no backup references."""
-        known = self.catalog.known_blobs([r.digest.sha1 for r in batch if r.digest])
-        for r in batch:
-            assert r.digest is not None and r.data is not None
-            where = f"{r.job.source.abspath} offset {r.index * r.job.chunk_size}"
-            action = self._action(r.digest, where, known.get(r.digest.sha1))
+        known = self.catalog.known_blobs([u.digest.sha1 for u in batch])
+        to_store: dict[str, list[_Undecided]] = defaultdict(list)
+        confirm: set[tuple[str, int]] = set()
+        for u in batch:
+            where = f"{u.job.source.abspath} offset {u.index * u.job.chunk_size}"
+            action = self._action(u.digest, where, known.get(u.digest.sha1))
             if action is _Action.REUSE:
                 self.stats.chunks_known += 1
                 continue
-            self.pending_uploads[r.digest.sha1] = r.digest.blake3
-            feed.push(partial(self._store_blob, r.digest, r.data,
-                              confirm_first=action is _Action.CONFIRM))
+            self.pending_uploads[u.digest.sha1] = u.digest.blake3
+            to_store[u.job.path].append(u)
+            if action is _Action.CONFIRM:
+                confirm.add((u.job.path, u.index))
+        for path, chunks in to_store.items():
+            source = chunks[0].source
+            feed.push(StoreTask(source.part([u.index for u in chunks]), tuple(
+                (u.index, u.digest, (path, u.index) in confirm) for u in chunks)))
 
     def _action(self, d: ChunkDigest, where: str, known: KnownBlob | None) -> "_Action":
         """What the chunk's blob needs (``known``: its catalog row); raises on a sha1
@@ -165,35 +190,11 @@ class Pipeline:
             return _Action.CONFIRM
         return _Action.REUSE
 
-    def _store_blob(self, d: ChunkDigest, data: bytes | bytearray, *,
-                    confirm_first: bool = False) -> BlobStored:
-        if confirm_first and self.repo.blob_exists(d.sha1):
-            return BlobStored(NewBlob(d.sha1, d.blake3, len(data), 0), written=False,
-                              existing_blake3=None, confirmed=True)
-        blob = self.repo.encode_blob(data, d)
-        written = self.repo.put_blob(d.sha1, blob)
-        existing = None
-        if not written:
-            written, existing = self._check_stored_blob(d, blob)
-        return BlobStored(NewBlob(d.sha1, d.blake3, len(data), len(blob)), written, existing)
-
-    def _check_stored_blob(self, d: ChunkDigest, blob: bytes) -> tuple[bool, str | None]:
-        """The store already holds a blob named ``d.sha1`` that the catalog does not know
-        (left by an interrupted backup, or written by another machine): check it whole.
-        Returns (whether it was replaced, its blake3 if it holds other data: a collision).
-        A damaged one (cut short by a crash before it was synced) is replaced."""
-        state, detail = self.repo.examine_blob(d)
-        if state is BlobState.OTHER:
-            return False, detail
-        if state is BlobState.DAMAGED:
-            log.warning("backup.stored_blob_replaced", blob=d.sha1, reason=detail)
-            self.repo.replace_blob(d.sha1, blob)
-            return True, None
-        return False, None
-
     def _on_stored(self, r: BlobStored) -> None:
         b = r.blob
         del self.pending_uploads[b.sha1]
+        if r.replaced is not None:
+            log.warning("backup.stored_blob_replaced", blob=b.sha1, reason=r.replaced)
         if r.existing_blake3 is not None and r.existing_blake3 != b.blake3:
             raise CollisionError(
                 f"sha1 collision: blob {b.sha1} in store {self.repo.url} has blake3 "
@@ -239,7 +240,20 @@ class Pipeline:
                 raise SourceChanged(f"{path} changed while it was backed up (at offset "
                                     f"{chunk.start}); no backup was written")
             self.pending_uploads[chunk.digest.sha1] = chunk.digest.blake3
-            self._on_stored(self._store_blob(chunk.digest, data))
+            self._on_stored(store_blob(self.repo, chunk.digest, data))
             self.stats.blobs_stored_again += 1
             log.warning("backup.blob_stored_again_after_gc", blob=chunk.digest.sha1)
         self.flush_blobs(force=True)
+
+
+def _check_file(job: FileJob) -> None:
+    """All its chunks read: the file must be as it was when the backup scanned it."""
+    try:
+        fd = os.open(job.source.abspath, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise SourceChanged(f"{job.source.abspath} changed while it was backed up "
+                            f"({exc.strerror}); no backup was written") from exc
+    try:
+        check_unchanged(job, fd)
+    finally:
+        os.close(fd)

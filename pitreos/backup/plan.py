@@ -22,7 +22,7 @@ from ..walk import (
     glob_match,
     scan,
 )
-from .jobs import FileJob, open_source, read_chunk
+from .jobs import FileJob, open_source
 from .options import BackupOptions, BackupStats
 
 log = get_logger(__name__)
@@ -189,7 +189,7 @@ class _Planner:
         fd = open_source(src)  # closed again: the pipeline reopens files as it reaches them
         try:
             job = FileJob(src, step, [None] * count, data_extents(fd, size), usable)
-            kept = self._appended_prefix(job, entry, previous, fd) if previous else range(0)
+            kept = self._appended_prefix(job, entry, previous) if previous else range(0)
         finally:
             os.close(fd)
         for index in range(count):
@@ -208,8 +208,8 @@ class _Planner:
             c.digest is not None and c.digest.sha1 in self.missing_blobs
             for c in previous.chunks)
 
-    def _appended_prefix(self, job: FileJob, entry: mf.Entry, previous: FileRecord,
-                         fd: int) -> range:
+    def _appended_prefix(self, job: FileJob, entry: mf.Entry, previous: FileRecord
+                         ) -> range:
         """The leading chunks of an append-only file that the previous backup already
         holds unchanged: the full chunks of its previous size, when the file did not
         shrink and its first and last full chunks still hash the same (a cheap check of
@@ -239,12 +239,12 @@ class _Planner:
         for index in sorted({first, full - 1} - ({0} if first else set())):
             if index >= full:
                 break
-            probe = read_chunk(job, index, fd)
-            if probe.digest != previous.chunks[index].digest:
+            probe = job.probe(index)
+            if probe != previous.chunks[index].digest:
                 log.warning("backup.appendonly_full_pass", path=entry.path,
                             reason=f"chunk {index} changed since the previous backup")
                 return none
-            self.stats.bytes_read += len(probe.data or b"")
+            self.stats.bytes_read += job.length(index) if probe is not None else 0
         if first:
             log.info("backup.pruned_front", path=entry.path, chunks_reread_or_holes=first)
         self.stats.files_appended += 1

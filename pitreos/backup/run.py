@@ -37,8 +37,11 @@ def run_backup(source: Path, repo: Repository, catalog: Catalog, options: Backup
         # the catalog then shows is one the guard sees (docs/gc.md)
         sync_catalog(catalog, repo, workers=options.workers)
         plan = plan_backup(source, catalog, options, stats)
+        processes = repo.crosses_processes and options.workers > 1 and \
+            plan.bytes_to_read() >= options.process_min_bytes
         pipeline = Pipeline(repo, catalog, guard, plan.missing_blobs,
-                            workers=options.workers, stats=stats, progress=progress)
+                            workers=options.workers, stats=stats, progress=progress,
+                            processes=processes)
         progress.start("backup", plan.bytes_to_read())
         try:
             pipeline.run(plan.jobs)

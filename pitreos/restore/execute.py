@@ -14,21 +14,22 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from .. import crashpoints, nodeos
 from .. import manifest as mf
-from ..errors import IntegrityError, PitreosError, RestoreError
+from ..chunktasks import FetchChunk, Task, WriteResult, WriteTask, batches, perform
+from ..defaults import TASK_BYTES
+from ..errors import PitreosError, RestoreError
 from ..handles import Handles
 from ..log import get_logger
 from ..manifest import RESTORE_MARKER
-from ..parallel import call, imap_unordered
+from ..parallel import imap_unordered
 from ..progress import NoProgress, Progress
 from ..repository import Repository
-from ..sparse import nonzero_runs, punch_hole, pwrite_all
 from .nodestate import DirtyHold
 from .plan import FilePlan, RestoreOptions, RestorePlan
 
@@ -163,15 +164,15 @@ def _restore_entries(plan: RestorePlan, repo: Repository, options: RestoreOption
 
 def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOptions,
                      stats: RestoreStats, progress: Progress, hold: DirtyHold | None) -> None:
-    """Per file, in order: open (created or resized) on its first task, punch and fetch,
-    then fsync and give it its mode and mtime after its last task."""
-    step = plan.manifest.chunk_size
-    by_path = {fp.entry.path: fp for fp in plan.files}
+    """Per file, in order: open (created or resized) on its first task, punch and fetch
+    (workers open the file themselves), then fsync and give it its mode and mtime after
+    its last task."""
+    by_path = {str(plan.dest / fp.entry.path): fp for fp in plan.files}
 
     def open_file(path: str) -> int:
         fp = by_path[path]
         fd = _open_for_restore(plan.dest, fp)
-        if hold is not None and path == hold.path:
+        if hold is not None and fp.entry.path == hold.path:
             hold.mark(fd, first_chunk_kept=0 not in fp.fetch)
         return fd
 
@@ -182,60 +183,60 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOption
         os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
     handles = Handles(open_file, finish)
+    tasks = {path: _write_tasks(plan, fp, path, options, hold) for path, fp in by_path.items()}
 
-    def punch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int, int, bool]:
-        start = index * step
-        punch_hole(fd, start, mf.chunk_length(fp.entry.size, step, index))
-        return fp.entry.path, 0, 0, 0, False
+    def opened_first() -> Iterator[Task]:
+        for path, file_tasks in tasks.items():
+            for task in file_tasks:
+                handles.fd(path)  # created and sized before a worker opens it
+                yield task
 
-    def fetch(fp: FilePlan, index: int, fd: int) -> tuple[str, int, int, int, bool]:
-        chunk = fp.entry.chunks[index]
-        assert chunk.digest is not None
-        expected = mf.chunk_length(fp.entry.size, step, index)
-        seeded = options.seeds.find(fp.entry.path, chunk.start, expected, chunk.digest)
-        data, fetched = (seeded, 0) if seeded is not None else repo.read_chunk(chunk.digest)
-        if len(data) != expected:
-            raise IntegrityError(
-                f"blob {chunk.digest.sha1} holds {len(data)} bytes, but {fp.entry.path} "
-                f"chunk {index} of backup {plan.manifest.name} is {expected} bytes: the "
-                "manifest disagrees with its blobs; nothing of that chunk was written")
-        if hold is not None and index == 0 and fp.entry.path == hold.path:
-            data = hold.patch(data)
-        written = 0
-        previous_end = 0
-        had_data = index in fp.local_data
-        for run_start, run_end in nonzero_runs(data):
-            if had_data and run_start > previous_end:
-                punch_hole(fd, chunk.start + previous_end, run_start - previous_end)
-            pwrite_all(fd, memoryview(data)[run_start:run_end], chunk.start + run_start)
-            written += run_end - run_start
-            previous_end = run_end
-        if had_data and previous_end < len(data):
-            punch_hole(fd, chunk.start + previous_end, len(data) - previous_end)
-        progress.advance(len(data))
-        crashpoints.point("restore.chunk_written")
-        return fp.entry.path, len(data), fetched, written, seeded is not None
-
-    def tasks() -> Iterator[Callable[[], tuple[str, int, int, int, bool]]]:
-        for fp in plan.files:
-            for fn, indexes in ((punch, fp.punch), (fetch, fp.fetch)):
-                for index in indexes:
-                    yield partial(fn, fp, index, handles.fd(fp.entry.path))
-
+    processes = repo.crosses_processes and options.workers > 1 and \
+        plan.bytes_to_fetch() >= options.process_min_bytes
     try:
-        for fp in plan.files:
-            handles.expect(fp.entry.path, len(fp.punch) + len(fp.fetch))
-        for path, data_bytes, stored_bytes, written, seeded in imap_unordered(
-                call, tasks(), workers=options.workers):
-            stats.chunks_seeded += seeded
-            stats.bytes_fetched += data_bytes
-            stats.stored_bytes_fetched += stored_bytes
-            stats.bytes_written += written
-            handles.done(path)
+        for path, file_tasks in tasks.items():
+            handles.expect(path, len(file_tasks))
+        for result in imap_unordered(partial(perform, repo), opened_first(),
+                                     workers=options.workers, processes=processes):
+            assert isinstance(result, WriteResult)
+            if result.dirty_original is not None and hold is not None:
+                hold.original = result.dirty_original
+            stats.chunks_seeded += result.seeded
+            stats.bytes_fetched += result.data_bytes
+            stats.stored_bytes_fetched += result.stored_bytes
+            stats.bytes_written += result.written
+            progress.advance(result.data_bytes)
+            for _ in range(result.fetched):
+                crashpoints.point("restore.chunk_written")
+            handles.done(result.path)
     finally:
         handles.close_all()
     stats.chunks_holed = sum(len(fp.punch) for fp in plan.files)
     stats.chunks_fetched = sum(len(fp.fetch) for fp in plan.files)
+
+
+def _write_tasks(plan: RestorePlan, fp: FilePlan, path: str, options: RestoreOptions,
+                 hold: DirtyHold | None) -> list[WriteTask]:
+    step = plan.manifest.chunk_size
+    entry = fp.entry
+
+    def length(index: int) -> int:
+        return mf.chunk_length(entry.size, step, index)
+
+    def fetch(index: int) -> FetchChunk:
+        chunk = entry.chunks[index]
+        assert chunk.digest is not None
+        dirty = hold is not None and index == 0 and entry.path == hold.path
+        return FetchChunk(index, chunk.start, length(index), chunk.digest,
+                          had_data=index in fp.local_data, dirty_byte=dirty)
+
+    def task(punch: list[int], fetched: list[int]) -> WriteTask:
+        return WriteTask(path, entry.path, plan.manifest.name,
+                         tuple((i * step, length(i)) for i in punch),
+                         tuple(fetch(i) for i in fetched), options.seeds)
+
+    return [task(indexes, []) for indexes in batches(fp.punch, step, TASK_BYTES)] + \
+        [task([], indexes) for indexes in batches(fp.fetch, step, TASK_BYTES)]
 
 
 def _open_for_restore(dest: Path, fp: FilePlan) -> int:

@@ -21,7 +21,7 @@ from .. import manifest as mf
 from .. import nodeos
 from ..errors import ChainMismatch, NodeRunning
 
-DIRTY_OFFSET = 8  # chainbase's header: uint64 id, then the dirty byte
+DIRTY_OFFSET = nodeos.DIRTY_OFFSET
 
 
 def check_not_running(dest: Path, *, force: bool, resuming: bool) -> None:
@@ -96,15 +96,6 @@ class DirtyHold:
             self.original = current[0] if current else 0
         os.pwrite(fd, b"\x01", DIRTY_OFFSET)
         os.fsync(fd)
-
-    def patch(self, data: bytes) -> bytes:
-        """The first chunk as fetched: remember its dirty byte, write it set."""
-        if len(data) <= DIRTY_OFFSET:
-            return data
-        self.original = data[DIRTY_OFFSET]
-        patched = bytearray(data)
-        patched[DIRTY_OFFSET] = 1
-        return bytes(patched)
 
     def release(self, dest: Path) -> None:
         """Everything is written and synced: give the byte the backup's value."""

@@ -8,21 +8,22 @@ in the local file are not read. :mod:`.execute` then carries the plan out.
 
 import os
 import stat
-from collections import Counter
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import manifest as mf
 from .. import nodeos
-from ..defaults import MAX_UNKNOWN_DELETED
+from ..chunktasks import CheckTask, batches, check_chunks
+from ..defaults import MAX_UNKNOWN_DELETED, PROCESS_MIN_BYTES, TASK_BYTES
 from ..errors import RestoreError, UsageError
-from ..handles import Handles
-from ..hashing import blake3_hex, digest
+from ..hashing import digest
 from ..log import get_logger
 from ..manifest import RESTORE_MARKER
 from ..parallel import imap_unordered
 from ..progress import NoProgress, Progress
-from ..sparse import data_extents, is_zero, overlaps, pread_exact, read_range
+from ..sparse import data_extents, extents_within, is_zero, overlaps, pread_exact
 from ..walk import PathFilter
 from .nodestate import check_not_running, check_same_chain
 from .seeds import Seeds
@@ -42,6 +43,8 @@ class RestoreOptions:
     keep_setid: bool = False  # restore setuid/setgid bits (as tar's --same-permissions)
     write_through_links: bool = False  # write into files with other hard links
     seeds: Seeds = field(default_factory=Seeds)  # local directories to take chunks from
+    # from this much data to check or fetch on, a local store's work goes to processes
+    process_min_bytes: int = PROCESS_MIN_BYTES
 
 
 @dataclass
@@ -128,7 +131,7 @@ def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
     step = manifest.chunk_size
     progress.start("check", sum(mf.chunk_length(p.entry.size, step, i) for p, i in checks))
     try:
-        _check_local_chunks(dest, checks, step, options.workers, progress)
+        _check_local_chunks(dest, checks, step, options, progress)
     finally:
         progress.finish()
     # what the backup left out as a cache nodeos rebuilds is not the backup's to judge:
@@ -223,34 +226,49 @@ def _inside_real_dirs(dest: Path, rel: str) -> bool:
 
 
 def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, int]], step: int,
-                        workers: int, progress: Progress) -> None:
+                        options: RestoreOptions, progress: Progress) -> None:
     """Hash local chunks; those whose blake3 matches are kept."""
-    handles = Handles(lambda path: os.open(dest / path, os.O_RDONLY | os.O_NOFOLLOW))
-    for path, count in Counter(p.entry.path for p, _ in checks).items():
-        handles.expect(path, count)
-
-    def check(task: tuple[FilePlan, int, int]) -> tuple[FilePlan, int, bool]:
-        plan, index, fd = task
-        chunk = plan.entry.chunks[index]
-        assert plan.local_size is not None and chunk.digest is not None
+    by_path: dict[str, list[int]] = defaultdict(list)
+    plans = {}
+    for plan, index in checks:
         length = mf.chunk_length(plan.entry.size, step, index)
-        if plan.local_size < chunk.start + length:
-            return plan, index, False
-        data = read_range(fd, chunk.start, length, plan.local_extents)
-        progress.advance(length)
-        return plan, index, blake3_hex(data) == chunk.digest.blake3
+        assert plan.local_size is not None
+        plans[str(dest / plan.entry.path)] = plan
+        if plan.local_size < plan.entry.chunks[index].start + length:
+            plan.checked += 1
+            plan.fetch.append(index)  # the local file is too short to hold it
+        else:
+            by_path[str(dest / plan.entry.path)].append(index)
 
-    tasks = ((plan, index, handles.fd(plan.entry.path)) for plan, index in checks)
-    try:
-        for plan, index, same in imap_unordered(check, tasks, workers=workers):
-            handles.done(plan.entry.path)
+    def tasks() -> Iterator[CheckTask]:
+        for path, indexes in by_path.items():
+            plan = plans[path]
+            for batch in batches(indexes, step, TASK_BYTES):
+                chunks = []
+                for index in batch:
+                    digest = plan.entry.chunks[index].digest
+                    assert digest is not None
+                    chunks.append((index, index * step,
+                                   mf.chunk_length(plan.entry.size, step, index),
+                                   digest.blake3))
+                extents = extents_within(plan.local_extents, batch[0] * step,
+                                         (batch[-1] + 1) * step)
+                yield CheckTask(path, tuple(extents), tuple(chunks))
+
+    work = sum(mf.chunk_length(plans[path].entry.size, step, i)
+               for path, indexes in by_path.items() for i in indexes)
+    # local reads and hashes only: worker processes whatever the store
+    processes = options.workers > 1 and work >= options.process_min_bytes
+    for result in imap_unordered(check_chunks, tasks(), workers=options.workers,
+                                 processes=processes):
+        plan = plans[result.path]
+        progress.advance(result.bytes_read)
+        for index, same in result.same:
             plan.checked += 1
             if same:
                 plan.kept += 1
             else:
                 plan.fetch.append(index)
-    finally:
-        handles.close_all()
     for plan, _ in checks:
         plan.fetch.sort()
 

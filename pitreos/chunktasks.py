@@ -1,0 +1,325 @@
+"""The per-chunk work of backup and restore, in batches: plain functions of plain,
+picklable tasks, so that :mod:`pitreos.parallel` can run them on threads or in worker
+processes without either side knowing which.
+
+A task covers up to :data:`~pitreos.defaults.TASK_BYTES` of one file. Each task opens
+the file itself and sends back digests and counts, never chunk data: what crosses to
+the coordinating process (and its GIL) is a few hundred bytes a task instead of a
+chunk's work of Python a chunk (docs/performance.md, "worker processes").
+"""
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .catalog import NewBlob
+from .errors import IntegrityError, PitreosError, SourceChanged
+from .hashing import ChunkDigest, blake3_hex, digest, sha1_hex
+from .nodeos import with_dirty_byte
+from .repository import BlobState, Repository
+from .sparse import (
+    extents_within,
+    nonzero_runs,
+    punch_hole,
+    pwrite_all,
+    read_nonzero,
+    read_range,
+)
+
+if TYPE_CHECKING:  # the restore package imports this module
+    from .restore.seeds import Seeds
+
+Extents = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A file being backed up, as scanned: its identity, size and data extents."""
+
+    path: str  # absolute
+    device: int
+    inode: int
+    size: int
+    chunk_size: int
+    extents: Extents
+
+    def open(self) -> int:
+        """Open it read-only; the file found there must be the one scanned."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise PitreosError(f"cannot read {self.path}: {exc.strerror}") from exc
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (self.device, self.inode) or st.st_size < self.size:
+            os.close(fd)
+            raise SourceChanged(f"{self.path} was replaced or shrank while it was backed "
+                                "up; no backup was written: stop the writer or back up a "
+                                "snapshot")
+        return fd
+
+    def length(self, index: int) -> int:
+        return min(self.chunk_size, self.size - index * self.chunk_size)
+
+    def read(self, fd: int, index: int) -> bytes | bytearray | None:
+        """Chunk ``index`` (only its data extents are read); None when it is all zeros."""
+        start = index * self.chunk_size
+        try:
+            return read_nonzero(fd, start, self.length(index), self.extents)
+        except EOFError as exc:
+            raise SourceChanged(f"{self.path} shrank while it was backed up ({exc})") from exc
+        except OSError as exc:
+            raise PitreosError(f"cannot read {self.path} at offset {start}: "
+                               f"{exc.strerror}") from exc
+
+    def part(self, indexes: Sequence[int]) -> "SourceFile":
+        """The same file with only the extents of chunks ``indexes``: a task carries no
+        more of a large file's extent list than it reads."""
+        lo, hi = indexes[0] * self.chunk_size, (indexes[-1] + 1) * self.chunk_size
+        return SourceFile(self.path, self.device, self.inode, self.size, self.chunk_size,
+                          tuple(extents_within(self.extents, lo, hi)))
+
+
+# Backup, step one: read and hash ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HashTask:
+    source: SourceFile
+    indexes: tuple[int, ...]
+    previous: tuple[ChunkDigest | None, ...]  # the previous backup's digest of each
+
+
+@dataclass(frozen=True, slots=True)
+class Hashed:
+    index: int
+    digest: ChunkDigest | None  # None: all zeros
+    unchanged: bool  # the same bytes as this chunk in the previous backup
+
+
+@dataclass(frozen=True, slots=True)
+class HashResult:
+    path: str
+    chunks: tuple[Hashed, ...]
+
+
+def hash_chunks(task: HashTask) -> HashResult:
+    fd = task.source.open()
+    out = []
+    try:
+        for index, before in zip(task.indexes, task.previous, strict=True):
+            data = task.source.read(fd, index)
+            if data is None:
+                out.append(Hashed(index, None, False))
+            elif before is not None:
+                # blake3 first, ~3x cheaper than sha1: equal to the previous backup's
+                # blake3 for this chunk means the same bytes, whose sha1 is known
+                b3 = blake3_hex(data)
+                if b3 == before.blake3:
+                    out.append(Hashed(index, before, True))
+                else:
+                    out.append(Hashed(index, ChunkDigest(sha1_hex(data), b3), False))
+            else:
+                out.append(Hashed(index, digest(data), False))
+    finally:
+        os.close(fd)
+    return HashResult(task.source.path, tuple(out))
+
+
+# Backup, step two: compress and store --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTask:
+    source: SourceFile
+    chunks: tuple[tuple[int, ChunkDigest, bool], ...]  # index, digest, confirm first
+
+
+@dataclass(frozen=True, slots=True)
+class BlobStored:
+    """A blob a task stored (or found stored)."""
+
+    blob: NewBlob
+    written: bool
+    existing_blake3: str | None  # a sound blob of other data there: a sha1 collision
+    confirmed: bool = False  # known to the catalog; the store said it still has it
+    replaced: str | None = None  # a damaged blob was there (why): replaced
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    path: str
+    blobs: tuple[BlobStored, ...]
+
+
+def store_chunks(repo: Repository, task: StoreTask) -> StoreResult:
+    """Read each chunk again, check it is the one hashed, and store its blob unless the
+    store has it. The chunk is read again rather than kept: a task's result is digests,
+    not data, and a second read comes from the page cache."""
+    fd = task.source.open()
+    out = []
+    try:
+        for index, chunk, confirm_first in task.chunks:
+            if confirm_first and repo.blob_exists(chunk.sha1):
+                out.append(BlobStored(NewBlob(chunk.sha1, chunk.blake3,
+                                              task.source.length(index), 0),
+                                      written=False, existing_blake3=None, confirmed=True))
+                continue
+            data = task.source.read(fd, index)
+            if data is None or blake3_hex(data) != chunk.blake3:
+                raise SourceChanged(
+                    f"{task.source.path} changed while it was backed up (at offset "
+                    f"{index * task.source.chunk_size}); no backup was written: stop the "
+                    "writer or back up a snapshot")
+            out.append(store_blob(repo, chunk, data))
+    finally:
+        os.close(fd)
+    return StoreResult(task.source.path, tuple(out))
+
+
+def store_blob(repo: Repository, chunk: ChunkDigest, data: bytes | bytearray) -> BlobStored:
+    blob = repo.encode_blob(data, chunk)
+    new = NewBlob(chunk.sha1, chunk.blake3, len(data), len(blob))
+    if repo.put_blob(chunk.sha1, blob):
+        return BlobStored(new, written=True, existing_blake3=None)
+    # the store holds a blob of that name the catalog does not know (left by an
+    # interrupted backup, or written by another machine): check it whole; one cut
+    # short by a crash before it was synced is replaced
+    state, detail = repo.examine_blob(chunk)
+    if state is BlobState.OTHER:
+        return BlobStored(new, written=False, existing_blake3=detail)
+    if state is BlobState.DAMAGED:
+        repo.replace_blob(chunk.sha1, blob)
+        return BlobStored(new, written=True, existing_blake3=None, replaced=detail)
+    return BlobStored(new, written=False, existing_blake3=None)
+
+
+# Restore: check local chunks, then fetch and write ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckTask:
+    path: str  # absolute
+    extents: Extents
+    chunks: tuple[tuple[int, int, int, str], ...]  # index, start, length, blake3
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    path: str
+    same: tuple[tuple[int, bool], ...]  # index, whether the local chunk is the backup's
+    bytes_read: int
+
+
+def check_chunks(task: CheckTask) -> CheckResult:
+    """blake3 of each local chunk against the backup's (equal blake3: equal bytes)."""
+    fd = os.open(task.path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        same = tuple((index, blake3_hex(read_range(fd, start, length, task.extents)) == b3)
+                     for index, start, length, b3 in task.chunks)
+    finally:
+        os.close(fd)
+    return CheckResult(task.path, same, sum(c[2] for c in task.chunks))
+
+
+@dataclass(frozen=True, slots=True)
+class FetchChunk:
+    index: int
+    start: int
+    length: int
+    digest: ChunkDigest
+    had_data: bool  # the local file has data there: zero runs must be punched
+    dirty_byte: bool = False  # the node state's first chunk: written with it set
+
+
+@dataclass(frozen=True, slots=True)
+class WriteTask:
+    path: str  # absolute, opened (created, sized) by the coordinator already
+    entry_path: str  # as in the backup: how seeds find the chunk
+    backup: str
+    punch: tuple[tuple[int, int], ...]  # start, length
+    fetch: tuple[FetchChunk, ...]
+    seeds: "Seeds"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    path: str
+    punched: int
+    fetched: int
+    data_bytes: int
+    stored_bytes: int  # as the store sent them
+    written: int  # non-zero bytes written
+    seeded: int
+    dirty_original: int | None  # the backup's dirty byte, when the task wrote it set
+
+
+def write_chunks(repo: Repository, task: WriteTask) -> WriteResult:
+    """Punch the holes and write the fetched chunks of one file (both hashes checked
+    before a byte is written; only non-zero runs are written)."""
+    fd = os.open(task.path, os.O_WRONLY | os.O_NOFOLLOW)
+    data_bytes = stored_bytes = written = seeded = 0
+    original = None
+    try:
+        for start, length in task.punch:
+            punch_hole(fd, start, length)
+        for chunk in task.fetch:
+            found = task.seeds.find(task.entry_path, chunk.start, chunk.length, chunk.digest)
+            data, fetched = (found, 0) if found is not None else repo.read_chunk(chunk.digest)
+            if len(data) != chunk.length:
+                raise _wrong_length(task, chunk, len(data))
+            if chunk.dirty_byte:
+                data, original = with_dirty_byte(data)
+            written += _write_runs(fd, chunk, data)
+            data_bytes += len(data)
+            stored_bytes += fetched
+            seeded += found is not None
+    finally:
+        os.close(fd)
+    return WriteResult(task.path, len(task.punch), len(task.fetch), data_bytes,
+                       stored_bytes, written, seeded, original)
+
+
+def _write_runs(fd: int, chunk: FetchChunk, data: bytes) -> int:
+    written = previous_end = 0
+    for run_start, run_end in nonzero_runs(data):
+        if chunk.had_data and run_start > previous_end:
+            punch_hole(fd, chunk.start + previous_end, run_start - previous_end)
+        pwrite_all(fd, memoryview(data)[run_start:run_end], chunk.start + run_start)
+        written += run_end - run_start
+        previous_end = run_end
+    if chunk.had_data and previous_end < len(data):
+        punch_hole(fd, chunk.start + previous_end, len(data) - previous_end)
+    return written
+
+
+def _wrong_length(task: WriteTask, chunk: FetchChunk, got: int) -> PitreosError:
+    return IntegrityError(
+        f"blob {chunk.digest.sha1} holds {got} bytes, but {task.entry_path} chunk "
+        f"{chunk.index} of backup {task.backup} is {chunk.length} bytes: the manifest "
+        "disagrees with its blobs; nothing of that chunk was written")
+
+
+# Running them -----------------------------------------------------------------------------
+
+
+Task = HashTask | StoreTask | CheckTask | WriteTask
+Result = HashResult | StoreResult | CheckResult | WriteResult
+
+
+def perform(repo: Repository, task: Task) -> Result:
+    """Run one task (the function that :mod:`pitreos.parallel` maps)."""
+    if isinstance(task, HashTask):
+        return hash_chunks(task)
+    if isinstance(task, StoreTask):
+        return store_chunks(repo, task)
+    if isinstance(task, CheckTask):
+        return check_chunks(task)
+    return write_chunks(repo, task)
+
+
+def batches(indexes: Sequence[int], chunk_size: int, task_bytes: int) -> Iterator[list[int]]:
+    """``indexes`` in runs of at most ``task_bytes`` of chunks (one chunk at least)."""
+    per_task = max(1, task_bytes // chunk_size)
+    for at in range(0, len(indexes), per_task):
+        yield list(indexes[at:at + per_task])
