@@ -75,7 +75,7 @@ class SourceFile:
     def part(self, indexes: Sequence[int]) -> "SourceFile":
         """The same file with only the extents of chunks ``indexes``: a task carries no
         more of a large file's extent list than it reads."""
-        lo, hi = indexes[0] * self.chunk_size, (indexes[-1] + 1) * self.chunk_size
+        lo, hi = min(indexes) * self.chunk_size, (max(indexes) + 1) * self.chunk_size
         return SourceFile(self.path, self.device, self.inode, self.size, self.chunk_size,
                           tuple(extents_within(self.extents, lo, hi)))
 
