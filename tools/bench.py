@@ -285,8 +285,9 @@ class GilSampler:
     (issue 15, target 1), sampled by py-spy attached to this process: ``--gil`` records a
     sample only when some thread holds the GIL, so samples / (rate x seconds) is the
     share. Started after the imports and the workspace are ready, so neither counts.
-    With ``--subprocesses`` the engine's worker processes are sampled too: each has a
-    GIL of its own, and the busiest one's share is reported beside this process's."""
+    Only this process is sampled: the engine's worker processes each have a GIL of their
+    own, which serializes nothing but their own work (py-spy's --subprocesses labels
+    their samples with this process's id, so they cannot be told apart)."""
 
     RATE = 200
 
@@ -303,8 +304,8 @@ class GilSampler:
             raise SystemExit("--gil needs py-spy (pip install py-spy)")
         out = Path(f"/tmp/pitreos-bench-gil-{os.getpid()}.raw")
         proc = subprocess.Popen([spy, "record", "--pid", str(os.getpid()), "--gil",
-                                 "--subprocesses", "--rate", str(cls.RATE), "--format", "raw",
-                                 "--output", str(out)],
+                                 "--rate", str(cls.RATE), "--format", "raw", "--output",
+                                 str(out)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # attached before the measured work starts
         return cls(proc, out)
@@ -314,16 +315,10 @@ class GilSampler:
             return {}
         self.proc.send_signal(2)  # SIGINT: py-spy writes what it sampled and exits
         self.proc.wait()
-        per_process: dict[str, int] = {}
-        for line in self.out.read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            process = stack.split(";", 1)[0] if stack.startswith("process ") else "main"
-            per_process[process] = per_process.get(process, 0) + int(count)
+        samples = sum(int(line.rpartition(" ")[2])
+                      for line in self.out.read_text().splitlines() if line.strip())
         self.out.unlink()
-        mine = next((n for p, n in per_process.items() if f"process {os.getpid()}" in p), 0)
-        others = [n for p, n in per_process.items() if f"process {os.getpid()}" not in p]
-        ticks = self.RATE * seconds
-        return {"gil": mine / ticks, "gil_worker": max(others, default=0) / ticks}
+        return {"gil": samples / (self.RATE * seconds)}
 
 
 def _peak_rss() -> int:
@@ -358,8 +353,7 @@ class Row:
     def gil(self) -> str:
         if not all("gil" in r for r in self.runs):
             return ""
-        main, worker = 100 * self.median("gil"), 100 * self.median("gil_worker")
-        return f"{main:.1f}/{worker:.1f}" if worker else f"{main:.1f}"
+        return f"{100 * self.median('gil'):.1f}"
 
 
 def child(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -815,6 +809,69 @@ class Bench:
                           f"pitreos list on an empty catalog {listing:.3f} s; python -c pass "
                           f"{python:.3f} s")
 
+    def peers(self) -> None:
+        """pitreos and every peer installed (restic, borg, casync) through the same steps
+        on the same data: a full backup of a copy of the data set, the copy changed in
+        place (1% of state pages, log +5%), an incremental backup, a full restore into an
+        empty directory, and a restore over that restore with 1% of its state pages
+        changed. Peers write in this order too, so each meets the same page cache."""
+        work = self.work / "peers"
+        tools = ["pitreos"] + [p for p in ("restic", "borg", "casync") if shutil.which(p)]
+        missing = sorted({"restic", "borg", "casync"} - set(tools))
+        table: dict[str, dict[str, float]] = {}
+        for tool in tools:
+            drop_dir(work)
+            work.mkdir(parents=True)
+            src, dest, repo = work / "src", work / "dest", work / "repo"
+            sparse_copy(self.node, src)
+            dest.mkdir()
+            times = table[tool] = {}
+            step = self._peer_steps(Peer(tool, self._peer_env(work, repo)), src, dest, repo)
+            times["full backup"] = next(step)
+            gen_data.change_pages(src / "state/shared_memory.bin", 0.01, seed=300)
+            gen_data.append_blocks(src / "blocks",
+                                   (src / "blocks/blocks.log").stat().st_size // 20, seed=300)
+            times["incremental backup"] = next(step)
+            times["full restore"] = next(step)
+            times["in-place restore"] = next(step)
+        drop_dir(work)
+        cases = list(table["pitreos"])
+        head = f"{'peers: same data, same steps':<32}" + "".join(f"{t:>9}" for t in tools)
+        lines = ["", head + "  fastest peer / pitreos (target: >= 3)"]
+        for case in cases:
+            peers = [table[t][case] for t in tools[1:]]
+            ratio = f"{min(peers) / table['pitreos'][case]:.2f}" if peers else "-"
+            lines.append(f"{case:<32}" + "".join(f"{table[t][case]:>9.2f}" for t in tools)
+                         + f"  {ratio}")
+        if missing:
+            lines.append(f"not installed, not run: {', '.join(missing)}")
+        self.notes.extend(lines)
+
+    def _peer_env(self, work: Path, repo: Path) -> dict[str, str]:
+        return {"PITREOS_STORE": repo.as_uri(), "PITREOS_CATALOG": str(work / "catalog"),
+                "PITREOS_CHUNK_SIZE": str(self.chunk), "RESTIC_PASSWORD": "bench",
+                "RESTIC_CACHE_DIR": str(work / "cache"),
+                "BORG_BASE_DIR": str(work / "borg-home"), "BORG_PASSPHRASE": "",
+                "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+                "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
+
+    def _peer_steps(self, peer: "Peer", src: Path, dest: Path, repo: Path) -> Iterator[float]:
+        cold = self.args.cold
+        init = peer.init(repo)
+        if init is None:
+            repo.mkdir()
+        else:
+            subprocess.run(init, env={**os.environ, "PYTHONPATH": str(ROOT), **peer.env},
+                           check=True, capture_output=True)
+        for name in ("first", "second"):
+            argv, cwd = peer.backup(repo, src, name)
+            yield _run_peer(argv, cwd, peer.env, [src], cold)
+        argv, cwd = peer.restore(repo, dest, "second")
+        yield _run_peer(argv, cwd, peer.env, [repo], cold)
+        gen_data.change_pages(peer.data_in(dest) / "state/shared_memory.bin", 0.01,
+                              seed=301)
+        yield _run_peer(argv, cwd, peer.env, [repo, dest], cold)
+
     def report(self) -> str:
         lines = [f"pitreos benchmark, scale {self.args.scale}, chunk {self.chunk >> 10} KiB, "
                  f"{CORES} cores, median of {self.args.repeat}, "
@@ -836,9 +893,67 @@ class Bench:
                 f"{row.limit or 0:>8.2f} {ratio:>6} {row.gil():>11}  {row.note}")
         if self.args.gil:
             lines.append("GIL %: the share of wall time a thread of the engine's process held "
-                         "the GIL (py-spy --gil, 200 Hz, imports excluded); after the slash, "
-                         "the busiest worker process's own GIL")
+                         "the GIL (py-spy --gil, 200 Hz, imports excluded; target: 5)")
         return "\n".join(lines + self.notes)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A backup tool run by its command line on the same data in the same steps (target 2
+    of issue 15), pitreos included, so that every figure counts its start-up alike. Each
+    uses its own best settings for this data: restic with repository format 2
+    (compressed) and --ignore-inode, borg unencrypted with zstd level 3 and sparse
+    extraction, casync with zstd, pitreos its defaults with --incremental."""
+
+    name: str
+    env: dict[str, str]
+
+    def init(self, repo: Path) -> list[str] | None:
+        return {"restic": ["restic", "-r", str(repo), "init", "--repository-version", "2"],
+                "borg": ["borg", "init", "-e", "none", str(repo)],
+                "pitreos": [sys.executable, "-m", "pitreos", "init", "-q"]}.get(self.name)
+
+    def backup(self, repo: Path, src: Path, name: str) -> tuple[list[str], Path]:
+        """The command and the directory to run it in."""
+        if self.name == "pitreos":
+            more = ["--incremental"] if name != "first" else []
+            return [sys.executable, "-m", "pitreos", "backup", "-q", *more, str(src)], src
+        if self.name == "restic":
+            return ["restic", "-r", str(repo), "backup", "--ignore-inode", "."], src
+        if self.name == "borg":
+            return ["borg", "create", "-C", "zstd,3", f"{repo}::{name}", "."], src
+        return ["casync", "make", "--compression=zstd", f"--store={repo}/store",
+                f"{repo}/{name}.caidx", str(src)], src
+
+    def restore(self, repo: Path, dest: Path, name: str) -> tuple[list[str], Path]:
+        if self.name == "pitreos":
+            return [sys.executable, "-m", "pitreos", "restore", "-q", "latest", str(dest)], dest
+        if self.name == "restic":
+            return ["restic", "-r", str(repo), "restore", "latest", "--target", "."], dest
+        if self.name == "borg":
+            return ["borg", "extract", "--sparse", f"{repo}::{name}"], dest
+        return ["casync", "extract", f"--store={repo}/store", f"{repo}/{name}.caidx",
+                str(dest)], dest
+
+    def data_in(self, dest: Path) -> Path:
+        """Where a restore into ``dest`` put the data set (a tool may keep the path it
+        backed up under the target)."""
+        found = sorted(dest.rglob("state/shared_memory.bin"), key=lambda p: len(p.parts))
+        if not found:
+            raise SystemExit(f"{self.name} restored no state/shared_memory.bin in {dest}")
+        return found[0].parent.parent
+
+
+def _run_peer(argv: list[str], cwd: Path, env: dict[str, str], warm: list[Path],
+              cold: bool) -> float:
+    settle(warm, cold)
+    started = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
+    return seconds
 
 
 def _median_seconds(runs: list[dict[str, Any]]) -> float:
@@ -925,6 +1040,9 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--workdir", default=str(TOOLS / "bench-data"))
     parser.add_argument("--cases", default="core")
+    parser.add_argument("--peers", action="store_true",
+                        help="run restic, borg and casync (where installed) through the "
+                        "same steps on the same data (target 2 of issue 15)")
     parser.add_argument("--gil", action="store_true",
                         help="sample the GIL share of full backup, full restore and "
                         "in-place restore with py-spy (target 1 of issue 15)")
@@ -957,6 +1075,8 @@ def main() -> None:
         bench.gc_and_verify()
     if "million" in cases:  # not in "all": it fills a store of a million blobs
         bench.million()
+    if args.peers:
+        bench.peers()
     bench.startup()
     text = bench.report()
     print(text)

@@ -128,7 +128,6 @@ class Pipeline:
             index = hashed.index
             start = index * job.chunk_size
             length = job.length(index)
-            self.progress.advance(length)
             if hashed.digest is None:
                 job.chunks[index] = mf.Chunk(start, None)
                 self.stats.chunks_empty += 1
@@ -141,6 +140,7 @@ class Pipeline:
                 self.stats.chunks_known += 1
             else:
                 undecided.append(_Undecided(job, source, index, hashed.digest))
+        self.progress.advance(sum(job.length(h.index) for h in result.chunks))
         self.guard.refresh()  # a long backup never looks stale
         return undecided
 
