@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,6 +35,7 @@ from .errors import (
 from .hashing import ChunkDigest
 from .log import get_logger
 from .stores.base import Store, StoreProperties
+from .stores.limit import ConcurrencyLimit
 from .stores.local import LocalStore
 
 BLOB_PREFIX = "blobs/"
@@ -134,9 +136,21 @@ class Repository:
     """Blob, manifest and marker operations on top of a
     :class:`~pitreos.stores.base.Store` (with its wrappers)."""
 
-    def __init__(self, store: Store, codec: BlobCodec | None = None) -> None:
+    def __init__(self, store: Store, codec: BlobCodec | None = None,
+                 limit: ConcurrencyLimit | None = None) -> None:
         self._store = store
         self._codec = codec or BlobCodec()
+        self._limit = limit
+
+    def transfer(self) -> AbstractContextManager[None]:
+        """Around the work of one blob (read, compress, store; or fetch, check, write):
+        a slot of the store's requests in flight, so that a thread waiting for the link
+        holds no chunk in memory. Nothing on a store without a limit."""
+        return self._limit.slot() if self._limit is not None else contextlib.nullcontext()
+
+    @property
+    def limit(self) -> ConcurrencyLimit | None:
+        return self._limit
 
     @property
     def url(self) -> str:

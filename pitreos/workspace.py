@@ -19,11 +19,12 @@ from .manifest import Manifest
 from .progress import Progress
 from .repository import Repository, StoreDescription, blob_is_sound, is_blob_key
 from .select import BackupFilter, choose
-from .stores import open_store
+from .stores import is_remote_url, open_store
 from .stores.base import Store, StoreProperties
 from .stores.cache import CachingStore
 from .stores.counting import CountingStore
 from .stores.deadline import DEFAULT_REQUEST_TIMEOUT
+from .stores.limit import ADAPTIVE_MAX, ConcurrencyLimit
 from .stores.local import LocalStore
 from .stores.retry import DEFAULT_RETRY_FOR
 from .sync import SyncReport, sync_catalog
@@ -55,9 +56,15 @@ class Workspace:
         store's operations are retried for ``retry_for`` seconds, each request bounded
         by ``request_timeout``."""
         codec = BlobCodec(level=compression_level)
+        limit = None
+        if is_remote_url(store_url):
+            # requests in flight: what the user asked for, or what fills the link
+            limit = ConcurrencyLimit.fixed(workers) if workers else \
+                ConcurrencyLimit.adaptive(ADAPTIVE_MAX)
+            workers = limit.maximum
         store: Store = open_store(store_url, create=create,
-                                  pool_size=workers or _remote_workers(), retry_for=retry_for,
-                                  request_timeout=request_timeout)
+                                  pool_size=workers or ADAPTIVE_MAX, retry_for=retry_for,
+                                  request_timeout=request_timeout, limit=limit)
         workers = workers or default_workers(store.properties)
         requests = None
         if count_requests:
@@ -66,7 +73,7 @@ class Workspace:
             store = CachingStore(store, LocalStore(cache_dir, create=True),
                                  cacheable=is_blob_key,
                                  verify=partial(blob_is_sound, codec))
-        repo = Repository(store, codec)
+        repo = Repository(store, codec, limit)
         description = _described_or_created(repo) if create else repo.check()
         path = catalog_path or default_catalog_path(repo.url)
         if rebuild_catalog:
@@ -145,12 +152,9 @@ def _described_or_created(repo: Repository) -> StoreDescription | None:
 
 
 def default_workers(properties: StoreProperties) -> int:
-    """A local store is CPU-bound: a thread a core (on 2 cores, 2 threads backed up
+    """A local store is CPU-bound: a worker a core (on 2 cores, 2 threads backed up
     ~10% faster than 3 and ~15% faster than 4, which only added contention for the GIL
     and the file system's locks: docs/performance.md). Object stores are latency-bound:
-    more requests in flight hide the round trips."""
-    return _remote_workers() if properties.remote else max(2, os.cpu_count() or 2)
-
-
-def _remote_workers() -> int:
-    return max(16, 4 * (os.cpu_count() or 2))
+    as many threads as requests may be in flight, which an adaptive limit then sets
+    (:mod:`pitreos.stores.limit`)."""
+    return ADAPTIVE_MAX if properties.remote else max(2, os.cpu_count() or 2)

@@ -54,8 +54,10 @@ _LOGGING = {"verbose", "log_json", "quiet"}
               help="The local SQLite catalog [default: one per store under the user's cache "
               "dir]. Env: PITREOS_CATALOG.")
 @click.option("--parallel", type=click.IntRange(1, 256), metavar="N",
-              help="Worker threads [default: 1 per core for a local store, 16+ for object "
-              "stores].")
+              help="On a local store, workers: processes (at most one a core) when there "
+              "are 256 MiB or more to read or write, threads below [default: 1 per core]. "
+              "On an object store, requests in flight [default: adapted to the link, "
+              "8 to 128].")
 @click.option("--cache", envvar="PITREOS_CACHE", type=click.Path(path_type=Path),
               metavar="DIR", help="Local blob cache that restores read first and fill; "
               "only blobs whose hashes were checked enter it. Env: PITREOS_CACHE.")

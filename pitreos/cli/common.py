@@ -169,6 +169,14 @@ def typed_meta(meta: dict[str, str]) -> dict[str, int | str]:
 human = iec  # sizes for people: the one unit system of every output
 
 
+def in_flight(ws: Workspace) -> dict[str, int | bool] | None:
+    """What ``--json`` says of the store requests in flight (None: a local store)."""
+    limit = ws.repo.limit
+    if limit is None:
+        return None
+    return {"limit": limit.current, "highest": limit.highest, "adaptive": limit.adapts}
+
+
 def per_second(n: float, seconds: float) -> float:
     return round(n / seconds, 1) if seconds > 0 else 0.0
 

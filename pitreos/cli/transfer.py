@@ -18,6 +18,7 @@ from .common import (
     filter_options,
     hook_options,
     human,
+    in_flight,
     line,
     make_filter,
     parse_size,
@@ -135,7 +136,8 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
            files_unchanged=s.files_unchanged, files_appended=s.files_appended,
            chunks=s.chunks, blobs_stored=s.blobs_stored, bytes_read=s.bytes_read,
            bytes_stored=s.bytes_stored, read_bytes_per_second=per_second(s.bytes_read,
-                                                                         s.seconds))
+                                                                         s.seconds),
+           requests_in_flight=in_flight(ws))
     say(f"backed up {s.files} files ({s.files_unchanged} unchanged, {s.files_appended} "
         f"appended to): read {human(s.bytes_read)} at {human(per_second(s.bytes_read, s.seconds))}"
         f"/s, stored {s.blobs_stored} new blobs ({human(s.bytes_stored)}) in {s.seconds:.1f}s")
@@ -227,6 +229,7 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
                 stats = execute_restore(plan, ws.repo, options, settings.progress())
                 run.values.update(last_run_bytes_fetched=stats.stored_bytes_fetched,
                                   last_run_bytes_written=stats.bytes_written)
+                result(requests_in_flight=in_flight(ws))
                 _report_restore(stats, plan, delete_extra)
                 if check_after:  # before the after hook: a failed check fails the restore
                     from .maintain import report_node_check

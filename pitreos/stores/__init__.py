@@ -16,13 +16,14 @@ import platformdirs
 from ..errors import UsageError
 from .base import ObjectInfo, Store, StoreProperties
 from .deadline import DEFAULT_REQUEST_TIMEOUT, DeadlineStore
-from .limit import LimitedStore
+from .limit import ConcurrencyLimit, LimitedStore
 from .local import LocalStore
 from .retry import DEFAULT_RETRY_FOR, RetryingStore
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
-__all__ = ["ObjectInfo", "Store", "StoreProperties", "default_store_url", "open_store"]
+__all__ = ["ObjectInfo", "Store", "StoreProperties", "default_store_url", "is_remote_url",
+           "open_store"]
 
 
 def default_store_url() -> str:
@@ -30,15 +31,22 @@ def default_store_url() -> str:
     return (Path(platformdirs.user_data_dir("pitreos")) / "store").as_uri()
 
 
+def is_remote_url(url: str) -> bool:
+    """Whether ``url`` names an object store (every request a network round trip)."""
+    return bool(_SCHEME_RE.match(url)) and urlsplit(url).scheme in _REMOTE
+
+
 def open_store(url: str, *, create: bool = False, pool_size: int = 32,
                retry_for: float = DEFAULT_RETRY_FOR,
-               request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Store:
+               request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+               limit: ConcurrencyLimit | None = None) -> Store:
     """Open the store at ``url``. ``create`` lets a local directory store be created.
 
     An object store comes wrapped: retries for ``retry_for`` seconds outside, a limit
-    of ``pool_size`` requests in flight inside (a retry waiting out its backoff holds no
-    slot), and innermost a deadline of ``request_timeout`` seconds on each request (a
-    stalled request holds no slot either).
+    of requests in flight inside (``limit``, by default ``pool_size`` fixed; a retry
+    waiting out its backoff holds no slot of its own), and innermost a deadline of
+    ``request_timeout`` seconds on each request. Its client keeps ``pool_size``
+    connections.
     """
     if not _SCHEME_RE.match(url):  # a plain path
         if not url or url.startswith("-"):
@@ -63,7 +71,8 @@ def open_store(url: str, *, create: bool = False, pool_size: int = 32,
         raise UsageError(f"invalid store URL {url!r}: no bucket or host")
     backend = _REMOTE[parts.scheme](url, parts, pool_size)
     bounded = DeadlineStore(backend, request_timeout)
-    limited = LimitedStore(bounded, backend.properties.connections or pool_size)
+    limited = LimitedStore(bounded, limit or ConcurrencyLimit.fixed(
+        backend.properties.connections or pool_size))
     return RetryingStore(limited, retry_for=retry_for)
 
 

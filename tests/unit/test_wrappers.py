@@ -14,7 +14,7 @@ from pitreos.repository import Repository, blob_is_sound, blob_key, is_blob_key
 from pitreos.stores.cache import CachingStore
 from pitreos.stores.counting import CountingStore
 from pitreos.stores.deadline import DeadlineStore
-from pitreos.stores.limit import LimitedStore
+from pitreos.stores.limit import ConcurrencyLimit, LimitedStore
 
 from .memstore import MemoryStore
 
@@ -37,7 +37,7 @@ class SlowStore(MemoryStore):
 
 def test_limit_bounds_requests_in_flight() -> None:
     inner = SlowStore()
-    limited = LimitedStore(inner, 3)
+    limited = LimitedStore(inner, ConcurrencyLimit.fixed(3))
     threads = [threading.Thread(target=limited.get, args=(f"k{i}",)) for i in range(12)]
     for t in threads:
         t.start()
