@@ -2,7 +2,8 @@
 picklable tasks, so that :mod:`pitreos.parallel` can run them on threads or in worker
 processes without either side knowing which.
 
-A task covers up to :data:`~pitreos.defaults.TASK_BYTES` of one file. Each task opens
+A task covers up to :data:`~pitreos.defaults.TASK_BYTES` of one file (less when the
+whole job is small: :func:`task_bytes`). Each task opens
 the file itself and sends back digests and counts, never chunk data: what crosses to
 the coordinating process (and its GIL) is a few hundred bytes a task instead of a
 chunk's work of Python a chunk (docs/performance.md, "worker processes").
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .catalog import NewBlob
+from .defaults import TASK_BYTES
 from .errors import IntegrityError, PitreosError, SourceChanged
 from .hashing import ChunkDigest, blake3_hex, digest, sha1_hex
 from .nodeos import with_dirty_byte
@@ -160,21 +162,25 @@ def store_chunks(repo: Repository, task: StoreTask) -> StoreResult:
     out = []
     try:
         for index, chunk, confirm_first in task.chunks:
-            if confirm_first and repo.blob_exists(chunk.sha1):
-                out.append(BlobStored(NewBlob(chunk.sha1, chunk.blake3,
-                                              task.source.length(index), 0),
-                                      written=False, existing_blake3=None, confirmed=True))
-                continue
-            data = task.source.read(fd, index)
-            if data is None or blake3_hex(data) != chunk.blake3:
-                raise SourceChanged(
-                    f"{task.source.path} changed while it was backed up (at offset "
-                    f"{index * task.source.chunk_size}); no backup was written: stop the "
-                    "writer or back up a snapshot")
-            out.append(store_blob(repo, chunk, data))
+            with repo.transfer():
+                out.append(_store_chunk(repo, task.source, fd, index, chunk, confirm_first))
     finally:
         os.close(fd)
     return StoreResult(task.source.path, tuple(out))
+
+
+def _store_chunk(repo: Repository, source: SourceFile, fd: int, index: int,
+                 chunk: ChunkDigest, confirm_first: bool) -> BlobStored:
+    if confirm_first and repo.blob_exists(chunk.sha1):
+        return BlobStored(NewBlob(chunk.sha1, chunk.blake3, source.length(index), 0),
+                          written=False, existing_blake3=None, confirmed=True)
+    data = source.read(fd, index)
+    if data is None or blake3_hex(data) != chunk.blake3:
+        raise SourceChanged(
+            f"{source.path} changed while it was backed up (at offset "
+            f"{index * source.chunk_size}); no backup was written: stop the writer or back "
+            "up a snapshot")
+    return store_blob(repo, chunk, data)
 
 
 def store_blob(repo: Repository, chunk: ChunkDigest, data: bytes | bytearray) -> BlobStored:
@@ -264,13 +270,16 @@ def write_chunks(repo: Repository, task: WriteTask) -> WriteResult:
         for start, length in task.punch:
             punch_hole(fd, start, length)
         for chunk in task.fetch:
-            found = task.seeds.find(task.entry_path, chunk.start, chunk.length, chunk.digest)
-            data, fetched = (found, 0) if found is not None else repo.read_chunk(chunk.digest)
-            if len(data) != chunk.length:
-                raise _wrong_length(task, chunk, len(data))
-            if chunk.dirty_byte:
-                data, original = with_dirty_byte(data)
-            written += _write_runs(fd, chunk, data)
+            with repo.transfer():
+                found = task.seeds.find(task.entry_path, chunk.start, chunk.length,
+                                        chunk.digest)
+                data, fetched = (found, 0) if found is not None else \
+                    repo.read_chunk(chunk.digest)
+                if len(data) != chunk.length:
+                    raise _wrong_length(task, chunk, len(data))
+                if chunk.dirty_byte:
+                    data, original = with_dirty_byte(data)
+                written += _write_runs(fd, chunk, data)
             data_bytes += len(data)
             stored_bytes += fetched
             seeded += found is not None
@@ -316,6 +325,21 @@ def perform(repo: Repository, task: Task) -> Result:
     if isinstance(task, CheckTask):
         return check_chunks(task)
     return write_chunks(repo, task)
+
+
+def task_bytes(total: int, workers: int) -> int:
+    """The size of tasks for ``total`` bytes of work: up to ``TASK_BYTES`` (fewer, larger
+    tasks: less work for the coordinator), but four tasks a worker at least, so that a
+    small job keeps every worker busy (64 MiB appended to a log, on 2 workers: 8 tasks,
+    not one)."""
+    return min(TASK_BYTES, total // (4 * max(1, workers)))
+
+
+def transfer_bytes(repo: Repository, local: int) -> int:
+    """The size of tasks that store or fetch blobs: ``local`` on a local store, one
+    chunk on an object store (each request a task of its own, so that as many are in
+    flight as the link wants)."""
+    return 1 if repo.properties.remote else local
 
 
 def batches(indexes: Sequence[int], chunk_size: int, task_bytes: int) -> Iterator[list[int]]:

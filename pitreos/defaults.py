@@ -5,9 +5,13 @@ DEFAULT_CHUNK_SIZE = 1 << 20  # chosen by tools/bench.py: see docs/performance.m
 MIN_CHUNK_SIZE = 64 << 10
 MAX_CHUNK_SIZE = 256 << 20
 MAX_UNKNOWN_DELETED = 10  # restore --delete removes more local paths than this only forced
-# Work handed to a worker in one task: 16 chunks of 1 MiB. A task a chunk cost the
-# coordinator a future, a callback and a result each (the GIL share of issue 15).
-TASK_BYTES = 16 << 20
+# Work handed to a worker in one task: 64 chunks of 1 MiB. Each task costs the
+# coordinator a future, a pickled task and result, and a callback: with tasks of 16 MiB
+# it held the GIL for 5.2% of a full backup and 4.7% of a full restore, with 64 MiB
+# 3.1% and 1.8% (tools/bench.py small, py-spy --gil --nonblocking, one run each). A
+# task's chunks are read one at a time: its size costs no memory.
+TASK_BYTES = 64 << 20
 # Below this much data to read or write, a local store's work stays on threads: starting
-# the worker processes (~0.2 s on 2 cores) would cost more than the GIL does.
+# the worker processes' server (0.19 s on 2 cores; each pool after it 0.025 s) would
+# cost more than the GIL does.
 PROCESS_MIN_BYTES = 256 << 20

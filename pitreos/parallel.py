@@ -13,18 +13,18 @@ of the files.
 """
 
 import itertools
-import multiprocessing
 import os
 import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from queue import SimpleQueue
 from typing import Generic, TypeVar
 
 from .errors import PitreosError
 
+_WORKER_NICENESS = 5
 A = TypeVar("A")
 R = TypeVar("R")
 
@@ -95,18 +95,22 @@ def imap_unordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int,
                 in_flight -= 1
                 try:
                     result = future.result()
-                except BrokenProcessPool as exc:
+                except BrokenExecutor as exc:  # a worker process died
                     raise PitreosError(
-                        "a worker process died (killed, or out of memory); nothing it did "
-                        "was recorded") from exc
+                        "a worker process died (killed, or out of memory; or a program "
+                        "using pitreos as a library runs its work outside `if __name__ == "
+                        "'__main__':`); nothing it did was recorded") from exc
                 yield result
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _pool(workers: int, processes: bool) -> Executor:
-    if not processes:
+    if not processes or not _main_importable():
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pitreos")
+    import multiprocessing  # ~9 ms: only for the work that goes to processes
+    from concurrent.futures import ProcessPoolExecutor
+
     # forkserver, not fork: the coordinator has threads (progress, gc guard), and a fork
     # copies their locks in whatever state they are; the server preloads the task
     # module once, so each worker starts in milliseconds
@@ -117,12 +121,24 @@ def _pool(workers: int, processes: bool) -> Executor:
                                mp_context=context, initializer=_worker_start)
 
 
+def _main_importable() -> bool:
+    """Whether a worker process can import the main module, as multiprocessing's
+    forkserver makes it do: not when it was read from stdin or typed in a shell (then
+    the work stays on threads)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.isfile(path)
+
+
 def _worker_start() -> None:
     """A worker process leaves Ctrl-C and SIGTERM (which a terminal or systemd send to
     the whole process group) to the coordinator, which stops handing out work and waits
     for the tasks running."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # the coordinator is the one serial part: when the cores are all busy it must not
+    # wait for a time slice while it holds work back from every worker
+    os.nice(_WORKER_NICENESS)
 
 
 def imap_ordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int) -> Iterator[R]:

@@ -223,7 +223,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
             tag=spec.get("tag", "bench")))
         s = result.stats
         extra = {"name": result.manifest.name, "stored": s.bytes_stored, "read": s.bytes_read,
-                 "blobs": s.blobs_stored}
+                 "blobs": s.blobs_stored, **_in_flight(ws)}
     elif kind == "restore":
         from pitreos.restore import RestoreOptions, execute_restore, plan_restore
 
@@ -236,7 +236,9 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         stats = execute_restore(plan, ws.repo, options)
         extra = {"fetched_bytes": stats.stored_bytes_fetched,
                  "chunks_fetched": stats.chunks_fetched, "written": stats.bytes_written,
-                 "kept": stats.chunks_kept}
+                 "kept": stats.chunks_kept, **_in_flight(ws)}
+    elif kind in ("raw_put", "raw_get"):
+        extra = raw_transfer(kind, spec["store"], Path(spec["blobs"]), spec["threads"])
     elif kind == "sync":
         from pitreos.workspace import Workspace
 
@@ -280,6 +282,35 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
             "wchar": io["wchar"], **gil.stop(seconds), **extra}
 
 
+def _in_flight(ws: Any) -> dict[str, int]:
+    limit = ws.repo.limit
+    return {} if limit is None else {"in_flight": limit.current,
+                                     "in_flight_highest": limit.highest}
+
+
+def raw_transfer(kind: str, url: str, blobs: Path, threads: int) -> dict[str, Any]:
+    """The limit of target 3: PUT (or GET) the blob objects of a local store, as they
+    are, through the store's own client on ``threads`` threads, with nothing else: no
+    reading of the source, hashing, compression, catalog or manifest."""
+    from pitreos.stores import open_store
+    from pitreos.stores.limit import ConcurrencyLimit
+
+    store = open_store(url, pool_size=threads, limit=ConcurrencyLimit.fixed(threads))
+    keys = sorted(str(p.relative_to(blobs.parent)) for p in blobs.rglob("*") if p.is_file())
+
+    def put(key: str) -> int:
+        data = (blobs.parent / key).read_bytes()
+        store.put(key, data)
+        return len(data)
+
+    def get(key: str) -> int:
+        return len(store.get(key))
+
+    with ThreadPoolExecutor(threads) as pool:
+        moved = sum(pool.map(put if kind == "raw_put" else get, keys))
+    return {"moved": moved, "objects": len(keys)}
+
+
 class GilSampler:
     """The share of wall time during which a thread of this process holds the GIL
     (issue 15, target 1), sampled by py-spy attached to this process: ``--gil`` records a
@@ -303,7 +334,7 @@ class GilSampler:
         if not os.access(spy, os.X_OK):
             raise SystemExit("--gil needs py-spy (pip install py-spy)")
         out = Path(f"/tmp/pitreos-bench-gil-{os.getpid()}.raw")
-        proc = subprocess.Popen([spy, "record", "--pid", str(os.getpid()), "--gil",
+        proc = subprocess.Popen([spy, "record", "--pid", str(os.getpid()), "--gil", "--nonblocking",
                                  "--rate", str(cls.RATE), "--format", "raw", "--output",
                                  str(out)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -737,6 +768,53 @@ class Bench:
             finally:
                 server.stop()
 
+    def latency(self, delay: float = 0.02, rate: str = "100MB") -> None:
+        """Target 3: full backup and restore through a latency proxy (20 ms each way,
+        all connections together capped at ``rate`` a second each way) in front of the GCS
+        and S3 servers, against a raw parallel PUT and GET of the same objects (the blobs
+        the full backup stored) through the same proxy, at 32 and at 128 requests in
+        flight (the better counts). pitreos chooses its own concurrency."""
+        servers = _load_servers()
+        proxy_module = _load_tool("latency_proxy")
+        blobs = self.work / "store-full" / "blobs"
+        for name in ("gcs", "s3"):
+            server = servers.start(name)
+            proxy = proxy_module.start(server.endpoint, delay, rate)
+            try:
+                direct = _make_bucket(name, server)
+                url = direct.replace(server.endpoint, proxy.endpoint)
+                env = {**server.env, "STORAGE_EMULATOR_HOST": proxy.endpoint} \
+                    if name == "gcs" else server.env
+                raw_put = min((self.measure({"kind": "raw_put", "store": url,
+                                             "blobs": str(blobs), "threads": t}, [blobs], env)
+                               for t in (32, 128)), key=lambda r: float(r["seconds"]))
+                catalog = str(self.work / f"catalog-far-{name}.sqlite")
+                Path(catalog).unlink(missing_ok=True)
+                fresh = _make_bucket(name, server).replace(server.endpoint, proxy.endpoint)
+                b = self.measure({"kind": "backup", "store": fresh, "catalog": catalog,
+                                  "chunk": self.chunk, "source": str(self.node)}, [self.node],
+                                 env)
+                raw_get = min((self.measure({"kind": "raw_get", "store": url,
+                                             "blobs": str(blobs), "threads": t}, [], env)
+                               for t in (32, 128)), key=lambda r: float(r["seconds"]))
+                dest = self.work / f"restored-far-{name}"
+                drop_dir(dest)
+                r = self.measure({"kind": "restore", "store": fresh, "catalog": catalog,
+                                  "name": b["name"], "dest": str(dest)}, [], env)
+                drop_dir(dest)
+            finally:
+                proxy.stop()
+                server.stop()
+            for case, run, raw in (("backup", b, raw_put), ("restore", r, raw_get)):
+                self.rows.append(Row(
+                    f"{case} via {int(delay * 1000)} ms proxy, {name}", [run], self.data,
+                    float(raw["seconds"]),
+                    note=f"limit: raw {'PUT' if case == 'backup' else 'GET'} of the "
+                    f"{raw['objects']} blobs ({raw['moved'] / 2**20:.0f} MiB) at the better "
+                    f"of 32 and 128 in flight; pitreos's limit ended at {run.get('in_flight')} "
+                    f"(highest {run.get('in_flight_highest')}); target ratio <= 1.25, RSS "
+                    "<= 256 MiB"))
+
     def gc_and_verify(self, backups: int = 100, blobs: int = 100_000) -> None:
         """A store of 100 backups and 100,000 blobs: gc (--keep-last 50) and quick verify,
         on the local store and on the GCS server, with the requests each makes."""
@@ -966,9 +1044,13 @@ def _spec_for(spec: Callable[[int | None], dict[str, Any]], workers: int | None,
 
 
 def _load_servers() -> Any:
+    return _load_tool("servers")
+
+
+def _load_tool(name: str) -> Any:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("servers", TOOLS / "servers.py")
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -1073,6 +1155,8 @@ def main() -> None:
         bench.servers()
     if "all" in cases or "gc" in cases:
         bench.gc_and_verify()
+    if "all" in cases or "latency" in cases:
+        bench.latency()
     if "million" in cases:  # not in "all": it fills a store of a million blobs
         bench.million()
     if args.peers:

@@ -30,8 +30,9 @@ from ..chunktasks import (
     batches,
     perform,
     store_blob,
+    task_bytes,
+    transfer_bytes,
 )
-from ..defaults import TASK_BYTES
 from ..errors import CollisionError, SourceChanged
 from ..gcprotocol import BackupGuard
 from ..hashing import ChunkDigest, digest
@@ -48,7 +49,7 @@ _CATALOG_BATCH = 256
 # Hashed chunks whose fate needs the catalog wait for a batch this big. One query a
 # chunk cost the main thread 117 us each (cProfile, mostly regaining the GIL after
 # SQLite released it) while workers waited for work.
-_DECIDE_BATCH = 16
+_DECIDE_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +81,14 @@ class Pipeline:
         self.pending_uploads: dict[str, str] = {}  # sha1 -> blake3, being stored now
         self.stored_now: dict[str, str] = {}  # sha1 -> blake3, stored by this backup
         self.new_blobs: list[NewBlob] = []
+        self.task_bytes = 0  # set by run: how much work a task gets
 
     def run(self, jobs: list[FileJob]) -> None:
         """Read every chunk the jobs still need; store the new ones. Fills each job's
         chunk list."""
         sources = {job.path: job.source_file() for job in jobs}
+        self.task_bytes = task_bytes(sum(job.length(i) for job in jobs for i in job.reads()),
+                                     self.workers)
         by_abspath = {sources[job.path].path: job for job in jobs}
         tasks_left: dict[str, int] = {}
         hash_tasks = list(self._hash_tasks(jobs, sources, tasks_left))
@@ -94,28 +98,33 @@ class Pipeline:
         feed: Feed[Task] = Feed(hash_tasks)
         hashes_left = len(hash_tasks)
         undecided: list[_Undecided] = []
-        for result in imap_unordered(partial(perform, self.repo), feed, workers=self.workers,
-                                     window=self.workers + 2, processes=self.processes):
-            if isinstance(result, StoreResult):
-                for stored in result.blobs:
-                    self._on_stored(stored)
-                continue
-            assert isinstance(result, HashResult)
-            hashes_left -= 1
-            job = by_abspath[result.path]
-            undecided += self._on_hashed(job, sources[job.path], result)
-            tasks_left[job.path] -= 1
-            if not tasks_left[job.path]:
-                _check_file(job)
-            if undecided and (len(undecided) >= _DECIDE_BATCH or not hashes_left):
-                self._decide(undecided, feed)
-                undecided = []
-        self.flush_blobs(force=True)
+        try:
+            for result in imap_unordered(partial(perform, self.repo), feed,
+                                         workers=self.workers, window=self.workers + 2,
+                                         processes=self.processes):
+                if isinstance(result, StoreResult):
+                    for stored in result.blobs:
+                        self._on_stored(stored)
+                    continue
+                assert isinstance(result, HashResult)
+                hashes_left -= 1
+                job = by_abspath[result.path]
+                undecided += self._on_hashed(job, sources[job.path], result)
+                tasks_left[job.path] -= 1
+                if not tasks_left[job.path]:
+                    _check_file(job)
+                if undecided and (len(undecided) >= _DECIDE_BATCH or not hashes_left):
+                    self._decide(undecided, feed)
+                    undecided = []
+        finally:
+            # what was stored is recorded even when the backup fails: the next one
+            # then reuses it without checking it whole
+            self.flush_blobs(force=True)
 
     def _hash_tasks(self, jobs: list[FileJob], sources: dict[str, SourceFile],
                     tasks_left: dict[str, int]) -> Iterator[HashTask]:
         for job in jobs:
-            for indexes in batches(job.reads(), job.chunk_size, TASK_BYTES):
+            for indexes in batches(job.reads(), job.chunk_size, self.task_bytes):
                 tasks_left[job.path] = tasks_left.get(job.path, 0) + 1
                 yield HashTask(sources[job.path].part(indexes), tuple(indexes),
                                tuple(job.previous_digest(i) for i in indexes))
@@ -161,9 +170,12 @@ class Pipeline:
             if action is _Action.CONFIRM:
                 confirm.add((u.job.path, u.index))
         for path, chunks in to_store.items():
+            by_index = {u.index: u for u in chunks}
             source = chunks[0].source
-            feed.push(StoreTask(source.part([u.index for u in chunks]), tuple(
-                (u.index, u.digest, (path, u.index) in confirm) for u in chunks)))
+            for indexes in batches(sorted(by_index), source.chunk_size,
+                                   transfer_bytes(self.repo, self.task_bytes)):
+                feed.push(StoreTask(source.part(indexes), tuple(
+                    (i, by_index[i].digest, (path, i) in confirm) for i in indexes)))
 
     def _action(self, d: ChunkDigest, where: str, known: KnownBlob | None) -> "_Action":
         """What the chunk's blob needs (``known``: its catalog row); raises on a sha1

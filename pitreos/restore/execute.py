@@ -21,7 +21,16 @@ from pathlib import Path
 
 from .. import crashpoints, nodeos
 from .. import manifest as mf
-from ..chunktasks import FetchChunk, Task, WriteResult, WriteTask, batches, perform
+from ..chunktasks import (
+    FetchChunk,
+    Task,
+    WriteResult,
+    WriteTask,
+    batches,
+    perform,
+    task_bytes,
+    transfer_bytes,
+)
 from ..defaults import TASK_BYTES
 from ..errors import PitreosError, RestoreError
 from ..handles import Handles
@@ -183,7 +192,9 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOption
         os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
     handles = Handles(open_file, finish)
-    tasks = {path: _write_tasks(plan, fp, path, options, hold) for path, fp in by_path.items()}
+    fetch_bytes = transfer_bytes(repo, task_bytes(plan.bytes_to_fetch(), options.workers))
+    tasks = {path: _write_tasks(plan, fp, path, options, hold, fetch_bytes)
+             for path, fp in by_path.items()}
 
     def opened_first() -> Iterator[Task]:
         for path, file_tasks in tasks.items():
@@ -191,8 +202,10 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOption
                 handles.fd(path)  # created and sized before a worker opens it
                 yield task
 
+    # the whole restore's reads and writes decide, as for the plan's check: a check
+    # that ran in processes leaves their server started, and a pool costs ~25 ms then
     processes = repo.crosses_processes and options.workers > 1 and \
-        plan.bytes_to_fetch() >= options.process_min_bytes
+        plan.bytes_checked + plan.bytes_to_fetch() >= options.process_min_bytes
     try:
         for path, file_tasks in tasks.items():
             handles.expect(path, len(file_tasks))
@@ -216,7 +229,7 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOption
 
 
 def _write_tasks(plan: RestorePlan, fp: FilePlan, path: str, options: RestoreOptions,
-                 hold: DirtyHold | None) -> list[WriteTask]:
+                 hold: DirtyHold | None, fetch_bytes: int) -> list[WriteTask]:
     step = plan.manifest.chunk_size
     entry = fp.entry
 
@@ -235,8 +248,9 @@ def _write_tasks(plan: RestorePlan, fp: FilePlan, path: str, options: RestoreOpt
                          tuple((i * step, length(i)) for i in punch),
                          tuple(fetch(i) for i in fetched), options.seeds)
 
+    # a punch is one quick system call, on whatever store: the largest tasks
     return [task(indexes, []) for indexes in batches(fp.punch, step, TASK_BYTES)] + \
-        [task([], indexes) for indexes in batches(fp.fetch, step, TASK_BYTES)]
+        [task([], indexes) for indexes in batches(fp.fetch, step, fetch_bytes)]
 
 
 def _open_for_restore(dest: Path, fp: FilePlan) -> int:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .. import manifest as mf
 from .. import nodeos
-from ..chunktasks import CheckTask, batches, check_chunks
-from ..defaults import MAX_UNKNOWN_DELETED, PROCESS_MIN_BYTES, TASK_BYTES
+from ..chunktasks import CheckTask, batches, check_chunks, task_bytes
+from ..defaults import MAX_UNKNOWN_DELETED, PROCESS_MIN_BYTES
 from ..errors import RestoreError, UsageError
 from ..hashing import digest
 from ..log import get_logger
@@ -74,6 +74,7 @@ class RestorePlan:
     extra: list[str]  # local paths the backup does not have
     extra_count: int = 0  # those and everything below the extra directories
     resuming: bool = False  # the destination holds the marker of an unfinished restore
+    bytes_checked: int = 0  # local data read and hashed to make the plan
 
     def bytes_to_fetch(self) -> int:
         return sum(p.bytes_of(p.fetch, self.manifest.chunk_size) for p in self.files)
@@ -129,9 +130,14 @@ def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
     checks = [(p, i) for p in files for i in sorted(p.local_data)
               if p.entry.chunks[i].digest is not None and (p.entry.path, i) not in trusted]
     step = manifest.chunk_size
-    progress.start("check", sum(mf.chunk_length(p.entry.size, step, i) for p, i in checks))
+    to_check = sum(mf.chunk_length(p.entry.size, step, i) for p, i in checks)
+    progress.start("check", to_check)
+    # worker processes when the whole restore reads and writes enough (what is known
+    # to be fetched already counts: the pool started now serves the fetch too)
+    processes = options.workers > 1 and \
+        to_check + sum(p.bytes_of(p.fetch, step) for p in files) >= options.process_min_bytes
     try:
-        _check_local_chunks(dest, checks, step, options, progress)
+        checked = _check_local_chunks(dest, checks, step, options, progress, processes)
     finally:
         progress.finish()
     # what the backup left out as a cache nodeos rebuilds is not the backup's to judge:
@@ -140,7 +146,7 @@ def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
     extra = [rel for rel in _extra_paths(dest, {e.path for e in manifest.entries},
                                          options.path_filter) if rel not in caches]
     extra_count = sum(_count_below(dest / rel) for rel in extra)
-    return RestorePlan(manifest, dest, entries, files, extra, extra_count, resuming)
+    return RestorePlan(manifest, dest, entries, files, extra, extra_count, resuming, checked)
 
 
 def _count_below(path: Path) -> int:
@@ -226,8 +232,8 @@ def _inside_real_dirs(dest: Path, rel: str) -> bool:
 
 
 def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, int]], step: int,
-                        options: RestoreOptions, progress: Progress) -> None:
-    """Hash local chunks; those whose blake3 matches are kept."""
+                        options: RestoreOptions, progress: Progress, processes: bool) -> int:
+    """Hash local chunks; those whose blake3 matches are kept. Returns the bytes read."""
     by_path: dict[str, list[int]] = defaultdict(list)
     plans = {}
     for plan, index in checks:
@@ -240,10 +246,14 @@ def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, int]], step: in
         else:
             by_path[str(dest / plan.entry.path)].append(index)
 
+    size = task_bytes(sum(mf.chunk_length(plans[path].entry.size, step, i)
+                          for path, indexes in by_path.items() for i in indexes),
+                      options.workers)
+
     def tasks() -> Iterator[CheckTask]:
         for path, indexes in by_path.items():
             plan = plans[path]
-            for batch in batches(indexes, step, TASK_BYTES):
+            for batch in batches(indexes, step, size):
                 chunks = []
                 for index in batch:
                     digest = plan.entry.chunks[index].digest
@@ -255,14 +265,12 @@ def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, int]], step: in
                                          (batch[-1] + 1) * step)
                 yield CheckTask(path, tuple(extents), tuple(chunks))
 
-    work = sum(mf.chunk_length(plans[path].entry.size, step, i)
-               for path, indexes in by_path.items() for i in indexes)
-    # local reads and hashes only: worker processes whatever the store
-    processes = options.workers > 1 and work >= options.process_min_bytes
+    read = 0
     for result in imap_unordered(check_chunks, tasks(), workers=options.workers,
                                  processes=processes):
         plan = plans[result.path]
         progress.advance(result.bytes_read)
+        read += result.bytes_read
         for index, same in result.same:
             plan.checked += 1
             if same:
@@ -271,6 +279,7 @@ def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, int]], step: in
                 plan.fetch.append(index)
     for plan, _ in checks:
         plan.fetch.sort()
+    return read
 
 
 def _extra_paths(dest: Path, wanted: set[str], path_filter: PathFilter) -> list[str]:

@@ -243,7 +243,7 @@ def test_destination_is_a_file(run: Runner, tree: Path, tmp_path: Path) -> None:
 def test_file_changing_during_backup(tmp_path: Path, tree: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer appends to a file while it is read: the backup fails, no manifest."""
-    import pitreos.backup.jobs as jobs_module
+    import pitreos.chunktasks as chunktasks_module
     from pitreos.sparse import read_nonzero as real_read
 
     victim = tree / "blocks/blocks.log"
@@ -254,7 +254,7 @@ def test_file_changing_during_backup(tmp_path: Path, tree: Path,
             f.write(b"new block")
         return real_read(fd, start, length, extents)
 
-    monkeypatch.setattr(jobs_module, "read_nonzero", read_while_writing)
+    monkeypatch.setattr(chunktasks_module, "read_nonzero", read_while_writing)
     ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite",
                         create=True)
     with pytest.raises(SourceChanged, match=r"blocks\.log changed while it was backed up"):

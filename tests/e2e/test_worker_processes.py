@@ -4,6 +4,8 @@ reaches the user as the same one-line error."""
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,9 +38,10 @@ NEVER = 1 << 62
 
 def _source(root: Path) -> Path:
     make_node(root)
-    # more chunks than one task holds, holes between, and a file of zeros
-    runs = [(i * 3 * CHUNK + 17, os.urandom(CHUNK)) for i in range(40)]
-    make_sparse(root / "data/big.bin", 130 * CHUNK, runs)
+    # more chunks than one task holds (64 MiB: 1024 chunks of 64 KiB), holes between,
+    # and a file of zeros
+    runs = [(i * 27 * CHUNK + 17, os.urandom(CHUNK)) for i in range(40)]
+    make_sparse(root / "data/big.bin", 1100 * CHUNK, runs)
     make_sparse(root / "data/zeros.bin", 5 * CHUNK, [(CHUNK, bytes(CHUNK))])
     (root / "data/small.txt").write_text("small\n")
     return root
@@ -85,14 +88,14 @@ def test_processes_and_threads_make_the_same_backup_and_restore(tmp_path: Path) 
     assert dirty_byte(dest / "state/shared_memory.bin") == 0  # released after the last write
 
     # in place: two chunks of the big file changed, one truncated file, one removed
-    write_at(dest / "data/big.bin", 3 * CHUNK + 20, b"changed")
-    write_at(dest / "data/big.bin", 60 * CHUNK + 20, b"changed")
+    write_at(dest / "data/big.bin", 27 * CHUNK + 20, b"changed")
+    write_at(dest / "data/big.bin", 1053 * CHUNK + 20, b"changed")
     os.truncate(dest / "data/small.txt", 2)
     (dest / "blocks/blocks.index").unlink()
     plan, stats = _restore(with_processes, a, dest, ALWAYS)
     assert_same_tree(source, dest)
     big = next(p for p in plan.files if p.entry.path == "data/big.bin")
-    assert big.fetch == [3, 60]
+    assert big.fetch == [27, 1053]
     assert big.kept == 78  # 40 runs of a chunk at +17: 80 chunks with data
 
 
@@ -101,7 +104,7 @@ def test_an_incremental_backup_in_processes_reads_only_what_changed(tmp_path: Pa
     ws = _workspace(tmp_path, "s")
     _backup(ws, source, ALWAYS)
     before = _blobs(tmp_path / "s")
-    write_at(source / "data/big.bin", 9 * CHUNK + 20, b"changed")
+    write_at(source / "data/big.bin", 27 * CHUNK + 20, b"changed")
     second = _backup(ws, source, ALWAYS, incremental=True)
     assert len(_blobs(tmp_path / "s") - before) == 1
     dest = tmp_path / "dest"
@@ -184,3 +187,23 @@ def test_a_task_carries_the_extents_of_its_chunks_in_any_order(tmp_path: Path) -
     result = store_chunks(ws.repo, StoreTask(part, ((5, digest(data), False),
                                                     (1, digest(data), False))))
     assert [b.written for b in result.blobs] == [True, False]
+
+
+def test_a_program_read_from_stdin_keeps_the_work_on_threads(tmp_path: Path) -> None:
+    # worker processes import the main module; one read from stdin cannot be: the work
+    # stays on threads instead of failing with "a worker process died"
+    source = _source(tmp_path / "src")
+    program = f"""
+from pathlib import Path
+from pitreos.backup import BackupOptions, run_backup
+from pitreos.workspace import Workspace
+ws = Workspace.open({str(tmp_path / "s")!r}, catalog_path=Path({str(tmp_path / "c")!r}),
+                    create=True, workers=2)
+result = run_backup(Path({str(source)!r}), ws.repo, ws.catalog,
+                    BackupOptions(chunk_size={CHUNK}, workers=2, process_min_bytes=0))
+print(result.stats.blobs_stored)
+"""
+    done = subprocess.run([sys.executable, "-"], input=program, capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == len(_blobs(tmp_path / "s")) > 40
