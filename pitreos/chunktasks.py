@@ -180,12 +180,17 @@ def _store_chunk(repo: Repository, source: SourceFile, fd: int, index: int,
             f"{source.path} changed while it was backed up (at offset "
             f"{index * source.chunk_size}); no backup was written: stop the writer or back "
             "up a snapshot")
-    return store_blob(repo, chunk, data)
+    blob, size = repo.encode_blob(data, chunk), len(data)
+    del data  # only the blob is held while the request is in flight
+    return _put_blob(repo, chunk, blob, size)
 
 
 def store_blob(repo: Repository, chunk: ChunkDigest, data: bytes | bytearray) -> BlobStored:
-    blob = repo.encode_blob(data, chunk)
-    new = NewBlob(chunk.sha1, chunk.blake3, len(data), len(blob))
+    return _put_blob(repo, chunk, repo.encode_blob(data, chunk), len(data))
+
+
+def _put_blob(repo: Repository, chunk: ChunkDigest, blob: bytes, size: int) -> BlobStored:
+    new = NewBlob(chunk.sha1, chunk.blake3, size, len(blob))
     if repo.put_blob(chunk.sha1, blob):
         return BlobStored(new, written=True, existing_blake3=None)
     # the store holds a blob of that name the catalog does not know (left by an

@@ -54,6 +54,31 @@ class Feed(Generic[A]):
         return next(self._then)
 
 
+class Metered(Generic[A]):
+    """Items handed out at most ``cap`` at a time: :meth:`done` returns one. As the
+    ``then`` of a :class:`Feed`, it keeps CPU-bound tasks (a backup's reads) to what the
+    cores can run while the rest of the window waits on the network; running dry for
+    now is not the end (the map polls again after each result)."""
+
+    def __init__(self, items: Iterable[A], cap: int) -> None:
+        self._items = iter(items)
+        self._cap = max(1, cap)
+        self._out = 0
+
+    def __iter__(self) -> "Metered[A]":
+        return self
+
+    def __next__(self) -> A:
+        if self._out >= self._cap:
+            raise StopIteration  # for now
+        item = next(self._items)
+        self._out += 1
+        return item
+
+    def done(self) -> None:
+        self._out -= 1
+
+
 def imap_unordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int,
                    window: int | None = None, processes: bool = False) -> Iterator[R]:
     """``fn`` over ``items`` on ``workers`` threads (or worker processes, when

@@ -283,7 +283,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _in_flight(ws: Any) -> dict[str, int]:
-    limit = ws.repo.limit
+    limit = getattr(ws.repo, "limit", None)  # none before the adaptive limit (693bb59)
     return {} if limit is None else {"in_flight": limit.current,
                                      "in_flight_highest": limit.highest}
 

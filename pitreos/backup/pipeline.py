@@ -37,7 +37,7 @@ from ..errors import CollisionError, SourceChanged
 from ..gcprotocol import BackupGuard
 from ..hashing import ChunkDigest, digest
 from ..log import get_logger
-from ..parallel import Feed, imap_unordered
+from ..parallel import Feed, Metered, imap_unordered
 from ..progress import Progress
 from ..repository import Repository
 from ..sparse import pread_exact
@@ -87,15 +87,19 @@ class Pipeline:
         """Read every chunk the jobs still need; store the new ones. Fills each job's
         chunk list."""
         sources = {job.path: job.source_file() for job in jobs}
+        # reading and hashing is CPU-bound: no more of it at once than the cores run,
+        # however many threads wait on an object store's requests
+        cpu_workers = min(self.workers, os.cpu_count() or 1)
         self.task_bytes = task_bytes(sum(job.length(i) for job in jobs for i in job.reads()),
-                                     self.workers)
+                                     cpu_workers)
         by_abspath = {sources[job.path].path: job for job in jobs}
         tasks_left: dict[str, int] = {}
         hash_tasks = list(self._hash_tasks(jobs, sources, tasks_left))
         for job in jobs:
             if not tasks_left.get(job.path):
                 _check_file(job)  # nothing to read: still the file that was scanned
-        feed: Feed[Task] = Feed(hash_tasks)
+        reads = Metered(hash_tasks, cpu_workers + 2)
+        feed: Feed[Task] = Feed(reads)
         hashes_left = len(hash_tasks)
         undecided: list[_Undecided] = []
         try:
@@ -107,6 +111,7 @@ class Pipeline:
                         self._on_stored(stored)
                     continue
                 assert isinstance(result, HashResult)
+                reads.done()
                 hashes_left -= 1
                 job = by_abspath[result.path]
                 undecided += self._on_hashed(job, sources[job.path], result)
