@@ -4,6 +4,10 @@ that use them, so that ``pitreos --help`` and ``--version`` import nothing heavy
 DEFAULT_CHUNK_SIZE = 1 << 20  # chosen by tools/bench.py: see docs/performance.md
 MIN_CHUNK_SIZE = 64 << 10
 MAX_CHUNK_SIZE = 256 << 20
+# Files nodeos only ever appends to (pruning punches holes at the front, which is fine);
+# the paths are nodeos's own (pitreos.nodeos names them)
+APPEND_ONLY_DEFAULTS = ("blocks/blocks.log", "blocks/blocks.index", "state-history/*.log",
+                        "state-history/*.index")
 MAX_UNKNOWN_DELETED = 10  # restore --delete removes more local paths than this only forced
 # Work handed to a worker in one task: 64 chunks of 1 MiB. Each task costs the
 # coordinator a future, a pickled task and result, and a callback: with tasks of 16 MiB

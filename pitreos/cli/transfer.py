@@ -9,8 +9,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .. import nodeos
-from ..defaults import MAX_CHUNK_SIZE, MAX_UNKNOWN_DELETED, MIN_CHUNK_SIZE
+from ..defaults import (
+    APPEND_ONLY_DEFAULTS,
+    MAX_CHUNK_SIZE,
+    MAX_UNKNOWN_DELETED,
+    MIN_CHUNK_SIZE,
+)
 from ..errors import UsageError
 from ..log import get_logger
 from .common import (
@@ -56,7 +60,7 @@ log = get_logger(__name__)
               show_default=True, help="zstd level.")
 @click.option("--appendonly", multiple=True, metavar="GLOB",
               help="Files that are only ever appended to, besides the nodeos defaults "
-              f"({', '.join(nodeos.APPEND_ONLY_DEFAULTS)}): with --incremental only their "
+              f"({', '.join(APPEND_ONLY_DEFAULTS)}): with --incremental only their "
               "new tail is read. Repeatable.")
 @click.option("--node/--no-node", default=None,
               help="Treat DIRECTORY as a nodeos data directory [default: detected from "
@@ -108,7 +112,7 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
     options = BackupOptions(
         tag=validate_tag(tag), meta=meta_values, incremental=incremental,
         path_filter=PathFilter(include, exclude),
-        appendonly=(*nodeos.APPEND_ONLY_DEFAULTS, *appendonly), node=node,
+        appendonly=(*APPEND_ONLY_DEFAULTS, *appendonly), node=node,
         allow_dirty=allow_dirty, keep_finalizer_safety=keep_finalizer_safety,
         exclude_caches=exclude_caches, latest_snapshot_only=latest_snapshot_only,
     )
@@ -212,6 +216,8 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
                                  force=force, keep_setid=keep_setid,
                                  write_through_links=write_through_hard_links,
                                  seeds=Seeds(seeds))
+        from .. import nodeos  # not at start-up: `list` and `--version` need none of it
+
         environment = nodeos.describe_state_environment(manifest.meta)
         if environment:
             say(f"note: {environment}")
