@@ -14,8 +14,10 @@ of the files.
 
 import itertools
 import os
+import select
 import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
@@ -143,7 +145,8 @@ def _pool(workers: int, processes: bool) -> Executor:
     context.set_forkserver_preload(["pitreos.chunktasks"])
     # CPU-bound work: no more processes than cores, whatever the threads asked for
     return ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1),
-                               mp_context=context, initializer=_worker_start)
+                               mp_context=context, initializer=_worker_start,
+                               initargs=(os.getpid(),))
 
 
 def _main_importable() -> bool:
@@ -155,15 +158,27 @@ def _main_importable() -> bool:
     return path is None or os.path.isfile(path)
 
 
-def _worker_start() -> None:
+def _worker_start(coordinator: int) -> None:
     """A worker process leaves Ctrl-C and SIGTERM (which a terminal or systemd send to
     the whole process group) to the coordinator, which stops handing out work and waits
-    for the tasks running."""
+    for the tasks running; and it ends when the coordinator is gone, however that went
+    (a worker waits for work forever otherwise, keeping the forkserver alive and the
+    coordinator's stdout and stderr open: seen after a kill -9 of a backup)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        watched = os.pidfd_open(coordinator)  # readable once the coordinator has ended
+    except ProcessLookupError:
+        os._exit(1)
+    threading.Thread(target=_end_with, args=(watched,), daemon=True).start()
     # the coordinator is the one serial part: when the cores are all busy it must not
     # wait for a time slice while it holds work back from every worker
     os.nice(_WORKER_NICENESS)
+
+
+def _end_with(pidfd: int) -> None:
+    select.select([pidfd], [], [])
+    os._exit(1)
 
 
 def imap_ordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int) -> Iterator[R]:

@@ -40,7 +40,7 @@ from .helpers import (
     sparse_copy,
     write_at,
 )
-from .servers import Backend
+from .servers import Backend, initialized
 
 
 def backup(cli: Runner, src: Path, *args: str, catalog: Path | None = None,
@@ -512,6 +512,63 @@ def test_stop_signals_clean_up(store: Backend, tmp_path: Path, signum: int, code
         "complete: run the command again"]
     assert manifest_names(store) == []
     assert list(objects(store).list("locks/")) == []  # its marker went with it
+
+
+def _in_session(sid: int) -> list[int]:
+    """The processes still alive in session ``sid`` (their stat's sixth field)."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            alive.append(int(entry))
+    return alive
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the group", "SIGKILL to the coordinator"])
+def test_a_backup_in_worker_processes_stopped_leaves_no_process(tmp_path: Path,
+                                                                how: str) -> None:
+    """320 MiB on a local store with 2 workers: the chunk work runs in worker processes.
+    systemd (KillMode=control-group) and a terminal signal every process of the group:
+    the workers leave the signal to the coordinator, which stops as it does alone. A
+    coordinator killed outright takes its workers with it. Either way no manifest, and
+    no process of the backup is left behind (a worker left waiting for work once held
+    the caller's pipes open: the caller hung)."""
+    src = _big_source(tmp_path)
+    store = initialized(Backend("file", (tmp_path / "store").as_uri(), {}))
+    env = {**os.environ, "PITREOS_STORE": store.url,
+           "PITREOS_CATALOG": str(tmp_path / "c.sqlite")}
+    proc = subprocess.Popen([sys.executable, "-m", "pitreos", "--parallel", "2", "backup",
+                             str(src), "--chunk-size", "1MiB"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(blob_keys(store)) < 3 or len(_in_session(proc.pid)) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    assert set(_in_session(proc.pid)) - {proc.pid}  # the forkserver and its workers
+    if how == "SIGTERM to the group":
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.kill()
+    out, err = proc.communicate(timeout=60)  # hung while a worker held the pipes
+    assert manifest_names(store) == []
+    if how == "SIGTERM to the group":
+        assert proc.returncode == 143, err
+        assert "Traceback" not in err and out == ""
+        assert [line for line in err.splitlines() if line.startswith("pitreos: ")] == [
+            "pitreos: stopped by SIGTERM; nothing incomplete looks complete: run the "
+            "command again"]
+        assert list(objects(store).list("locks/")) == []
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    while _in_session(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _in_session(proc.pid) == []
 
 
 def test_a_killed_gc_holds_nothing_up_and_unlock_lists_markers(
