@@ -3,8 +3,9 @@ engine hands work out.
 
 The engine's work (positional reads and writes, hashing, compression, store requests)
 runs in C code that releases the GIL, but the Python around each call does not: on 2
-cores some thread held the GIL for 18-26% of a backup's or restore's wall time, which
-caps threads at 4-7x whatever the cores (issue 15). Work on a local store therefore goes
+cores some thread held the GIL for 23-35% of a backup's or restore's wall time
+(tools/bench.py --gil on the thread pipeline of b507b99), which caps threads at 3-4x
+whatever the cores (issue 15). Work on a local store therefore goes
 to worker processes, each with a GIL of its own, in tasks of several chunks
 (:mod:`pitreos.chunktasks`); an object store's work waits on the network, and threads
 (sharing one client and its connections) suit it. :func:`imap_unordered` keeps a bounded
@@ -34,8 +35,8 @@ R = TypeVar("R")
 class Feed(Generic[A]):
     """Items that a consumer of :func:`imap_unordered` adds while it iterates.
 
-    Items pushed come first (a backup's store tasks overtake its reads: their buffers
-    are already in memory), then those of ``then``. Running dry is not the end: the
+    Items pushed come first (a backup's store tasks overtake its reads: they finish
+    chunks already read and hashed), then those of ``then``. Running dry is not the end: the
     map polls again after every result, and ends only when the feed is dry with
     nothing in flight.
     """
