@@ -14,7 +14,9 @@ hexes = st.text("0123456789abcdef", min_size=1, max_size=1)
 sha1s = st.text("0123456789abcdef", min_size=40, max_size=40)
 blake3s = st.text("0123456789abcdef", min_size=64, max_size=64)
 names = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=["Cs"]),
-                min_size=1, max_size=20).filter(lambda s: s not in (".", ".."))
+                min_size=1, max_size=20).filter(
+                    # the restore marker's name is reserved: a manifest naming it is refused
+                    lambda s: s not in (".", "..", mf.RESTORE_MARKER))
 
 
 @st.composite
