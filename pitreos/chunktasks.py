@@ -150,7 +150,6 @@ class BlobStored:
 
 @dataclass(frozen=True, slots=True)
 class StoreResult:
-    path: str
     blobs: tuple[BlobStored, ...]
 
 
@@ -166,7 +165,7 @@ def store_chunks(repo: Repository, task: StoreTask) -> StoreResult:
                 out.append(_store_chunk(repo, task.source, fd, index, chunk, confirm_first))
     finally:
         os.close(fd)
-    return StoreResult(task.source.path, tuple(out))
+    return StoreResult(tuple(out))
 
 
 def _store_chunk(repo: Repository, source: SourceFile, fd: int, index: int,

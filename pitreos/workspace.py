@@ -20,7 +20,7 @@ from .progress import Progress
 from .repository import Repository, StoreDescription, blob_is_sound, is_blob_key
 from .select import BackupFilter, choose
 from .stores import is_remote_url, open_store
-from .stores.base import Store, StoreProperties
+from .stores.base import Store
 from .stores.cache import CachingStore
 from .stores.counting import CountingStore
 from .stores.deadline import DEFAULT_REQUEST_TIMEOUT
@@ -65,7 +65,7 @@ class Workspace:
         store: Store = open_store(store_url, create=create,
                                   pool_size=workers or ADAPTIVE_MAX, retry_for=retry_for,
                                   request_timeout=request_timeout, limit=limit)
-        workers = workers or default_workers(store.properties)
+        workers = workers or default_workers()
         requests = None
         if count_requests:
             store = requests = CountingStore(store)
@@ -151,10 +151,9 @@ def _described_or_created(repo: Repository) -> StoreDescription | None:
         return repo.check()
 
 
-def default_workers(properties: StoreProperties) -> int:
-    """A local store is CPU-bound: a worker a core (on 2 cores, 2 threads backed up
-    ~10% faster than 3 and ~15% faster than 4, which only added contention for the GIL
-    and the file system's locks: docs/performance.md). Object stores are latency-bound:
-    as many threads as requests may be in flight, which an adaptive limit then sets
-    (:mod:`pitreos.stores.limit`)."""
-    return ADAPTIVE_MAX if properties.remote else max(2, os.cpu_count() or 2)
+def default_workers() -> int:
+    """Workers on a local store, which is CPU-bound: one a core (on 2 cores, 2 threads
+    backed up ~10% faster than 3 and ~15% faster than 4, which only added contention for
+    the GIL and the file system's locks: docs/performance.md). An object store's
+    workers are its limit of requests in flight (:mod:`pitreos.stores.limit`)."""
+    return max(2, os.cpu_count() or 2)

@@ -46,7 +46,6 @@ from pitreos.sparse import (  # noqa: E402
     read_nonzero,
     read_range,
 )
-from pitreos.stores.local import PROPERTIES as LOCAL_PROPERTIES  # noqa: E402
 from pitreos.workspace import default_workers  # noqa: E402
 
 CORES = os.cpu_count() or 2
@@ -192,7 +191,7 @@ def _workspace(spec: dict[str, Any]) -> Any:
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measured operation; returns its figures."""
     kind = spec["kind"]
-    workers = spec.get("workers") or default_workers(LOCAL_PROPERTIES)  # as the engine
+    workers = spec.get("workers") or default_workers()  # as the engine
     started = time.perf_counter()
     extra: dict[str, Any] = {}
     gil = GilSampler.start(False)
@@ -543,7 +542,7 @@ class Bench:
             return {"kind": "backup", "store": store.as_uri(), "catalog": str(catalog),
                     "chunk": self.chunk, "source": str(self.node), "workers": workers}
 
-        default = default_workers(LOCAL_PROPERTIES)
+        default = default_workers()
         try:
             runs = {w: self.repeat(partial(_spec_for, spec, w), [self.node])
                     for w in sorted({1, 2, default})}

@@ -92,7 +92,7 @@ class Pipeline:
         cpu_workers = min(self.workers, os.cpu_count() or 1)
         self.task_bytes = task_bytes(sum(job.length(i) for job in jobs for i in job.reads()),
                                      cpu_workers)
-        by_abspath = {sources[job.path].path: job for job in jobs}
+        by_abspath = {sources[job.path].path: (job, sources[job.path]) for job in jobs}
         tasks_left: dict[str, int] = {}
         hash_tasks = list(self._hash_tasks(jobs, sources, tasks_left))
         for job in jobs:
@@ -113,8 +113,8 @@ class Pipeline:
                 assert isinstance(result, HashResult)
                 reads.done()
                 hashes_left -= 1
-                job = by_abspath[result.path]
-                undecided += self._on_hashed(job, sources[job.path], result)
+                job, source = by_abspath[result.path]
+                undecided += self._on_hashed(job, source, result)
                 tasks_left[job.path] -= 1
                 if not tasks_left[job.path]:
                     _check_file(job)
@@ -138,10 +138,12 @@ class Pipeline:
                    ) -> list[_Undecided]:
         """Record a task's chunks; returns those whose fate is for :meth:`_decide`."""
         undecided = []
+        hashed_bytes = 0
         for hashed in result.chunks:
             index = hashed.index
             start = index * job.chunk_size
             length = job.length(index)
+            hashed_bytes += length
             if hashed.digest is None:
                 job.chunks[index] = mf.Chunk(start, None)
                 self.stats.chunks_empty += 1
@@ -154,7 +156,7 @@ class Pipeline:
                 self.stats.chunks_known += 1
             else:
                 undecided.append(_Undecided(job, source, index, hashed.digest))
-        self.progress.advance(sum(job.length(h.index) for h in result.chunks))
+        self.progress.advance(hashed_bytes)
         self.guard.refresh()  # a long backup never looks stale
         return undecided
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from .helpers import CHUNK, Result, Runner, make_sparse
-from .servers import CREATORS, Backend, initialized, load_tools_servers
+from .servers import CREATORS, Backend, initialized, load_tool
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def tree(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def servers() -> Iterator[dict[str, Any]]:
     """The storage servers, started lazily once per session and stopped at its end."""
-    tools = load_tools_servers()
+    tools = load_tool("servers")
     started: dict[str, Any] = {}
 
     class Lazy(dict[str, Any]):

@@ -21,9 +21,10 @@ from pitreos.workspace import init_store
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_tools_servers() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pitreos_tools_servers",
-                                                  ROOT / "tools" / "servers.py")
+def load_tool(name: str) -> ModuleType:
+    """``tools/NAME.py`` (not a package): the servers' installer, the latency proxy."""
+    spec = importlib.util.spec_from_file_location(f"pitreos_tools_{name}",
+                                                  ROOT / "tools" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -3,33 +3,22 @@ latency proxy (tools/latency_proxy.py, 50 ms each way) in front of the real GCS 
 server, the limit grows from its start to what the link needs, the user's --parallel
 fixes it, and the bytes come back right."""
 
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from .helpers import CHUNK, Runner, assert_same_tree, document
-from .servers import ROOT, Backend, create_gcs_bucket
-
-
-def _latency_proxy() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pitreos_tools_latency_proxy",
-                                                  ROOT / "tools" / "latency_proxy.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .servers import Backend, create_gcs_bucket, load_tool
 
 
 @pytest.fixture
 def far_gcs(servers: dict[str, Any]) -> Iterator[Backend]:
     """A fresh bucket on the GCS server, reached through 100 ms round trips."""
     backend = create_gcs_bucket(servers["gcs"])
-    proxy = _latency_proxy().start(backend.env["STORAGE_EMULATOR_HOST"], delay=0.05)
+    proxy = load_tool("latency_proxy").start(backend.env["STORAGE_EMULATOR_HOST"], delay=0.05)
     try:
         yield Backend("gcs", backend.url, {**backend.env,
                                            "STORAGE_EMULATOR_HOST": proxy.endpoint})
