@@ -74,10 +74,16 @@ def extents_within(extents: Sequence[tuple[int, int]], start: int, end: int
     return pieces
 
 
-def overlaps(extents: Sequence[tuple[int, int]], start: int, end: int) -> bool:
-    """Whether ``[start, end)`` meets any extent (``extents`` sorted, non-overlapping)."""
-    first = bisect.bisect_right(extents, start, key=_extent_end)
-    return first < len(extents) and extents[first][0] < end
+def chunks_with_data(extents: Sequence[tuple[int, int]], size: int, step: int) -> set[int]:
+    """The indexes of the ``step``-sized chunks of a ``size``-byte file that meet an
+    extent. One pass over the extents: a bisection per chunk held the GIL for ~8 ms of
+    the bench's 0.9 s in-place restore (py-spy ``--gil``)."""
+    indexes: set[int] = set()
+    for start, end in extents:
+        end = min(end, size)
+        if start < end:
+            indexes.update(range(start // step, -(-end // step)))
+    return indexes
 
 
 def read_range(fd: int, start: int, length: int, extents: Sequence[tuple[int, int]]

@@ -14,7 +14,7 @@ from ..catalog import Catalog, FileRecord
 from ..errors import DirtyState, NodeFileDamaged, PitreosError, UnfinishedRestore
 from ..log import get_logger
 from ..manifest import RESTORE_MARKER
-from ..sparse import MERGE_GAP, data_extents, overlaps
+from ..sparse import MERGE_GAP, chunks_with_data, data_extents
 from ..walk import (
     PathFilter,
     SourceEntry,
@@ -192,12 +192,12 @@ class _Planner:
             kept = self._appended_prefix(job, entry, previous) if previous else range(0)
         finally:
             os.close(fd)
+        with_data = chunks_with_data(job.extents, size, step)
         for index in range(count):
-            start = index * step
             if index in kept and previous is not None:
                 job.chunks[index] = previous.chunks[index]
-            elif not overlaps(job.extents, start, min(start + step, size)):
-                job.chunks[index] = mf.Chunk(start, None)
+            elif index not in with_data:
+                job.chunks[index] = mf.Chunk(index * step, None)
                 self.stats.chunks_empty += 1
         return job
 

@@ -8,7 +8,6 @@ in the local file are not read. :mod:`.execute` then carries the plan out.
 
 import os
 import stat
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..log import get_logger
 from ..manifest import RESTORE_MARKER
 from ..parallel import imap_unordered
 from ..progress import NoProgress, Progress
-from ..sparse import data_extents, extents_within, is_zero, overlaps, pread_exact
+from ..sparse import chunks_with_data, data_extents, extents_within, is_zero, pread_exact
 from ..walk import PathFilter
 from .nodestate import check_not_running, check_same_chain
 from .seeds import Seeds
@@ -122,15 +121,15 @@ def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
         log.warning("restore.filter_matches_nothing", include=options.path_filter.include)
     files = [_inspect(dest, e, manifest.chunk_size, options.write_through_links)
              for e in entries if e.type == "file"]
-    trusted: set[tuple[str, int]] = set()
-    if not options.check_all:
-        for fp in files:
-            trusted.update((fp.entry.path, i)
-                           for i in _trusted_prefix(dest, fp, manifest.chunk_size))
-    checks = [(p, i) for p in files for i in sorted(p.local_data)
-              if p.entry.chunks[i].digest is not None and (p.entry.path, i) not in trusted]
     step = manifest.chunk_size
-    to_check = sum(mf.chunk_length(p.entry.size, step, i) for p, i in checks)
+    checks: list[tuple[FilePlan, list[int]]] = []
+    for fp in files:
+        trusted = set() if options.check_all else set(_trusted_prefix(dest, fp, step))
+        indexes = [i for i in sorted(fp.local_data)
+                   if fp.entry.chunks[i].digest is not None and i not in trusted]
+        if indexes:
+            checks.append((fp, indexes))
+    to_check = sum(p.bytes_of(indexes, step) for p, indexes in checks)
     progress.start("check", to_check)
     # worker processes when the whole restore reads and writes enough (what is known
     # to be fetched already counts: the pool started now serves the fetch too)
@@ -173,11 +172,9 @@ def _inspect(dest: Path, entry: mf.Entry, step: int, write_through_links: bool) 
             plan.local_extents = data_extents(fd, st.st_size)
         finally:
             os.close(fd)
+    plan.local_data = chunks_with_data(plan.local_extents, entry.size, step)
     for index, chunk in enumerate(entry.chunks):
-        start = chunk.start
-        has_local = overlaps(plan.local_extents, start, min(start + step, entry.size))
-        if has_local:
-            plan.local_data.add(index)
+        has_local = index in plan.local_data
         if chunk.digest is None:
             if has_local:
                 plan.punch.append(index)
@@ -231,28 +228,26 @@ def _inside_real_dirs(dest: Path, rel: str) -> bool:
     return os.path.lexists(current / parts[-1])
 
 
-def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, int]], step: int,
+def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, list[int]]], step: int,
                         options: RestoreOptions, progress: Progress, processes: bool) -> int:
     """Hash local chunks; those whose blake3 matches are kept. Returns the bytes read."""
-    by_path: dict[str, list[int]] = defaultdict(list)
-    plans = {}
-    for plan, index in checks:
-        length = mf.chunk_length(plan.entry.size, step, index)
+    to_hash: list[tuple[str, FilePlan, list[int]]] = []
+    for plan, indexes in checks:
         assert plan.local_size is not None
-        plans[str(dest / plan.entry.path)] = plan
-        if plan.local_size < plan.entry.chunks[index].start + length:
-            plan.checked += 1
-            plan.fetch.append(index)  # the local file is too short to hold it
-        else:
-            by_path[str(dest / plan.entry.path)].append(index)
-
-    size = task_bytes(sum(mf.chunk_length(plans[path].entry.size, step, i)
-                          for path, indexes in by_path.items() for i in indexes),
+        local_size = plan.local_size
+        whole = [i for i in indexes
+                 if i * step + mf.chunk_length(plan.entry.size, step, i) <= local_size]
+        # the chunks the local file is too short to hold: the last ones (sorted), fetched
+        plan.checked += len(indexes) - len(whole)
+        plan.fetch.extend(indexes[len(whole):])
+        if whole:
+            to_hash.append((str(dest / plan.entry.path), plan, whole))
+    plans = {path: plan for path, plan, _ in to_hash}
+    size = task_bytes(sum(plan.bytes_of(whole, step) for _, plan, whole in to_hash),
                       options.workers)
 
     def tasks() -> Iterator[CheckTask]:
-        for path, indexes in by_path.items():
-            plan = plans[path]
+        for path, plan, indexes in to_hash:
             for batch in batches(indexes, step, size):
                 chunks = []
                 for index in batch:

@@ -1,4 +1,5 @@
-"""Property tests: the manifest round-trips; zero-block detection matches a plain scan."""
+"""Property tests: the manifest round-trips; zero-block detection matches a plain scan;
+the chunks found to hold data are those an extent meets."""
 
 from datetime import UTC, datetime
 
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 from pitreos import manifest as mf
 from pitreos.defaults import MIN_CHUNK_SIZE
 from pitreos.hashing import ChunkDigest
-from pitreos.sparse import BLOCK_SIZE, nonzero_runs
+from pitreos.sparse import BLOCK_SIZE, chunks_with_data, nonzero_runs
 
 hexes = st.text("0123456789abcdef", min_size=1, max_size=1)
 sha1s = st.text("0123456789abcdef", min_size=40, max_size=40)
@@ -66,3 +67,14 @@ def test_nonzero_runs_cover_exactly_the_nonzero_blocks(parts: list[tuple[bool, i
     for block in range(0, len(data), BLOCK_SIZE):
         nonzero = any(data[block:block + BLOCK_SIZE])
         assert bool(covered[block]) == nonzero
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 40), max_size=12), st.integers(0, 60), st.integers(1, 7))
+def test_chunks_with_data_are_the_chunks_an_extent_meets(bounds: list[int], size: int,
+                                                         step: int) -> None:
+    points = sorted(set(bounds))
+    extents = [(a, b) for a, b in zip(points[::2], points[1::2], strict=False)]
+    expected = {i for i in range(-(-size // step))
+                for a, b in extents if a < min((i + 1) * step, size) and b > i * step}
+    assert chunks_with_data(extents, size, step) == expected
