@@ -230,7 +230,12 @@ def load(data: bytes, source: str) -> Manifest:
                             f"{MAX_MANIFEST_BYTES}")
     yaml, _, loader = _yaml()
     try:
-        for event in yaml.parse(data, Loader=yaml.CSafeLoader):
+        # an anchor or an alias is a token of the stream, written with '&' or '*' (bytes
+        # 0x26, 0x2a in UTF-8 and in UTF-16 alike): without those bytes there is none, and
+        # the second pass is skipped (2.2 of the 17 ms that the bench's 5,000-chunk
+        # manifest took to load)
+        for event in yaml.parse(data, Loader=yaml.CSafeLoader) \
+                if b"&" in data or b"*" in data else ():
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise ManifestError(f"manifest {source} uses YAML anchors or aliases, "
                                     "which pitreos never writes: refused")

@@ -48,6 +48,16 @@ def test_each_bad_value_is_refused_naming_manifest_and_field(name: str) -> None:
     assert "\n" not in message and len(message) < 400
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_anchors_are_refused_in_utf16_too(encoding: str) -> None:
+    """The anchor check runs only where a '&' or '*' byte is: in UTF-16 (which PyYAML
+    reads after a byte-order mark) those characters still hold that byte."""
+    text = (MANIFESTS / "yaml-bomb.yaml").read_text()
+    data = "\ufeff".encode(encoding) + text.encode(encoding)
+    with pytest.raises(ManifestError, match="anchors or aliases"):
+        mf.load(data, "bomb16")
+
+
 def test_a_manifest_over_the_size_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", 100)
     with pytest.raises(ManifestError, match="over the limit of 100"):
