@@ -24,7 +24,7 @@ import platformdirs
 
 from . import manifest as mf
 from .errors import CatalogError, CatalogLocked, CollisionError
-from .hashing import ChunkDigest
+from .hashing import ChunkDigest, NewBlob
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -48,16 +48,6 @@ class KnownBlob:
     blake3: str
     missing: bool
     refcount: int
-
-
-@dataclass(frozen=True, slots=True)
-class NewBlob:
-    """A blob this machine just stored; recorded with no references until a manifest is."""
-
-    sha1: str
-    blake3: str
-    size: int
-    stored_size: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .catalog import NewBlob
 from .defaults import TASK_BYTES
 from .errors import IntegrityError, PitreosError, SourceChanged
-from .hashing import ChunkDigest, blake3_hex, digest, sha1_hex
+from .hashing import ChunkDigest, NewBlob, blake3_hex, digest, sha1_hex
 from .nodeos import with_dirty_byte
 from .repository import BlobState, Repository
 from .sparse import (

@@ -10,9 +10,9 @@ destination already holds, identically, is a success that sends nothing.
 from dataclasses import dataclass
 
 from . import manifest as mf
-from .catalog import Catalog, NewBlob
+from .catalog import Catalog
 from .errors import CollisionError, PitreosError
-from .hashing import ChunkDigest
+from .hashing import ChunkDigest, NewBlob
 from .log import get_logger
 from .parallel import imap_unordered
 from .progress import NoProgress, Progress

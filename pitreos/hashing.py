@@ -1,9 +1,11 @@
-"""The two hashes every chunk carries: sha1 names the blob, blake3 guards against collisions.
+"""The two hashes every chunk carries: sha1 names the blob, blake3 guards against collisions;
+and the record of a blob just stored under them.
 
 Both hash functions release the GIL on large buffers, so worker threads hash in parallel.
 """
 
 import hashlib
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import blake3
@@ -17,6 +19,19 @@ class ChunkDigest(NamedTuple):
 
     sha1: str
     blake3: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewBlob:
+    """A blob this machine just stored: its chunk's hashes, the chunk's size and the
+    blob's. The catalog records it with no references until a manifest does. Defined
+    here, beside the digest, so that worker processes need not import the catalog
+    (sqlite3, platformdirs: ~20 ms of each pool's start)."""
+
+    sha1: str
+    blake3: str
+    size: int
+    stored_size: int
 
 
 def sha1_hex(data: bytes | bytearray | memoryview) -> str:

@@ -25,7 +25,6 @@ import hashlib
 import re
 import shutil
 import struct
-import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -253,6 +252,8 @@ def inspect(root: Path) -> NodeInfo:
 
 def local_nodeos_version() -> str | None:
     """``nodeos --full-version`` of the nodeos on the PATH (None: none, or it failed)."""
+    import subprocess  # here: worker processes import this module (~4 ms)
+
     binary = shutil.which("nodeos")
     if binary is None:
         return None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import crashpoints
 from .. import manifest as mf
-from ..catalog import Catalog, KnownBlob, NewBlob
+from ..catalog import Catalog, KnownBlob
 from ..chunktasks import (
     BlobStored,
     HashResult,
@@ -35,7 +35,7 @@ from ..chunktasks import (
 )
 from ..errors import CollisionError, SourceChanged
 from ..gcprotocol import BackupGuard
-from ..hashing import ChunkDigest, digest
+from ..hashing import ChunkDigest, NewBlob, digest
 from ..log import get_logger
 from ..parallel import Feed, Metered, imap_unordered
 from ..progress import Progress

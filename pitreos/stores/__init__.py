@@ -11,8 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
-import platformdirs
-
 from ..errors import UsageError
 from .base import ObjectInfo, Store, StoreProperties
 from .deadline import DEFAULT_REQUEST_TIMEOUT, DeadlineStore
@@ -28,6 +26,8 @@ __all__ = ["ObjectInfo", "Store", "StoreProperties", "default_store_url", "is_re
 
 def default_store_url() -> str:
     """The embedded default: a directory under the user's data dir."""
+    import platformdirs  # here: worker processes import this package, never this
+
     return (Path(platformdirs.user_data_dir("pitreos")) / "store").as_uri()
 
 

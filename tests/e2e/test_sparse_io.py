@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pitreos.backup import BackupOptions, run_backup
-from pitreos.catalog import Catalog, NewBlob
+from pitreos.catalog import Catalog
+from pitreos.hashing import NewBlob
 from pitreos.repository import Repository
 from pitreos.sparse import (
     BLOCK_SIZE,

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pitreos.catalog import Catalog, NewBlob
+from pitreos.catalog import Catalog
+from pitreos.hashing import NewBlob
 
 URL = "file:///store"
 

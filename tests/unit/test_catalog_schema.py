@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from pitreos.catalog import Catalog, NewBlob, migration_steps, migrations
+from pitreos.catalog import Catalog, migration_steps, migrations
 from pitreos.errors import CatalogError
+from pitreos.hashing import NewBlob
 
 URL = "file:///store"
 
