@@ -172,14 +172,15 @@ def _store_chunk(repo: Repository, source: SourceFile, fd: int, index: int,
     if confirm_first and repo.blob_exists(chunk.sha1):
         return BlobStored(NewBlob(chunk.sha1, chunk.blake3, source.length(index), 0),
                           written=False, existing_blake3=None, confirmed=True)
-    data = source.read(fd, index)
-    if data is None or blake3_hex(data) != chunk.blake3:
-        raise SourceChanged(
-            f"{source.path} changed while it was backed up (at offset "
-            f"{index * source.chunk_size}); no backup was written: stop the writer or back "
-            "up a snapshot")
-    blob, size = repo.encode_blob(data, chunk), len(data)
-    del data  # only the blob is held while the request is in flight
+    with repo.blob_encoder() as encode:  # no more chunks read at once than compressors
+        data = source.read(fd, index)
+        if data is None or blake3_hex(data) != chunk.blake3:
+            raise SourceChanged(
+                f"{source.path} changed while it was backed up (at offset "
+                f"{index * source.chunk_size}); no backup was written: stop the writer or "
+                "back up a snapshot")
+        blob, size = encode(data, chunk), len(data)
+        del data  # only the blob is held while the request is in flight
     return _put_blob(repo, chunk, blob, size)
 
 

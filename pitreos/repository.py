@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from . import locks
 from . import manifest as mf
-from .blobcodec import BlobCodec, parse_header
+from .blobcodec import BlobCodec, Encoder, parse_header
 from .defaults import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from .errors import (
     BackupNotFound,
@@ -221,6 +221,11 @@ class Repository:
     # Blobs
     def encode_blob(self, data: bytes | bytearray, chunk: ChunkDigest) -> bytes:
         return self._codec.encode(data, chunk)
+
+    def blob_encoder(self) -> AbstractContextManager[Encoder]:
+        """A turn at encoding blobs, at most one a core at once (see :class:`BlobCodec`):
+        read the chunk inside it."""
+        return self._codec.encoder()
 
     def check_blob(self, blob: bytes, chunk: ChunkDigest) -> int:
         """Raise :class:`~pitreos.errors.IntegrityError` unless ``blob`` holds ``chunk``;

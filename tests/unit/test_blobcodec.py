@@ -1,6 +1,9 @@
-"""Blobs: round trip, raw when zstd does not help, and every kind of damage caught."""
+"""Blobs: round trip, raw when zstd does not help, every kind of damage caught, and no
+more compressors at once than cores."""
 
 import os
+import threading
+import time
 
 import pytest
 
@@ -30,3 +33,36 @@ def test_damage_is_caught() -> None:
             codec.decode(bad, d)
     with pytest.raises(IntegrityError, match="expected"):  # same sha1, another blake3
         codec.decode(blob, ChunkDigest(d.sha1, "0" * 64))
+
+
+def test_no_more_compressors_lent_at_once_than_cores() -> None:
+    """A thread a request in flight must not mean a 2.5 MiB compressor a thread: turns
+    beyond the cores wait, and every thread's blob still decodes."""
+    codec = BlobCodec()
+    cores = os.cpu_count() or 1
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+    blobs: list[tuple[bytes, bytes]] = []
+
+    def work(i: int) -> None:
+        nonlocal inside, most
+        data = bytes([i % 256]) * 50_000
+        with codec.encoder() as encode:
+            with lock:
+                inside += 1
+                most = max(most, inside)
+            time.sleep(0.02)
+            blob = encode(data, digest(data))
+            with lock:
+                inside -= 1
+                blobs.append((data, blob))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(cores + 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == cores
+    assert all(codec.decode(blob, digest(data)) == data for data, blob in blobs)
+    assert len(blobs) == cores + 6
