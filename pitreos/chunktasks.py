@@ -89,6 +89,10 @@ class HashTask:
     source: SourceFile
     indexes: tuple[int, ...]
     previous: tuple[ChunkDigest | None, ...]  # the previous backup's digest of each
+    # store each new chunk's blob right away when the store lacks it (a local store,
+    # where asking costs a stat): its bytes are in hand, hashed, and need not be read
+    # and hashed again by a store task
+    store_new: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,7 @@ class Hashed:
     index: int
     digest: ChunkDigest | None  # None: all zeros
     unchanged: bool  # the same bytes as this chunk in the previous backup
+    stored: "BlobStored | None" = None  # stored by the task itself (store_new)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +109,7 @@ class HashResult:
     chunks: tuple[Hashed, ...]
 
 
-def hash_chunks(task: HashTask) -> HashResult:
+def hash_chunks(repo: Repository, task: HashTask) -> HashResult:
     fd = task.source.open()
     out = []
     try:
@@ -112,16 +117,22 @@ def hash_chunks(task: HashTask) -> HashResult:
             data = task.source.read(fd, index)
             if data is None:
                 out.append(Hashed(index, None, False))
-            elif before is not None:
+                continue
+            if before is not None:
                 # blake3 first, ~3x cheaper than sha1: equal to the previous backup's
                 # blake3 for this chunk means the same bytes, whose sha1 is known
                 b3 = blake3_hex(data)
                 if b3 == before.blake3:
                     out.append(Hashed(index, before, True))
-                else:
-                    out.append(Hashed(index, ChunkDigest(sha1_hex(data), b3), False))
+                    continue
+                chunk = ChunkDigest(sha1_hex(data), b3)
             else:
-                out.append(Hashed(index, digest(data), False))
+                chunk = digest(data)
+            stored = None
+            if task.store_new and not repo.blob_exists(chunk.sha1):
+                with repo.blob_encoder() as encode:
+                    stored = _put_blob(repo, chunk, encode(data, chunk), len(data))
+            out.append(Hashed(index, chunk, False, stored))
     finally:
         os.close(fd)
     return HashResult(task.source.path, tuple(out))
@@ -323,7 +334,7 @@ Result = HashResult | StoreResult | CheckResult | WriteResult
 def perform(repo: Repository, task: Task) -> Result:
     """Run one task (the function that :mod:`pitreos.parallel` maps)."""
     if isinstance(task, HashTask):
-        return hash_chunks(task)
+        return hash_chunks(repo, task)
     if isinstance(task, StoreTask):
         return store_chunks(repo, task)
     if isinstance(task, CheckTask):

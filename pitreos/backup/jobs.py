@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from .. import manifest as mf
 from ..catalog import FileRecord
-from ..chunktasks import HashTask, SourceFile, hash_chunks
+from ..chunktasks import SourceFile
 from ..errors import PitreosError, SourceChanged
-from ..hashing import ChunkDigest
+from ..hashing import ChunkDigest, digest
 from ..walk import SourceEntry
 
 
@@ -41,8 +41,13 @@ class FileJob:
 
     def probe(self, index: int) -> ChunkDigest | None:
         """Read and hash chunk ``index`` here and now (None: all zeros)."""
-        task = HashTask(self.source_file().part([index]), (index,), (None,))
-        return hash_chunks(task).chunks[0].digest
+        source = self.source_file().part([index])
+        fd = source.open()
+        try:
+            data = source.read(fd, index)
+        finally:
+            os.close(fd)
+        return None if data is None else digest(data)
 
     def previous_digest(self, index: int) -> ChunkDigest | None:
         """The previous backup's digest of this chunk, if it covered the same bytes."""

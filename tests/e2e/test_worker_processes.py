@@ -112,6 +112,29 @@ def test_an_incremental_backup_in_processes_reads_only_what_changed(tmp_path: Pa
     assert_same_tree(source, dest)
 
 
+def _bytes_read_by_this_process() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def test_a_new_chunk_is_read_once_to_hash_and_store_it(tmp_path: Path) -> None:
+    """On a local store the task that hashes a new chunk stores its blob too: the chunk
+    is not read (nor hashed) a second time by a store task. Threads, so that every read
+    is this process's."""
+    data = tmp_path / "src/data.bin"
+    data.parent.mkdir()
+    data.write_bytes(os.urandom(300 * CHUNK))
+    ws = _workspace(tmp_path, "s")
+    before = _bytes_read_by_this_process()
+    manifest = _backup(ws, tmp_path / "src", NEVER)
+    read = _bytes_read_by_this_process() - before
+    assert len(_blobs(tmp_path / "s")) == 300
+    assert 300 * CHUNK <= read < 1.3 * 300 * CHUNK
+    dest = tmp_path / "dest"
+    _restore(ws, manifest, dest, NEVER)
+    assert (dest / "data.bin").read_bytes() == data.read_bytes()
+
+
 def test_a_damaged_store_fails_a_restore_in_processes_with_its_one_line(
         tmp_path: Path) -> None:
     source = _source(tmp_path / "src")
