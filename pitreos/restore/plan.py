@@ -61,7 +61,13 @@ class FilePlan:
     checked: int = 0
 
     def bytes_of(self, chunks: list[int], chunk_size: int) -> int:
-        return sum(mf.chunk_length(self.entry.size, chunk_size, i) for i in chunks)
+        """The bytes of these chunks (distinct indexes): all full but the file's last.
+        Not a sum over the chunks: planning an in-place restore sums several lists of
+        thousands, ~3 ms of the coordinator's GIL that way (py-spy --gil)."""
+        short = self.entry.size % chunk_size
+        last = self.entry.size // chunk_size  # the short chunk's index, when there is one
+        return len(chunks) * chunk_size - (chunk_size - short if short and last in chunks
+                                           else 0)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Property tests: the manifest round-trips; zero-block detection matches a plain scan;
-the chunks found to hold data are those an extent meets."""
+the chunks found to hold data are those an extent meets; a plan sums chunk sizes right."""
 
 from datetime import UTC, datetime
 
@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from pitreos import manifest as mf
 from pitreos.defaults import MIN_CHUNK_SIZE
 from pitreos.hashing import ChunkDigest
+from pitreos.restore.plan import FilePlan
 from pitreos.sparse import BLOCK_SIZE, chunks_with_data, nonzero_runs
 
 hexes = st.text("0123456789abcdef", min_size=1, max_size=1)
@@ -78,3 +79,15 @@ def test_chunks_with_data_are_the_chunks_an_extent_meets(bounds: list[int], size
     expected = {i for i in range(-(-size // step))
                 for a, b in extents if a < min((i + 1) * step, size) and b > i * step}
     assert chunks_with_data(extents, size, step) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 70), st.integers(0, 600), st.data())
+def test_the_bytes_of_chunks_are_the_sum_of_their_lengths(step: int, size: int,
+                                                          data: st.DataObject) -> None:
+    count = -(-size // step)
+    chunks = data.draw(st.lists(st.integers(0, max(0, count - 1)), unique=True,
+                                max_size=count))
+    entry = mf.Entry(path="f", type="file", mode=0o644, mtime_ns=0, size=size)
+    assert FilePlan(entry, None).bytes_of(chunks, step) == sum(
+        mf.chunk_length(size, step, i) for i in chunks)
