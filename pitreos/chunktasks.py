@@ -131,7 +131,8 @@ def hash_chunks(repo: Repository, task: HashTask) -> HashResult:
             stored = None
             if task.store_new and not repo.blob_exists(chunk.sha1):
                 with repo.blob_encoder() as encode:
-                    stored = _put_blob(repo, chunk, encode(data, chunk), len(data))
+                    blob = encode(data, chunk)
+                stored = _put_blob(repo, chunk, blob, len(data))
             out.append(Hashed(index, chunk, False, stored))
     finally:
         os.close(fd)
