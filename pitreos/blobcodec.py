@@ -10,7 +10,6 @@ compare blake3 hashes to detect a sha1 collision. Chunks that do not shrink unde
 are stored raw.
 """
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 import zstandard
 
+from .cores import usable_cores
 from .errors import IntegrityError
 from .hashing import ChunkDigest, digest
 
@@ -70,7 +70,7 @@ class BlobCodec:
         self.max_chunk_size = max_chunk_size
         self._local = threading.local()
         self._idle: list[zstandard.ZstdCompressor] = []
-        self._compressors = threading.BoundedSemaphore(os.cpu_count() or 1)
+        self._compressors = threading.BoundedSemaphore(usable_cores())
         self._idle_lock = threading.Lock()
 
     def __getstate__(self) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecu
 from queue import SimpleQueue
 from typing import Generic, TypeVar
 
+from .cores import usable_cores
 from .errors import PitreosError
 
 _WORKER_NICENESS = 5
@@ -145,7 +146,7 @@ def _pool(workers: int, processes: bool) -> Executor:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["pitreos.chunktasks"])
     # CPU-bound work: no more processes than cores, whatever the threads asked for
-    return ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1),
+    return ProcessPoolExecutor(max_workers=min(workers, usable_cores()),
                                mp_context=context, initializer=_worker_start,
                                initargs=(os.getpid(),))
 

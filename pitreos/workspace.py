@@ -3,7 +3,6 @@ and the one place where the layers are put together (backend, its wrappers, the
 repository on top, the catalog beside it)."""
 
 import contextlib
-import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
@@ -12,6 +11,7 @@ from pathlib import Path
 from . import locallock
 from .blobcodec import BlobCodec
 from .catalog import Catalog, default_catalog_path
+from .cores import usable_cores
 from .defaults import DEFAULT_CHUNK_SIZE
 from .errors import BackupNotFound, StoreExists, StoreNotFound
 from .log import get_logger
@@ -155,5 +155,6 @@ def default_workers() -> int:
     """Workers on a local store, which is CPU-bound: one a core (on 2 cores, 2 threads
     backed up ~10% faster than 3 and ~15% faster than 4, which only added contention for
     the GIL and the file system's locks: docs/performance.md). An object store's
-    workers are its limit of requests in flight (:mod:`pitreos.stores.limit`)."""
-    return max(2, os.cpu_count() or 2)
+    workers are its limit of requests in flight (:mod:`pitreos.stores.limit`). Cores
+    as this process may use them: a container's CPU limit counts."""
+    return max(2, usable_cores())

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import gen_data  # noqa: E402
 
+from pitreos.cores import usable_cores  # noqa: E402
 from pitreos.sparse import (  # noqa: E402
     data_extents,
     nonzero_runs,
@@ -48,7 +49,7 @@ from pitreos.sparse import (  # noqa: E402
 )
 from pitreos.workspace import default_workers  # noqa: E402
 
-CORES = os.cpu_count() or 2
+CORES = usable_cores()
 
 
 # Child side: run one measured thing and report ------------------------------------

@@ -36,6 +36,7 @@ from ..chunktasks import (
     task_bytes,
     transfer_bytes,
 )
+from ..cores import usable_cores
 from ..errors import CollisionError, SourceChanged
 from ..gcprotocol import BackupGuard
 from ..hashing import ChunkDigest, NewBlob, digest
@@ -93,7 +94,7 @@ class Pipeline:
         sources = {job.path: job.source_file() for job in jobs}
         # reading and hashing is CPU-bound: no more of it at once than the cores run,
         # however many threads wait on an object store's requests
-        cpu_workers = min(self.workers, os.cpu_count() or 1)
+        cpu_workers = min(self.workers, usable_cores())
         self.task_bytes = task_bytes(sum(job.length(i) for job in jobs for i in job.reads()),
                                      cpu_workers)
         by_abspath = {sources[job.path].path: (job, sources[job.path]) for job in jobs}

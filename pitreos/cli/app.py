@@ -55,7 +55,9 @@ _LOGGING = {"verbose", "log_json", "quiet"}
               "dir]. Env: PITREOS_CATALOG.")
 @click.option("--parallel", type=click.IntRange(1, 256), metavar="N",
               help="On a local store, workers: processes (at most one a core) when there "
-              "are 256 MiB or more to read or write, threads below [default: 1 per core]. "
+              "are 256 MiB or more to read or write, threads below [default: 1 per core; "
+              "cores as this process may use them: CPU affinity and a container's CPU "
+              "limit count]. "
               "On an object store, requests in flight [default: adapted to the link, "
               "8 to 128].")
 @click.option("--cache", envvar="PITREOS_CACHE", type=click.Path(path_type=Path),
