@@ -6,6 +6,7 @@ can be made fails here, loudly."""
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,7 +47,18 @@ def _cgroup_of_half_a_cpu() -> Iterator[Path]:
     try:
         yield group
     finally:
+        _wait_until_empty(group)
         group.rmdir()
+
+
+def _wait_until_empty(group: Path, seconds: float = 10.0) -> list[str]:
+    """The processes left in ``group`` once they had ``seconds`` to end (a command's
+    worker processes and their server end just after it: they watch it go)."""
+    deadline = time.monotonic() + seconds
+    while (left := (group / "cgroup.procs").read_text().split()) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 def _run(prefix: list[str], tmp: Path, one_cpu: bool = False) -> tuple[int, int]:
@@ -64,6 +76,7 @@ def test_a_cpu_quota_of_half_a_cpu_means_one_worker_process(tmp_path: Path) -> N
     with _cgroup_of_half_a_cpu() as group:
         enter = f'echo $$ > {group / "cgroup.procs"} && exec "$@"'
         assert _run(["sh", "-c", enter, "sh"], tmp_path) == (1, 1)
+        assert _wait_until_empty(group) == []  # no worker outlives the command
 
 
 def test_an_affinity_of_one_cpu_means_one_worker_process(tmp_path: Path) -> None:
