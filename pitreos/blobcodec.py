@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from queue import SimpleQueue
 
 import zstandard
 
@@ -69,9 +70,10 @@ class BlobCodec:
         self.level = level
         self.max_chunk_size = max_chunk_size
         self._local = threading.local()
-        self._idle: list[zstandard.ZstdCompressor] = []
-        self._compressors = threading.BoundedSemaphore(usable_cores())
-        self._idle_lock = threading.Lock()
+        # one slot a core: a compressor, or None until a turn first needs one
+        self._compressors: SimpleQueue[zstandard.ZstdCompressor | None] = SimpleQueue()
+        for _ in range(usable_cores()):
+            self._compressors.put(None)
 
     def __getstate__(self) -> tuple[int, int]:
         # to a worker process: the settings, not this process's (de)compressors
@@ -92,16 +94,11 @@ class BlobCodec:
         """A turn at compressing: blocks while every core's compressor is lent. A caller
         reads its chunk inside the turn, so that the chunks held at once are as few as
         the compressors."""
-        with self._compressors:
-            with self._idle_lock:
-                compressor = self._idle.pop() if self._idle else None
-            if compressor is None:
-                compressor = zstandard.ZstdCompressor(level=self.level)
-            try:
-                yield lambda data, chunk: _blob(compressor.compress(data), data, chunk)
-            finally:
-                with self._idle_lock:
-                    self._idle.append(compressor)
+        compressor = self._compressors.get() or zstandard.ZstdCompressor(level=self.level)
+        try:
+            yield lambda data, chunk: _blob(compressor.compress(data), data, chunk)
+        finally:
+            self._compressors.put(compressor)
 
     def encode(self, data: bytes | bytearray | memoryview, chunk: ChunkDigest) -> bytes:
         """Build the blob for ``data``, whose digest the caller computed."""

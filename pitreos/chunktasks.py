@@ -130,9 +130,7 @@ def hash_chunks(repo: Repository, task: HashTask) -> HashResult:
                 chunk = digest(data)
             stored = None
             if task.store_new and not repo.blob_exists(chunk.sha1):
-                with repo.blob_encoder() as encode:
-                    blob = encode(data, chunk)
-                stored = _put_blob(repo, chunk, blob, len(data))
+                stored = store_blob(repo, chunk, data)
             out.append(Hashed(index, chunk, False, stored))
     finally:
         os.close(fd)

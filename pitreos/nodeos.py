@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from . import defaults
 from .log import get_logger
 
 log = get_logger(__name__)
@@ -45,7 +44,6 @@ SNAPSHOT_RE = re.compile(r"(?:.*/)?snapshots/snapshot-([0-9a-f]{64})\.bin")
 RETAINED_RE = re.compile(r"(?:.*/)?(?:blocks|[a-z_]+_history)-(\d+)-(\d+)\.(?:log|index)")
 _TOTEM = b"\xff" * 8
 _GENESIS_SIZE = 8 + 1 + 33 + 68  # time_point, K1/R1 public key, chain_config_v0
-APPEND_ONLY_DEFAULTS = defaults.APPEND_ONLY_DEFAULTS  # the block log and its index among them
 
 _PRUNED_FLAG = 1 << 31
 _BLOCK_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)

@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass, field
 
-from .. import locks, nodeos
+from .. import locks
 from .. import manifest as mf
-from ..defaults import DEFAULT_CHUNK_SIZE, PROCESS_MIN_BYTES
+from ..defaults import APPEND_ONLY_DEFAULTS, DEFAULT_CHUNK_SIZE, PROCESS_MIN_BYTES
 from ..walk import PathFilter
 
 
@@ -16,7 +16,7 @@ class BackupOptions:
     workers: int = 4
     incremental: bool = False
     path_filter: PathFilter = field(default_factory=PathFilter)
-    appendonly: tuple[str, ...] = nodeos.APPEND_ONLY_DEFAULTS
+    appendonly: tuple[str, ...] = APPEND_ONLY_DEFAULTS
     node: bool | None = None  # None: detect a nodeos data directory
     allow_dirty: bool = False
     keep_finalizer_safety: bool = False

@@ -48,3 +48,11 @@ def test_no_quota_leaves_the_affinity(tmp_path: Path) -> None:
     assert usable_cores(tmp_path / "sys", _cgroup_file(tmp_path, "3:cpu:/\n0::/\n")) \
         == AFFINITY
     assert usable_cores(tmp_path / "none", tmp_path / "no-such-file") == AFFINITY
+
+
+def test_unreadable_quota_files_are_no_quota(tmp_path: Path) -> None:
+    _write(tmp_path / "sys/cpu.max", "lots of cpu\n")
+    _write(tmp_path / "sys/cpu/cpu.cfs_quota_us", "\n")
+    _write(tmp_path / "sys/cpu/cpu.cfs_period_us", "100000\n")
+    cgroup = _cgroup_file(tmp_path, "3:cpu:/\n0::/\n")
+    assert usable_cores(tmp_path / "sys", cgroup) == AFFINITY
