@@ -12,7 +12,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,12 +67,25 @@ class BackupRecord:
 class FileRecord:
     """A file as a previous backup saw it, for incremental backups."""
 
+    backup: str  # the backup's name
     path: str
     size: int
     mtime_ns: int
     inode: int | None
     chunk_size: int
     chunks: list[mf.Chunk]
+
+
+@dataclass(frozen=True, slots=True)
+class CopiedChunks:
+    """Chunks of a new backup's file that an incremental backup took unchanged from a
+    file of an earlier backup, at the same indexes (an unchanged file: all of them; an
+    append-only file: its prefix). The catalog copies their rows from that file's in one
+    statement instead of looking up each chunk's blob."""
+
+    backup: str
+    path: str
+    indexes: range
 
 
 def _translate(path: Path, exc: sqlite3.Error) -> CatalogError:
@@ -266,23 +279,28 @@ class Catalog:
         return {r[0] for r in self._conn.execute("SELECT name FROM backups")}
 
     @_guarded
-    def add_backup(self, manifest: mf.Manifest, *, count_references: bool = True) -> None:
+    def add_backup(self, manifest: mf.Manifest, *, count_references: bool = True,
+                   copied: Mapping[str, CopiedChunks] | None = None) -> None:
         """Mirror a manifest that is in the store, and count its references (a bulk sync
         passes False and calls :meth:`recount_references` once at the end). A row of the
-        same name is stale (that manifest left the store): it is replaced."""
+        same name is stale (that manifest left the store): it is replaced. ``copied``
+        (by entry path) names chunks whose rows an earlier backup's file already holds;
+        where that file has left the catalog they are looked up one by one instead."""
         with self.transaction():
             self._delete_backup(manifest.name)
-            self._insert_backup(manifest, count_references)
+            self._insert_backup(manifest, count_references, copied or {})
 
-    def _insert_backup(self, m: mf.Manifest, count_references: bool) -> None:
+    def _insert_backup(self, m: mf.Manifest, count_references: bool,
+                       copied: Mapping[str, CopiedChunks]) -> None:
         files = m.files()
+        data_sizes = {e.path: e.data_size for e in files}
         cur = self._conn.execute(
             "INSERT INTO backups (name, tag, created, created_unix, chunk_size, tool, "
             "file_count, apparent_size, data_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 m.name, m.tag, m.created.astimezone(UTC).isoformat(), m.created.timestamp(),
                 m.chunk_size, m.tool, len(files), sum(e.size for e in files),
-                sum(e.data_size for e in files),
+                sum(data_sizes.values()),
             ),
         )
         backup_id = cur.lastrowid
@@ -299,12 +317,14 @@ class Catalog:
                 (backup_id, _name_in_db(entry.path), entry.type, entry.size, entry.mode,
                  _clamp_i64(entry.mtime_ns), _u64_as_i64(entry.inode),
                  None if entry.target is None else _name_in_db(entry.target),
-                 entry.data_size),
+                 data_sizes.get(entry.path, 0)),
             )
             file_id = cur.lastrowid
             assert file_id is not None
-            for index, chunk in enumerate(entry.chunks):
-                d = chunk.digest
+            done = self._copy_chunks(file_id, entry, copied.get(entry.path))
+            for index in itertools.chain(range(done.start), range(done.stop,
+                                                                  len(entry.chunks))):
+                d = entry.chunks[index].digest
                 if d is None:
                     continue
                 seen = incoming.setdefault(
@@ -330,6 +350,33 @@ class Catalog:
             self._raise_collision(m.name, incoming)
         if count_references:
             self._adjust_refcounts(backup_id, +1)
+
+    def _copy_chunks(self, file_id: int, entry: mf.Entry, copy: CopiedChunks | None
+                     ) -> range:
+        """Copy the rows of ``copy``'s chunks to the new file; returns the indexes
+        copied. The planner took those chunks from the same rows moments before, so only
+        their disappearance needs checking: when the earlier backup left the catalog
+        meanwhile (a gc in another process), fewer rows than the entry's data chunks
+        there are copied, and they are dropped and looked up one by one instead.
+
+        One statement instead of a blob lookup and a row a chunk: ~10 us a chunk, 43 ms
+        of an incremental backup of a 4 GiB log (4,433 chunks) went to these rows."""
+        if copy is None or not copy.indexes:
+            return range(0)
+        wanted = sum(1 for c in entry.chunks[copy.indexes.start:copy.indexes.stop]
+                     if c.digest is not None)
+        cur = self._conn.execute(
+            "INSERT INTO chunks (file_id, idx, blob_id) SELECT ?, c.idx, c.blob_id "
+            "FROM chunks c WHERE c.file_id = (SELECT f.id FROM files f JOIN backups b "
+            "ON b.id = f.backup_id WHERE b.name = ? AND f.path = ? AND f.type = 'file') "
+            "AND c.idx >= ? AND c.idx < ?",
+            (file_id, copy.backup, _name_in_db(copy.path), copy.indexes.start,
+             copy.indexes.stop),
+        )
+        if cur.rowcount == wanted:
+            return copy.indexes
+        self._conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+        return range(0)
 
     def _raise_collision(self, source: str, incoming: dict[str, tuple[str, int]]) -> None:
         for sha1, (b3, _) in incoming.items():
@@ -521,7 +568,8 @@ class Catalog:
             count = -(-size // chunk_size)
             chunks = [mf.Chunk(i * chunk_size, by_index.get(i)) for i in range(count)]
             name = _name_from_db(path)
-            records[name] = FileRecord(name, size, mtime_ns, inode, chunk_size, chunks)
+            records[name] = FileRecord(backup_name, name, size, mtime_ns, inode, chunk_size,
+                                       chunks)
         return records
 
     @_guarded

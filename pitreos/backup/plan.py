@@ -5,12 +5,12 @@ holes are never read. The pipeline then reads what is left.
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import manifest as mf
 from .. import nodeos
-from ..catalog import Catalog, FileRecord
+from ..catalog import Catalog, CopiedChunks, FileRecord
 from ..errors import DirtyState, NodeFileDamaged, PitreosError, UnfinishedRestore
 from ..log import get_logger
 from ..manifest import RESTORE_MARKER
@@ -34,6 +34,7 @@ class BackupPlan:
     jobs: list[FileJob]  # the files with chunks to read
     meta: dict[str, str]
     missing_blobs: set[str]  # blobs the catalog knows the store lacks
+    copied: dict[str, CopiedChunks]  # chunks taken from the previous backup, by path
 
     def bytes_to_read(self) -> int:
         return sum(job.length(i) for job in self.jobs for i in job.reads())
@@ -82,7 +83,7 @@ def _plan(source: Path, catalog: Catalog, options: BackupOptions,
             job = planner.plan_file(src, entry, previous.get(src.path))
             if job is not None:
                 jobs.append(job)
-    return BackupPlan(entries, jobs, meta, planner.missing_blobs)
+    return BackupPlan(entries, jobs, meta, planner.missing_blobs, planner.copied)
 
 
 def _node_checks(source: Path, options: BackupOptions
@@ -159,6 +160,7 @@ class _Planner:
     stats: BackupStats
     missing_blobs: set[str]
     node: bool = False
+    copied: dict[str, CopiedChunks] = field(default_factory=dict)
 
     def plan_file(self, src: SourceEntry, entry: mf.Entry,
                   previous: FileRecord | None) -> FileJob | None:
@@ -183,6 +185,7 @@ class _Planner:
                 and (immutable or previous.inode == entry.inode)
                 and not self._lacks_blobs(previous)):
             entry.chunks = previous.chunks
+            self._copied(previous, range(count))
             self.stats.files_unchanged += 1
             return None
         usable = previous if previous is not None and previous.chunk_size == step else None
@@ -192,6 +195,8 @@ class _Planner:
             kept = self._appended_prefix(job, entry, previous) if previous else range(0)
         finally:
             os.close(fd)
+        if previous is not None:
+            self._copied(previous, kept)
         with_data = chunks_with_data(job.extents, size, step)
         for index in range(count):
             if index in kept and previous is not None:
@@ -200,6 +205,11 @@ class _Planner:
                 job.chunks[index] = mf.Chunk(index * step, None)
                 self.stats.chunks_empty += 1
         return job
+
+    def _copied(self, previous: FileRecord, indexes: range) -> None:
+        if indexes:
+            self.copied[previous.path] = CopiedChunks(previous.backup, previous.path,
+                                                      indexes)
 
     def _lacks_blobs(self, previous: FileRecord) -> bool:
         """Whether the store lacks a blob of this file's previous chunks (a sync saw it

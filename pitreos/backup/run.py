@@ -19,7 +19,7 @@ from ..repository import Repository
 from ..sync import sync_catalog
 from .options import BackupOptions, BackupResult, BackupStats
 from .pipeline import Pipeline
-from .plan import check_source, plan_backup
+from .plan import BackupPlan, check_source, plan_backup
 
 log = get_logger(__name__)
 _NAME_ATTEMPTS = 60
@@ -63,7 +63,7 @@ def run_backup(source: Path, repo: Repository, catalog: Catalog, options: Backup
 
         checked_at = settle_with_gc(guard.started)
         crashpoints.point("backup.before_manifest")
-        manifest = _publish(repo, catalog, options, plan.entries, plan.meta)
+        manifest = _publish(repo, catalog, options, plan)
         settle_with_gc(checked_at)  # a gc that started while the manifest was written
         crashpoints.point("backup.before_marker_removed")
     stats.seconds = time.monotonic() - started
@@ -74,7 +74,7 @@ def run_backup(source: Path, repo: Repository, catalog: Catalog, options: Backup
 
 
 def _publish(repo: Repository, catalog: Catalog, options: BackupOptions,
-             entries: list[mf.Entry], meta: dict[str, str]) -> mf.Manifest:
+             plan: BackupPlan) -> mf.Manifest:
     """Write the manifest under a name no backup ever had, and mirror it in the catalog.
 
     ``created`` keeps sub-second precision to order backups made in the same second;
@@ -86,14 +86,14 @@ def _publish(repo: Repository, catalog: Catalog, options: BackupOptions,
     for _ in range(_NAME_ATTEMPTS):
         manifest = mf.Manifest(
             name=mf.backup_name(name_time, options.tag), tag=options.tag, created=created,
-            chunk_size=options.chunk_size, entries=entries, meta=dict(meta),
+            chunk_size=options.chunk_size, entries=plan.entries, meta=dict(plan.meta),
         )
         if manifest.name not in taken and repo.write_manifest(manifest):
             # published: the backup is complete whatever follows; the catalog is a
             # cache that the next sync brings level
             crashpoints.point("backup.manifest_written")
             try:
-                catalog.add_backup(manifest)
+                catalog.add_backup(manifest, copied=plan.copied)
             except CatalogError as exc:
                 log.warning("backup.catalog_not_updated", backup=manifest.name,
                             error=str(exc), hint="the backup is complete; run "

@@ -1,10 +1,14 @@
 """The catalog: built by backups, rebuilt by sync, reference counts right."""
 
+import os
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from pitreos.backup import BackupOptions, run_backup
+from pitreos.catalog import CopiedChunks
+from pitreos.manifest import Manifest
 from pitreos.workspace import Workspace
 
 from .helpers import CHUNK, write_at
@@ -126,3 +130,77 @@ def test_a_version_1_catalog_is_upgraded_in_place(tree: Path, tmp_path: Path) ->
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 'blobs_missing'").fetchone()
     db.close()
     assert dump_catalog(tmp_path / "c.sqlite") == before
+
+
+def _chunk_lookups(ws: Workspace, run: Callable[[], object]) -> int:
+    """How many chunk rows ``run`` had the catalog look up blob by blob (statements
+    traced on the catalog's connection: executemany runs one per row)."""
+    lookups = 0
+
+    def trace(statement: str) -> None:
+        nonlocal lookups
+        lookups += statement.startswith("INSERT INTO chunks") and "FROM blobs" in statement
+
+    ws.catalog._conn.set_trace_callback(trace)
+    try:
+        run()
+    finally:
+        ws.catalog._conn.set_trace_callback(None)
+    return lookups
+
+
+def test_incremental_backups_copy_unchanged_chunk_rows_and_equal_a_sync(
+        tree: Path, tmp_path: Path) -> None:
+    url = (tmp_path / "store").as_uri()
+    ws = Workspace.open(url, catalog_path=tmp_path / "built.sqlite", create=True)
+    options = BackupOptions(chunk_size=CHUNK, workers=2, incremental=True)
+    run_backup(tree, ws.repo, ws.catalog, options)
+    log = tree / "blocks/blocks.log"
+    size = log.stat().st_size
+    with open(log, "ab") as f:  # an append-only log grows by two chunks and a bit
+        f.write(os.urandom(2 * CHUNK + 99))
+    write_at(tree / "state/shared_memory.bin", 5 * CHUNK, b"changed page")
+    second: list[Manifest] = []
+    lookups = _chunk_lookups(ws, lambda: second.append(
+        run_backup(tree, ws.repo, ws.catalog, options).manifest))
+    # looked up: the log's chunks from its last full one on (its prefix's rows are
+    # copied), and the changed state's data chunks (a file changed in place is read and
+    # recorded whole); every other file's rows are copied from the first backup's
+    state = next(e for e in second[0].entries if e.path == "state/shared_memory.bin")
+    log_read = -(-log.stat().st_size // CHUNK) - size // CHUNK
+    assert lookups == log_read + sum(c.digest is not None for c in state.chunks) == 3 + 4
+    unchanged = _chunk_lookups(ws, lambda: run_backup(tree, ws.repo, ws.catalog, options))
+    assert unchanged == 0
+    ws.close()
+    fresh = Workspace.open(url, catalog_path=tmp_path / "fresh.sqlite")
+    assert fresh.sync().added == 3
+    fresh.close()
+    built = dump_catalog(tmp_path / "built.sqlite")
+    assert built == dump_catalog(tmp_path / "fresh.sqlite")
+    counts = Counter(name for name, _path, _idx, _sha1 in built["chunks"])
+    assert len(counts) == 3 and min(counts.values()) > 10
+
+
+def test_chunk_rows_whose_backup_left_the_catalog_are_looked_up_one_by_one(
+        tree: Path, tmp_path: Path) -> None:
+    """The rows an incremental backup copies belong to the backup it followed: when a gc
+    in another process removed that backup meanwhile, its chunks are recorded anyway."""
+    ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite",
+                        create=True)
+    options = BackupOptions(chunk_size=CHUNK, workers=2, incremental=True)
+    first = run_backup(tree, ws.repo, ws.catalog, options).manifest
+    second = run_backup(tree, ws.repo, ws.catalog, options).manifest
+    path = "state/shared_memory.bin"
+    entry = next(e for e in second.entries if e.path == path)
+    copied = {path: CopiedChunks(first.name, path, range(len(entry.chunks)))}
+    ws.catalog.remove_backup(second.name)
+    ws.catalog.remove_backup(first.name)
+    lookups = _chunk_lookups(ws, lambda: ws.catalog.add_backup(second, copied=copied))
+    data_chunks = sum(1 for e in second.entries for c in e.chunks if c.digest is not None)
+    assert lookups == data_chunks  # the state's too: its rows were gone
+    expected = Counter(c.digest.sha1 for e in second.entries for c in e.chunks
+                       if c.digest is not None)
+    assert ws.catalog.reference_counts() == dict(expected)
+    assert {p: r.chunks for p, r in ws.catalog.files_of(second.name).items()} == {
+        e.path: e.chunks for e in second.entries if e.type == "file"}
+    ws.close()
