@@ -1,7 +1,11 @@
-"""Property tests: the manifest round-trips; zero-block detection matches a plain scan;
-the chunks found to hold data are those an extent meets; a plan sums chunk sizes right."""
+"""Property tests: the manifest round-trips, and is written as PyYAML would write it;
+zero-block detection matches a plain scan; the chunks found to hold data are those an
+extent meets; a plan sums chunk sizes right, and an entry its data."""
 
 from datetime import UTC, datetime
+from typing import Any
+
+import yaml
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -91,3 +95,81 @@ def test_the_bytes_of_chunks_are_the_sum_of_their_lengths(step: int, size: int,
     entry = mf.Entry(path="f", type="file", mode=0o644, mtime_ns=0, size=size)
     assert FilePlan(entry, None).bytes_of(chunks, step) == sum(
         mf.chunk_length(size, step, i) for i in chunks)
+
+
+# names that hold the line dump() puts a chunk list in place of, in the ways a scalar
+# can carry a line of its own
+_MARK = "chunks: pitreos-chunks"
+hostile = st.sampled_from([f"x\n  {_MARK}\ny", f"x\n{_MARK}", f"  {_MARK}", _MARK,
+                           f"a\n\n  {_MARK}\n", f"'\n  {_MARK}\n'", "pitreos-chunks"])
+
+
+class _Literal(str):
+    """The reference below writes these as literal blocks."""
+
+
+def _reference_dump(m: mf.Manifest) -> bytes:
+    """The manifest as PyYAML itself writes it, chunk lists as literal blocks: what
+    :func:`pitreos.manifest.dump` writes faster."""
+    class Dumper(yaml.CSafeDumper):
+        pass
+
+    Dumper.add_representer(_Literal, lambda d, text: d.represent_scalar(
+        "tag:yaml.org,2002:str", str(text), style="|"))
+    files: list[dict[str, Any]] = []
+    for e in m.entries:
+        # the fields of schema/manifest.md, in its order (the names here are all UTF-8)
+        row: dict[str, Any] = {"path": e.path, "type": e.type,
+                               "mode": f"{e.mode:04o}", "mtime": mf.format_time_ns(e.mtime_ns)}
+        if e.type == "symlink":
+            assert e.target is not None
+            row["target"] = e.target
+        if e.type == "file":
+            row["size"] = e.size
+            if e.inode is not None:
+                row["inode"] = e.inode
+            if e.appendonly:
+                row["appendonly"] = True
+            if e.chunks:
+                row["chunks"] = _Literal("".join(
+                    f"{c.start} -\n" if c.digest is None
+                    else f"{c.start} {c.digest.sha1} {c.digest.blake3}\n" for c in e.chunks))
+        files.append(row)
+    doc = {"pitreos_manifest": m.version, "name": m.name, "tool": m.tool,
+           "created": m.created.isoformat().replace("+00:00", "Z"), "tag": m.tag,
+           "chunk_size": m.chunk_size, "meta": m.meta, "files": files}
+    text: str = yaml.dump(doc, Dumper=Dumper, sort_keys=False, default_flow_style=False,
+                          width=1 << 16)
+    return text.encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries(), st.lists(hostile, unique=True, max_size=3), st.booleans(),
+       st.dictionaries(st.sampled_from(["chunks", "files", "a"]), hostile | st.text(max_size=9),
+                       max_size=3))
+def test_a_manifest_is_written_as_pyyaml_writes_it(items: list[mf.Entry], odd: list[str],
+                                                   appended: bool,
+                                                   meta: dict[str, str]) -> None:
+    for name in odd:
+        if all(e.path != name for e in items):
+            items.append(mf.Entry(path=name, type="file", mode=0o644, mtime_ns=0,
+                                  size=10, appendonly=appended,
+                                  chunks=[mf.Chunk(0, ChunkDigest("a" * 40, "b" * 64))]))
+    created = datetime(2026, 11, 26, 2, 0, 0, 123456, tzinfo=UTC)
+    m = mf.Manifest(name=mf.backup_name(created, "t"), tag="t", created=created,
+                    chunk_size=MIN_CHUNK_SIZE, entries=items, meta=meta)
+    assert mf.dump(m) == _reference_dump(m)
+    assert mf.load(mf.dump(m), "test") == m
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 70), st.integers(0, 600), st.data())
+def test_the_data_of_an_entry_is_the_sum_of_its_data_spans(step: int, size: int,
+                                                          data: st.DataObject) -> None:
+    count = -(-size // step)
+    digest = ChunkDigest("a" * 40, "b" * 64)
+    entry = mf.Entry(path="f", type="file", mode=0o644, mtime_ns=0, size=size,
+                     chunks=[mf.Chunk(i * step, data.draw(st.sampled_from([None, digest])))
+                             for i in range(count)])
+    assert entry.data_size == sum(length for c, length in entry.spans()
+                                  if c.digest is not None)
