@@ -422,6 +422,14 @@ def drop_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _cpu_jiffies() -> tuple[int, int]:
+    """The whole machine's (busy, total) CPU time so far, from /proc/stat's first line."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def settle(warm: list[Path], cold: bool) -> None:
     """Put the machine in the same state before every measured run, engine and limit
     alike: earlier writes flushed (their writeback must not land in the next run), and
@@ -486,9 +494,14 @@ class Bench:
 
     def measure(self, spec: dict[str, Any], warm: list[Path],
                 env: dict[str, str] | None = None) -> dict[str, Any]:
-        """Run one measured child after :func:`settle`."""
+        """Run one measured child after :func:`settle`. Its result gains ``busy``: the
+        share of all the machine's cores at work while it ran (every process: the child,
+        and the servers and proxy it talks to)."""
         settle(warm, self.args.cold)
-        return child(spec, env)
+        busy0, total0 = _cpu_jiffies()
+        result = child(spec, env)
+        busy1, total1 = _cpu_jiffies()
+        return {**result, "busy": (busy1 - busy0) / max(1, total1 - total0)}
 
     def repeat(self, make_spec: Callable[[int], dict[str, Any]], warm: list[Path],
                before: Callable[[int], None] | None = None,
@@ -834,8 +847,9 @@ class Bench:
                     note=f"limit: raw {'PUT' if case == 'backup' else 'GET'} of the "
                     f"{raw['objects']} blobs ({raw['moved'] / 2**20:.0f} MiB) at the better "
                     f"of 32 and 128 in flight; pitreos's limit ended at {run.get('in_flight')} "
-                    f"(highest {run.get('in_flight_highest')}); target ratio <= 1.25, RSS "
-                    "<= 256 MiB"))
+                    f"(highest {run.get('in_flight_highest')}); CPU busy (all cores, every "
+                    f"process): raw {raw['busy']:.0%}, pitreos {run['busy']:.0%}; target "
+                    "ratio <= 1.25, RSS <= 256 MiB"))
 
     def gc_and_verify(self, backups: int = 100, blobs: int = 100_000) -> None:
         """A store of 100 backups and 100,000 blobs: gc (--keep-last 50) and quick verify,

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
