@@ -4,6 +4,8 @@ signal during start-up ends quietly with the documented exit code, not a traceba
 
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -11,9 +13,18 @@ def _stop(signum: int, frame: object) -> None:
     sys.exit(128 + signum)
 
 
-def main() -> None:
+def catch_stop_signals(handler: Callable[[int, Any], None]) -> None:
+    """Stop on SIGTERM (systemd, Kubernetes, ``timeout``) and SIGHUP (a closed terminal)
+    with ``handler``, except one this process was started with ignored: ``nohup``
+    ignores SIGHUP so that a command outlives its terminal, and a program keeps what its
+    parent chose to ignore (as Python does with SIGINT)."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop)
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, handler)
+
+
+def main() -> None:
+    catch_stop_signals(_stop)
     try:
         from .cli import main as cli_main
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ import click
 from .. import __version__, config
 from .. import log as logsetup
 from ..errors import PitreosError, Stopped
+from ..launch import catch_stop_signals
 from ..stores import default_store_url
 from . import browse, maintain, transfer
 from .common import Settings, envelope
@@ -31,6 +32,7 @@ Exit codes:
   12   access denied: credentials refused or lacking a permission
   70   a bug in pitreos (-vv or PITREOS_TRACEBACK=1 shows the traceback)
   129  stopped by SIGHUP, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM
+       (a signal pitreos was started ignoring, as under nohup, stays ignored)
 
 \b
 Settings come from flags, then PITREOS_* environment variables (PITREOS_KEEP_LAST, or
@@ -176,10 +178,9 @@ def _finish(s: Settings, exit_code: int, error: str | None = None) -> None:
 
 
 def main() -> None:
-    # systemd, Kubernetes and timeout stop with SIGTERM, a closed terminal sends SIGHUP:
-    # both unwind like Ctrl-C, so markers are removed and nothing half done is published
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop_on)
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so markers are removed and nothing half
+    # done is published
+    catch_stop_signals(_stop_on)
     s = Settings()
     args = sys.argv[1:]
     try:

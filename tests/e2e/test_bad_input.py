@@ -283,12 +283,20 @@ def test_catalog_from_newer_schema(run: Runner, tree: Path, tmp_path: Path) -> N
     run("list").fails("schema version 99", "upgrade pitreos")
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """In the child, before pitreos starts: Ctrl-C's default action. A shell without job
+    control starts background jobs with SIGINT ignored, and a program keeps an ignored
+    SIGINT ignored (Python, and so pitreos): tests run that way (a CI runner's background
+    shell) would otherwise send Ctrl-C to a pitreos that rightly ignores it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
            "PITREOS_CATALOG": str(tmp_path / "catalog.sqlite")}
     return subprocess.Popen([sys.executable, "-m", "pitreos", "--parallel", "1", *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path)
+                            cwd=tmp_path, preexec_fn=_ctrl_c_as_at_a_terminal)
 
 
 def _interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> tuple[str, str]:
@@ -328,6 +336,32 @@ def test_ctrl_c_during_backup_and_restore(tmp_path: Path, run: Runner) -> None:
     assert_same_tree(src, dest)
 
 
+def test_a_backup_under_nohup_outlives_its_terminal(tmp_path: Path, run: Runner) -> None:
+    """nohup starts a command with SIGHUP ignored, so that closing the terminal (which
+    sends SIGHUP) does not stop it: pitreos keeps it ignored and finishes the backup."""
+    src = tmp_path / "big"
+    src.mkdir()
+    with open(src / "data.bin", "wb") as f:
+        for _ in range(24):
+            f.write(os.urandom(8 << 20))
+    env = {**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
+           "PITREOS_CATALOG": str(tmp_path / "catalog.sqlite")}
+    proc = subprocess.Popen(["nohup", sys.executable, "-m", "pitreos", "--parallel", "1",
+                             "backup", str(src), "--chunk-size", "1MiB"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while len(blob_files(tmp_path)) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGHUP)  # the terminal closed
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    listed = run("list").ok().stdout.splitlines()
+    assert len(listed) == 1 and out.strip() and out.strip() in listed[0]
+    assert len(manifests(tmp_path)) == 1
+
+
 def _caught_signals(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("SigCgt:"):
@@ -342,7 +376,8 @@ def test_interrupted_while_starting(tmp_path: Path, signum: int, code: int) -> N
     env = {**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
            "PITREOS_CATALOG": str(tmp_path / "c.sqlite")}
     proc = subprocess.Popen([sys.executable, "-m", "pitreos", "list"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_at_a_terminal)
     deadline = time.monotonic() + 30
     while not _caught_signals(proc.pid) & (1 << (signal.SIGTERM - 1)):
         assert proc.poll() is None and time.monotonic() < deadline
