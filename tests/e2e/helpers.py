@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import stat
 import subprocess
 from collections.abc import Callable
@@ -15,6 +16,16 @@ import referencing
 from pitreos.sparse import allocated_bytes
 
 CHUNK = 64 * 1024  # small chunks, so small files span many
+
+
+def stop_signals_at_default() -> None:
+    """A ``preexec_fn``: the child starts with Ctrl-C, SIGTERM and SIGHUP at their
+    default actions. A shell without job control starts background jobs with SIGINT
+    ignored, ``nohup`` ignores SIGHUP, and pitreos rightly keeps a signal ignored that it
+    was started ignoring: a test that sends one must not inherit how its runner was
+    started."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pitreos.backup import BackupOptions, run_backup
 from pitreos.errors import SourceChanged
 from pitreos.workspace import Workspace
 
-from .helpers import CHUNK, Result, Runner, assert_same_tree
+from .helpers import CHUNK, Result, Runner, assert_same_tree, stop_signals_at_default
 from .test_core import backup
 
 
@@ -283,20 +283,12 @@ def test_catalog_from_newer_schema(run: Runner, tree: Path, tmp_path: Path) -> N
     run("list").fails("schema version 99", "upgrade pitreos")
 
 
-def _ctrl_c_as_at_a_terminal() -> None:
-    """In the child, before pitreos starts: Ctrl-C's default action. A shell without job
-    control starts background jobs with SIGINT ignored, and a program keeps an ignored
-    SIGINT ignored (Python, and so pitreos): tests run that way (a CI runner's background
-    shell) would otherwise send Ctrl-C to a pitreos that rightly ignores it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
            "PITREOS_CATALOG": str(tmp_path / "catalog.sqlite")}
     return subprocess.Popen([sys.executable, "-m", "pitreos", "--parallel", "1", *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path, preexec_fn=_ctrl_c_as_at_a_terminal)
+                            cwd=tmp_path, preexec_fn=stop_signals_at_default)
 
 
 def _interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> tuple[str, str]:
@@ -377,7 +369,7 @@ def test_interrupted_while_starting(tmp_path: Path, signum: int, code: int) -> N
            "PITREOS_CATALOG": str(tmp_path / "c.sqlite")}
     proc = subprocess.Popen([sys.executable, "-m", "pitreos", "list"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_ctrl_c_as_at_a_terminal)
+                            preexec_fn=stop_signals_at_default)
     deadline = time.monotonic() + 30
     while not _caught_signals(proc.pid) & (1 << (signal.SIGTERM - 1)):
         assert proc.poll() is None and time.monotonic() < deadline

@@ -38,6 +38,7 @@ from .helpers import (
     dirty_byte,
     make_node,
     sparse_copy,
+    stop_signals_at_default,
     write_at,
 )
 from .servers import Backend, initialized
@@ -491,7 +492,8 @@ def _start(store: Backend, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, **store.env, "PITREOS_STORE": store.url,
            "PITREOS_CATALOG": str(tmp_path / "c.sqlite")}
     return subprocess.Popen([sys.executable, "-m", "pitreos", *args], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=stop_signals_at_default)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
@@ -545,7 +547,7 @@ def test_a_backup_in_worker_processes_stopped_leaves_no_process(tmp_path: Path,
     proc = subprocess.Popen([sys.executable, "-m", "pitreos", "--parallel", "2", "backup",
                              str(src), "--chunk-size", "1MiB"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=stop_signals_at_default)
     deadline = time.monotonic() + 60
     while len(blob_keys(store)) < 3 or len(_in_session(proc.pid)) < 3:
         assert proc.poll() is None and time.monotonic() < deadline
