@@ -207,8 +207,9 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         _import_what_the_engine_imports_on_first_use()
     workers = spec.get("workers") or default_workers()  # as the engine
     started = time.perf_counter()
+    cpu_started = time.process_time()  # every thread of this process (not its children)
     extra: dict[str, Any] = {}
-    gil = GilSampler.start(False)
+    gil = GilSampler.start(spec.get("gil", False) and kind in ("raw_put", "raw_get"))
     if kind == "limit_backup":
         ranges = [(Path(p), o, n) for p, o, n in spec["ranges"]] if "ranges" in spec else None
         extra = limit_backup([Path(f) for f in spec["files"]], Path(spec["out"]),
@@ -292,8 +293,9 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit(f"unknown child kind {kind}")
     seconds = time.perf_counter() - started
     io = _io_counters()
-    return {"seconds": seconds, "maxrss": _peak_rss(), "rchar": io["rchar"],
-            "wchar": io["wchar"], **gil.stop(seconds), **extra}
+    return {"seconds": seconds, "cpu": time.process_time() - cpu_started,
+            "maxrss": _peak_rss(), "rchar": io["rchar"], "wchar": io["wchar"],
+            **gil.stop(seconds), **extra}
 
 
 def _in_flight(ws: Any) -> dict[str, int]:
@@ -833,22 +835,23 @@ class Bench:
                     if name == "gcs" else server.env
                 raw_put = min((self.measure({"kind": "raw_put", "store": url,
                                              "blobs": str(blobs), "keys": str(keys),
-                                             "threads": t}, [blobs], env)
+                                             "threads": t, "gil": self.args.gil}, [blobs], env)
                                for t in (32, 128)), key=lambda r: float(r["seconds"]))
                 catalog = str(self.work / f"catalog-far-{name}.sqlite")
                 Path(catalog).unlink(missing_ok=True)
                 fresh = _make_bucket(name, server).replace(server.endpoint, proxy.endpoint)
                 b = self.measure({"kind": "backup", "store": fresh, "catalog": catalog,
-                                  "chunk": self.chunk, "source": str(self.node)}, [self.node],
-                                 env)
+                                  "chunk": self.chunk, "source": str(self.node),
+                                  "gil": self.args.gil}, [self.node], env)
                 raw_get = min((self.measure({"kind": "raw_get", "store": url,
                                              "blobs": str(blobs), "keys": str(keys),
-                                             "threads": t}, [], env)
+                                             "threads": t, "gil": self.args.gil}, [], env)
                                for t in (32, 128)), key=lambda r: float(r["seconds"]))
                 dest = self.work / f"restored-far-{name}"
                 drop_dir(dest)
                 r = self.measure({"kind": "restore", "store": fresh, "catalog": catalog,
-                                  "name": b["name"], "dest": str(dest)}, [], env)
+                                  "name": b["name"], "dest": str(dest),
+                                  "gil": self.args.gil}, [], env)
                 drop_dir(dest)
             finally:
                 proxy.stop()
@@ -861,8 +864,11 @@ class Bench:
                     f"{raw['objects']} blobs ({raw['moved'] / 2**20:.0f} MiB) at the better "
                     f"of 32 and 128 in flight; pitreos's limit ended at {run.get('in_flight')} "
                     f"(highest {run.get('in_flight_highest')}); CPU busy (all cores, every "
-                    f"process): raw {raw['busy']:.0%}, pitreos {run['busy']:.0%}; target "
-                    "ratio <= 1.25, RSS <= 256 MiB"))
+                    f"process): raw {raw['busy']:.0%}, pitreos {run['busy']:.0%}; CPU of the "
+                    f"process itself: raw {raw['cpu']:.1f} s, pitreos {run['cpu']:.1f} s"
+                    + (f"; GIL held: raw {raw['gil']:.0%}, pitreos {run['gil']:.0%}"
+                       if "gil" in raw and "gil" in run else "")
+                    + "; target ratio <= 1.25, RSS <= 256 MiB"))
 
     def gc_and_verify(self, backups: int = 100, blobs: int = 100_000) -> None:
         """A store of 100 backups and 100,000 blobs: gc (--keep-last 50) and quick verify,
