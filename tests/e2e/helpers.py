@@ -18,6 +18,17 @@ from pitreos.sparse import allocated_bytes
 CHUNK = 64 * 1024  # small chunks, so small files span many
 
 
+def big_source(tmp_path: Path, mib: int) -> Path:
+    """A directory holding one file of ``mib`` MiB of random bytes (a multiple of 8):
+    long enough to back up that a test can act while it runs."""
+    src = tmp_path / "big"
+    src.mkdir()
+    with open(src / "data.bin", "wb") as f:
+        for _ in range(mib // 8):
+            f.write(os.urandom(8 << 20))
+    return src
+
+
 def stop_signals_at_default() -> None:
     """A ``preexec_fn``: the child starts with Ctrl-C, SIGTERM and SIGHUP at their
     default actions. A shell without job control starts background jobs with SIGINT

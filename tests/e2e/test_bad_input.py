@@ -15,7 +15,14 @@ from pitreos.backup import BackupOptions, run_backup
 from pitreos.errors import SourceChanged
 from pitreos.workspace import Workspace
 
-from .helpers import CHUNK, Result, Runner, assert_same_tree, stop_signals_at_default
+from .helpers import (
+    CHUNK,
+    Result,
+    Runner,
+    assert_same_tree,
+    big_source,
+    stop_signals_at_default,
+)
 from .test_core import backup
 
 
@@ -283,33 +290,37 @@ def test_catalog_from_newer_schema(run: Runner, tree: Path, tmp_path: Path) -> N
     run("list").fails("schema version 99", "upgrade pitreos")
 
 
-def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+def _start(tmp_path: Path, *args: str, under: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    """pitreos with ``args``, run by the command ``under`` (e.g. nohup) when given."""
     env = {**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
            "PITREOS_CATALOG": str(tmp_path / "catalog.sqlite")}
-    return subprocess.Popen([sys.executable, "-m", "pitreos", "--parallel", "1", *args],
+    return subprocess.Popen([*under, sys.executable, "-m", "pitreos", "--parallel", "1", *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=tmp_path, preexec_fn=stop_signals_at_default)
 
 
-def _interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> tuple[str, str]:
+def _signal_when(proc: subprocess.Popen[str], ready: Callable[[], bool],
+                 signum: signal.Signals) -> tuple[str, str]:
+    """Send ``signum`` once ``ready`` (the command still running); its output."""
     deadline = time.monotonic() + 60
     while not ready():
-        assert proc.poll() is None, "finished before it could be interrupted"
+        assert proc.poll() is None, "finished before the signal could be sent"
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
+    return out, err
+
+
+def _interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> tuple[str, str]:
+    out, err = _signal_when(proc, ready, signal.SIGINT)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     return out, err
 
 
 def test_ctrl_c_during_backup_and_restore(tmp_path: Path, run: Runner) -> None:
-    src = tmp_path / "big"
-    src.mkdir()
-    with open(src / "data.bin", "wb") as f:
-        for _ in range(48):
-            f.write(os.urandom(8 << 20))
+    src = big_source(tmp_path, 384)
     # backup: interrupted once the first blobs are stored
     proc = _start(tmp_path, "backup", str(src), "--chunk-size", "1MiB")
     out, _ = _interrupt_when(proc, lambda: len(blob_files(tmp_path)) >= 3)
@@ -331,23 +342,10 @@ def test_ctrl_c_during_backup_and_restore(tmp_path: Path, run: Runner) -> None:
 def test_a_backup_under_nohup_outlives_its_terminal(tmp_path: Path, run: Runner) -> None:
     """nohup starts a command with SIGHUP ignored, so that closing the terminal (which
     sends SIGHUP) does not stop it: pitreos keeps it ignored and finishes the backup."""
-    src = tmp_path / "big"
-    src.mkdir()
-    with open(src / "data.bin", "wb") as f:
-        for _ in range(24):
-            f.write(os.urandom(8 << 20))
-    env = {**os.environ, "PITREOS_STORE": (tmp_path / "store").as_uri(),
-           "PITREOS_CATALOG": str(tmp_path / "catalog.sqlite")}
-    proc = subprocess.Popen(["nohup", sys.executable, "-m", "pitreos", "--parallel", "1",
-                             "backup", str(src), "--chunk-size", "1MiB"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path)
-    deadline = time.monotonic() + 60
-    while len(blob_files(tmp_path)) < 3:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGHUP)  # the terminal closed
-    out, err = proc.communicate(timeout=60)
+    src = big_source(tmp_path, 192)
+    proc = _start(tmp_path, "backup", str(src), "--chunk-size", "1MiB", under=("nohup",))
+    # the terminal closes once the first blobs are stored
+    out, err = _signal_when(proc, lambda: len(blob_files(tmp_path)) >= 3, signal.SIGHUP)
     assert proc.returncode == 0, err
     listed = run("list").ok().stdout.splitlines()
     assert len(listed) == 1 and out.strip() and out.strip() in listed[0]

@@ -35,6 +35,7 @@ from .helpers import (
     Runner,
     assert_no_more_disk,
     assert_same_tree,
+    big_source,
     dirty_byte,
     make_node,
     sparse_copy,
@@ -479,15 +480,6 @@ def test_manifest_entry_named_like_the_marker_is_refused(cli: Runner, store: Bac
 
 # 14. SIGTERM and SIGHUP stop like Ctrl-C; markers of gone processes hold nothing up
 
-def _big_source(tmp_path: Path) -> Path:
-    src = tmp_path / "big"
-    src.mkdir()
-    with open(src / "data.bin", "wb") as f:
-        for _ in range(40):
-            f.write(os.urandom(8 << 20))
-    return src
-
-
 def _start(store: Backend, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, **store.env, "PITREOS_STORE": store.url,
            "PITREOS_CATALOG": str(tmp_path / "c.sqlite")}
@@ -498,7 +490,7 @@ def _start(store: Backend, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_stop_signals_clean_up(store: Backend, tmp_path: Path, signum: int, code: int) -> None:
-    src = _big_source(tmp_path)
+    src = big_source(tmp_path, 320)
     proc = _start(store, tmp_path, "--parallel", "1", "backup", str(src), "--chunk-size",
                   "1MiB")
     deadline = time.monotonic() + 60
@@ -540,7 +532,7 @@ def test_a_backup_in_worker_processes_stopped_leaves_no_process(tmp_path: Path,
     coordinator killed outright takes its workers with it. Either way no manifest, and
     no process of the backup is left behind (a worker left waiting for work once held
     the caller's pipes open: the caller hung)."""
-    src = _big_source(tmp_path)
+    src = big_source(tmp_path, 320)
     store = initialized(Backend("file", (tmp_path / "store").as_uri(), {}))
     env = {**os.environ, "PITREOS_STORE": store.url,
            "PITREOS_CATALOG": str(tmp_path / "c.sqlite")}
