@@ -122,7 +122,13 @@ class DirtyState(PitreosError):
 
 
 class RestoreError(PitreosError):
-    """A restore could not complete."""
+    """A restore could not complete. One caused by a pitreos error exits with its code
+    (a refusal mid-way is still access denied, 12)."""
+
+    def __init__(self, message: str, cause: Exception | None = None) -> None:
+        super().__init__(message)
+        if isinstance(cause, PitreosError):
+            self.exit_code = cause.exit_code
 
 
 class UnfinishedRestore(PitreosError):

@@ -87,8 +87,7 @@ def execute_restore(plan: RestorePlan, repo: Repository, options: RestoreOptions
     except (PitreosError, OSError) as exc:
         raise RestoreError(
             f"restore of {plan.manifest.name} into {dest} failed: {exc}; the files there are "
-            "incomplete: run the same restore again to finish it"
-        ) from exc
+            "incomplete: run the same restore again to finish it", exc) from exc
     marker.unlink()
     _fsync_dir(dest)
     stats.seconds = time.monotonic() - started

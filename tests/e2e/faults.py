@@ -21,6 +21,7 @@ class FaultPlan:
     fail_next: int = 0  # answer with ``fail_status`` instead of forwarding
     fail_status: int = 500
     fail_always: bool = False
+    fail_match: str = ""  # a regular expression the paths failed contain
     truncate_next: int = 0  # cut GET bodies of blobs in half (and lie about it)
     reset_next: int = 0  # close the connection without forwarding or answering
     drop_next: int = 0  # forward (the server acts), then close without answering
@@ -44,14 +45,15 @@ class FaultPlan:
                 return True
             return False
 
-    def take(self) -> str:
+    def take(self, path: str) -> str:
         with self.lock:
             self.requests += 1
-            if self.fail_always:
-                return "fail"
-            if self.fail_next > 0:
-                self.fail_next -= 1
-                return "fail"
+            if re.search(self.fail_match, path):
+                if self.fail_always:
+                    return "fail"
+                if self.fail_next > 0:
+                    self.fail_next -= 1
+                    return "fail"
         if self._count_down("reset_next"):
             return "reset"
         return "pass"
@@ -88,7 +90,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         self.plan.methods.append(self.command)
-        action = self.plan.take()
+        action = self.plan.take(self.path)
         if action == "reset":
             self._hang_up()
             return

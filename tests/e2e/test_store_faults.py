@@ -5,6 +5,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pitreos.manifest import RESTORE_MARKER
+
 from .faults import FaultPlan, address, start_proxy, start_static
 from .helpers import CHUNK, Runner, assert_same_tree
 from .servers import create_gcs_bucket, unique_bucket
@@ -89,6 +91,43 @@ def test_gcs_server_errors_during_backup(run: Runner, tree: Path, tmp_path: Path
         listing = run("list", store=backend.url, env=env,
                       catalog=tmp_path / "fresh.sqlite").ok().stdout.splitlines()
         assert len(listing) == 1  # the failed backup left no manifest
+    finally:
+        proxy.shutdown()
+
+
+def test_gcs_refusals_of_object_requests_name_the_cause(
+        run: Runner, tree: Path, tmp_path: Path, servers: dict[str, Any]) -> None:
+    """A 403 on the object requests (which bypass the SDK) is access denied, exit 12, at
+    once: on writes the backup leaves no manifest, on reads the restore leaves nothing
+    that looks restored; a 429 is transient and retried."""
+    backend = create_gcs_bucket(servers["gcs"])
+    run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
+        env=backend.env).ok()
+    plan = FaultPlan(fail_always=True, fail_status=403, fail_match="^/upload/")
+    proxy = start_proxy(servers["gcs"].endpoint, plan)
+    env = {**backend.env, "STORAGE_EMULATOR_HOST": address(proxy)}
+    try:
+        (tree / "new.bin").write_bytes(b"fresh data" * 1000)
+        started = time.monotonic()
+        run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
+            env=env).fails("access denied: the credentials lack a permission", code=12)
+        plan.fail_match = "^/download/.*blobs%2F"  # the manifest is read, a blob is not
+        dest = tmp_path / "dest"
+        run("restore", "latest", str(dest), store=backend.url, env=env,
+            catalog=tmp_path / "fresh.sqlite").fails(
+            "cannot read blobs/", "access denied: the credentials lack a permission",
+            code=12)
+        assert time.monotonic() - started < 30  # neither was retried for --retry-for
+        assert (dest / RESTORE_MARKER).exists()  # what it wrote says it is unfinished
+        plan.fail_always, plan.fail_status, plan.fail_next = False, 429, 3
+        listing = run("list", store=backend.url, env=env,
+                      catalog=tmp_path / "fresh.sqlite").ok().stdout.splitlines()
+        assert len(listing) == 1  # the refused backup left no manifest
+        run("restore", "latest", str(dest), store=backend.url, env=env,
+            catalog=tmp_path / "fresh.sqlite").ok()
+        assert plan.fail_next == 0  # three downloads were throttled, and retried
+        (tree / "new.bin").unlink()
+        assert_same_tree(tree, dest)
     finally:
         proxy.shutdown()
 
