@@ -3,20 +3,22 @@
 Credentials come from Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS``,
 gcloud's config, the instance's identity). Without any, the client is anonymous, which
 is enough to read a public bucket. ``STORAGE_EMULATOR_HOST`` points it at an emulator.
-The client's own retries are off: :class:`~pitreos.stores.retry.RetryingStore` retries.
+Objects are read, written, checked and deleted over the JSON API directly
+(:mod:`~pitreos.stores.gcsobjects`: a quarter of the SDK's CPU per request); listing and
+the bucket's settings go through the SDK. Neither retries:
+:class:`~pitreos.stores.retry.RetryingStore` does.
 """
 
-import contextlib
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import google.api_core.exceptions as gexc
+import google.auth
 import google.auth.exceptions
 import requests
-from google.auth.credentials import AnonymousCredentials
+import urllib3.exceptions
+from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import storage
-from google.cloud.storage.exceptions import DataCorruption
 
 from ..errors import (
     AccessDenied,
@@ -27,6 +29,7 @@ from ..errors import (
 )
 from ..log import get_logger
 from .base import ObjectInfo, ObjectStoreBase, StoreProperties
+from .gcsobjects import BucketObjects, ChecksumMismatch, HTTPStatusError
 
 log = get_logger(__name__)
 TIMEOUT = (10, 120)  # connect, read (seconds)
@@ -35,19 +38,24 @@ _TRANSIENT = (
     gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway,
     gexc.ServiceUnavailable, gexc.GatewayTimeout, requests.ConnectionError,
     requests.Timeout, requests.exceptions.ChunkedEncodingError,
-    google.auth.exceptions.TransportError, ConnectionError,
-    DataCorruption,  # a body cut short in transit, caught by the crc32c check: fetch again
+    google.auth.exceptions.TransportError, ConnectionError, urllib3.exceptions.HTTPError,
+    ChecksumMismatch,  # a body cut short in transit, caught by the crc32c check: fetch again
 )
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class GCSStore(ObjectStoreBase):
     def __init__(self, bucket: str, prefix: str, url: str, pool_size: int = 32) -> None:
         super().__init__(url, prefix)
         self.properties = StoreProperties(remote=True, connections=pool_size)
-        self.client = _client(pool_size)
+        credentials, project = _credentials()
+        self.client = _client(credentials, project, pool_size)
         self.bucket = self.client.bucket(bucket)
+        self.objects = BucketObjects(self.client.api_endpoint, bucket, credentials, pool_size)
 
     def translate(self, action: str, key: str, exc: Exception) -> StoreError:
+        if isinstance(exc, HTTPStatusError):
+            return self._status_error(action, key, exc)
         if isinstance(exc, gexc.NotFound) and not key:
             return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
         if isinstance(exc, _TRANSIENT):
@@ -56,6 +64,19 @@ class GCSStore(ObjectStoreBase):
             return self.error(action, key, "access denied: the credentials were refused",
                               AccessDenied)
         if isinstance(exc, gexc.Forbidden):
+            return self.error(action, key, "access denied: the credentials lack a "
+                              "permission", AccessDenied)
+        return self.error(action, key, _short(exc))
+
+    def _status_error(self, action: str, key: str, exc: HTTPStatusError) -> StoreError:
+        if exc.status == 404 and "bucket" in str(exc).lower():
+            return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
+        if exc.status in _TRANSIENT_STATUS:
+            return self.error(action, key, _short(exc), TransientStoreError)
+        if exc.status == 401:
+            return self.error(action, key, "access denied: the credentials were refused",
+                              AccessDenied)
+        if exc.status == 403:
             return self.error(action, key, "access denied: the credentials lack a "
                               "permission", AccessDenied)
         return self.error(action, key, _short(exc))
@@ -73,26 +94,18 @@ class GCSStore(ObjectStoreBase):
 
     def get(self, key: str) -> bytes:
         with self.failures("read", key):
-            try:
-                data: bytes = self.bucket.blob(self.prefix + key).download_as_bytes(
-                    timeout=TIMEOUT, retry=None, checksum="crc32c")
-            except gexc.NotFound as exc:
-                raise BlobNotFound(key, self.url) from exc
+            data = self.objects.get(self.prefix + key)
+        if data is None:
+            raise BlobNotFound(key, self.url)
         return data
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
-        kwargs: dict[str, Any] = {} if overwrite else {"if_generation_match": 0}
         with self.failures("write", key):
-            try:
-                self.bucket.blob(self.prefix + key).upload_from_string(
-                    data, timeout=TIMEOUT, retry=None, checksum="crc32c", **kwargs)
-            except gexc.PreconditionFailed:
-                return False
-        return True
+            return self.objects.put(self.prefix + key, data, overwrite=overwrite)
 
     def exists(self, key: str) -> bool:
         with self.failures("check", key):
-            return bool(self.bucket.blob(self.prefix + key).exists(timeout=TIMEOUT, retry=None))
+            return self.objects.exists(self.prefix + key)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # an explicit page size: without one the client asks for none, and a server free
@@ -105,20 +118,25 @@ class GCSStore(ObjectStoreBase):
                 yield ObjectInfo(blob.name[len(self.prefix):], int(blob.size), blob.updated)
 
     def delete(self, key: str) -> None:
-        with self.failures("delete", key), contextlib.suppress(gexc.NotFound):
-            self.bucket.blob(self.prefix + key).delete(timeout=TIMEOUT, retry=None)
+        with self.failures("delete", key):
+            self.objects.delete(self.prefix + key)
 
 
-def _client(pool_size: int) -> storage.Client:
+def _credentials() -> tuple[Credentials, str | None]:
+    """The credentials and project: anonymous for an emulator, else Application Default
+    Credentials, else anonymous (a public bucket can still be read)."""
     if os.environ.get("STORAGE_EMULATOR_HOST"):
-        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
-        client = storage.Client(project="pitreos", credentials=anonymous)
-    else:
-        try:
-            client = storage.Client()
-        except google.auth.exceptions.DefaultCredentialsError:
-            log.info("gcs.anonymous", reason="no application default credentials")
-            client = storage.Client.create_anonymous_client()
+        return AnonymousCredentials(), "pitreos"  # type: ignore[no-untyped-call]
+    try:
+        credentials, project = google.auth.default(scopes=storage.Client.SCOPE)
+    except google.auth.exceptions.DefaultCredentialsError:
+        log.info("gcs.anonymous", reason="no application default credentials")
+        return AnonymousCredentials(), None  # type: ignore[no-untyped-call]
+    return credentials, project
+
+
+def _client(credentials: Credentials, project: str | None, pool_size: int) -> storage.Client:
+    client = storage.Client(project=project, credentials=credentials)  # None: no project
     # one connection per worker, instead of requests' default pool of 10
     adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
     client._http.mount("https://", adapter)

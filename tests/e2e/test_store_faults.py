@@ -132,6 +132,33 @@ def test_gcs_refusals_of_object_requests_name_the_cause(
         proxy.shutdown()
 
 
+def test_gcs_requests_go_through_the_proxy_the_environment_names(
+        run: Runner, tree: Path, tmp_path: Path, servers: dict[str, Any]) -> None:
+    """HTTP_PROXY and NO_PROXY hold for every request to GCS, the object requests
+    included: with the endpoint a name that never resolves, only the proxy reaches it."""
+    backend = create_gcs_bucket(servers["gcs"])
+    plan = FaultPlan()
+    proxy = start_proxy(servers["gcs"].endpoint, plan)  # forwards what it is sent
+    unreachable = "http://gcs.pitreos.invalid:4443"
+    env = {**backend.env, "STORAGE_EMULATOR_HOST": unreachable, "HTTP_PROXY": address(proxy),
+           "http_proxy": address(proxy), "NO_PROXY": "", "no_proxy": ""}
+    try:
+        run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
+            env=env).ok()
+        assert {"GET", "POST"} <= set(plan.methods)  # the listing and the uploads
+        dest = tmp_path / "dest"
+        run("restore", "latest", str(dest), store=backend.url, env=env,
+            catalog=tmp_path / "fresh.sqlite").ok()
+        assert_same_tree(tree, dest)
+        bypassed = {**env, "NO_PROXY": "gcs.pitreos.invalid", "no_proxy": "gcs.pitreos.invalid"}
+        requests_before = plan.requests
+        run("--retry-for", "1s", "list", store=backend.url, env=bypassed,
+            catalog=tmp_path / "other.sqlite").fails(backend.url, code=1)
+        assert plan.requests == requests_before
+    finally:
+        proxy.shutdown()
+
+
 def test_bucket_that_does_not_exist(run: Runner, servers: dict[str, Any],
                                     tmp_path: Path) -> None:
     missing = unique_bucket()
