@@ -47,6 +47,21 @@ def test_exists_and_empty_object(store: Store) -> None:
     assert store.get("locks/empty") == b""
 
 
+def test_names_and_bytes_arrive_as_they_were_sent(store: Store) -> None:
+    """A name with characters a URL must escape, and bytes that look like the framing
+    of a multipart body (a blob stored uncompressed is a user's bytes), over 8 MiB (the
+    GCS SDK switched to another upload kind there): each arrives as it was sent."""
+    name = "manifests/2026-11-27T00-00-00Z--a b+c%41&d=é.yaml"
+    framing = b"\r\n--" + uuid.uuid4().hex.encode() + b"--\r\ncontent-type: x\r\n\r\n"
+    data = framing + bytes(range(256)) * (9 * 4096) + framing
+    assert store.put(name, data) is True
+    assert store.exists(name) is True
+    assert store.get(name) == data
+    assert {i.key: i.size for i in store.list("manifests/2026-11-27")} == {name: len(data)}
+    store.delete(name)
+    assert store.exists(name) is False
+
+
 def test_delete_is_idempotent(store: Store) -> None:
     store.put("blobs/cd/two", b"x")
     store.delete("blobs/cd/two")
