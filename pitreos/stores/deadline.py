@@ -6,6 +6,10 @@ runs on a thread of its own and is abandoned when the deadline passes; the calle
 :class:`~pitreos.errors.TransientStoreError` saying what stalled and for how long, and
 the retry layer above tries again. An abandoned request ends when its socket does; it
 holds no slot of the concurrency limit (this wrapper sits below it).
+
+The threads are kept and reused (:class:`_Runners`): a thread started per request cost
+86 us of CPU each, with the GIL held to start it (py-spy ``--gil`` on a backup through
+the 20 ms proxy: 11.5% of the samples holding the GIL were ``Thread.start``).
 """
 
 import threading
@@ -21,12 +25,52 @@ from .base import ObjectInfo, Store, StoreWrapper
 T = TypeVar("T")
 DEFAULT_REQUEST_TIMEOUT = 120.0  # a 256 MiB chunk at 2.5 MiB/s; 1 MiB chunks need far less
 _END = object()
+_IDLE_SECONDS = 60.0
+
+
+class _Runners:
+    """Daemon threads that run calls, each started when a call finds none idle and kept
+    for the next: a call abandoned at its deadline keeps its thread until it ends, and
+    the next call gets another. Daemons: a stalled request never holds up the exit. A
+    thread idle for ``_IDLE_SECONDS`` ends, so a program that opens stores again and
+    again keeps no threads for those it is done with."""
+
+    def __init__(self) -> None:
+        self._calls: SimpleQueue[Callable[[], None]] = SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def run(self, call: Callable[[], None]) -> None:
+        with self._lock:
+            claimed = self._idle > 0  # an idle thread will take it
+            if claimed:
+                self._idle -= 1
+        self._calls.put(call)
+        if not claimed:
+            threading.Thread(target=self._serve, daemon=True, name="pitreos-request").start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                call = self._calls.get(timeout=_IDLE_SECONDS)
+            except Empty:
+                with self._lock:
+                    # idle and unclaimed: one fewer thread still serves every claim;
+                    # none unclaimed: a call is on its way to one of us
+                    if self._idle > 0:
+                        self._idle -= 1
+                        return
+                continue
+            call()  # a call never raises: it hands its outcome over
+            with self._lock:
+                self._idle += 1
 
 
 class DeadlineStore(StoreWrapper):
     def __init__(self, inner: Store, seconds: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         super().__init__(inner)
         self.seconds = seconds
+        self._runners = _Runners()
 
     def _bounded(self, action: str, key: str, fn: Callable[[], T]) -> T:
         box: Future[T] = Future()
@@ -37,7 +81,7 @@ class DeadlineStore(StoreWrapper):
             except BaseException as exc:  # handed to the caller, whatever it is
                 box.set_exception(exc)
 
-        threading.Thread(target=call, daemon=True, name="pitreos-request").start()
+        self._runners.run(call)
         try:
             return box.result(timeout=self.seconds)
         except FutureTimeout:

@@ -1,8 +1,10 @@
 """The store wrappers: a limit on requests in flight, request counting, and a cache that
 keeps only sound blobs and never serves a rotten copy."""
 
+import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import pytest
@@ -11,6 +13,7 @@ from pitreos.blobcodec import BlobCodec
 from pitreos.errors import TransientStoreError
 from pitreos.hashing import digest
 from pitreos.repository import Repository, blob_is_sound, blob_key, is_blob_key
+from pitreos.stores import deadline
 from pitreos.stores.cache import CachingStore
 from pitreos.stores.counting import CountingStore
 from pitreos.stores.deadline import DeadlineStore
@@ -125,3 +128,66 @@ def test_a_stalled_request_is_cut_at_its_deadline() -> None:
     inner.stall = 0.0
     assert DeadlineStore(inner, 0.2).get("k") == b"v"
     assert [i.key for i in DeadlineStore(inner, 0.2).list("")] == ["k"]
+
+
+class GatedStore(MemoryStore):
+    """A get of ``gated`` waits until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def get(self, key: str) -> bytes:
+        if key == "gated":
+            self.gate.wait(10)
+        return super().get(key)
+
+
+def _request_threads() -> int:
+    return sum(t.name == "pitreos-request" and t.is_alive() for t in threading.enumerate())
+
+
+def test_request_threads_are_reused_and_a_stalled_one_never_blocks_the_next() -> None:
+    inner = GatedStore()
+    inner.put("k", b"v")
+    inner.put("gated", b"late")
+    store = DeadlineStore(inner, 0.2)
+    before = _request_threads()
+    with pytest.raises(TransientStoreError):
+        store.get("gated")  # abandoned: its thread waits on
+    assert [store.get("k") for _ in range(50)] == [b"v"] * 50
+    assert _request_threads() - before == 2  # the stalled one, and one for the 50
+    inner.gate.set()  # the stalled request ends; its thread serves again
+    time.sleep(0.1)
+    assert [store.get("k") for _ in range(50)] == [b"v"] * 50
+    assert _request_threads() - before == 2
+
+
+def test_idle_request_threads_end_while_calls_keep_being_served(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # threads idle 10 ms end while 8 callers pause 0-20 ms between calls, so threads
+    # end and start all along; every call is answered, and in the end none is left
+    monkeypatch.setattr(deadline, "_IDLE_SECONDS", 0.01)
+    inner = MemoryStore()
+    inner.put("k", b"v")
+    store = DeadlineStore(inner, 2.0)
+    before = _request_threads()
+    pauses = random.Random(7)
+
+    def caller(seed: int) -> list[bytes]:
+        rng = random.Random(seed)
+        out = []
+        for _ in range(100):
+            out.append(store.get("k"))
+            time.sleep(rng.random() * 0.02)
+        return out
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(caller, [pauses.randrange(1 << 30) for _ in range(8)]))
+    assert results == [[b"v"] * 100] * 8
+    assert time.monotonic() - started < 10  # 800 calls of ~1 ms paced by ~10 ms pauses
+    deadline_at = time.monotonic() + 5
+    while _request_threads() > before and time.monotonic() < deadline_at:
+        time.sleep(0.02)
+    assert _request_threads() == before  # every idle thread ended
