@@ -4,7 +4,7 @@ Credentials come from Application Default Credentials (``GOOGLE_APPLICATION_CRED
 gcloud's config, the instance's identity). Without any, the client is anonymous, which
 is enough to read a public bucket. ``STORAGE_EMULATOR_HOST`` points it at an emulator.
 Objects are read, written, checked and deleted over the JSON API directly
-(:mod:`~pitreos.stores.gcsobjects`: a quarter of the SDK's CPU per request); listing and
+(:mod:`~pitreos.stores.gcsobjects`: a third of the SDK's CPU per request); listing and
 the bucket's settings go through the SDK. Neither retries:
 :class:`~pitreos.stores.retry.RetryingStore` does.
 """
@@ -29,10 +29,16 @@ from ..errors import (
 )
 from ..log import get_logger
 from .base import ObjectInfo, ObjectStoreBase, StoreProperties
-from .gcsobjects import BucketObjects, ChecksumMismatch, HTTPStatusError
+from .gcsobjects import (
+    CONNECT_SECONDS,
+    READ_SECONDS,
+    BucketObjects,
+    ChecksumMismatch,
+    HTTPStatusError,
+)
 
 log = get_logger(__name__)
-TIMEOUT = (10, 120)  # connect, read (seconds)
+TIMEOUT = (CONNECT_SECONDS, READ_SECONDS)
 LIST_PAGE_SIZE = 1000
 _TRANSIENT = (
     gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway,

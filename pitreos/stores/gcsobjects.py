@@ -30,7 +30,8 @@ from google.auth.transport.urllib3 import AuthorizedHttp
 
 from .._version import __version__
 
-TIMEOUT = urllib3.Timeout(connect=10, read=120)
+CONNECT_SECONDS, READ_SECONDS = 10, 120  # the SDK's requests wait as long
+TIMEOUT = urllib3.Timeout(connect=CONNECT_SECONDS, read=READ_SECONDS)
 
 
 class HTTPStatusError(Exception):
