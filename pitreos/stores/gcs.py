@@ -41,13 +41,14 @@ log = get_logger(__name__)
 TIMEOUT = (CONNECT_SECONDS, READ_SECONDS)
 LIST_PAGE_SIZE = 1000
 _TRANSIENT = (
-    gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway,
-    gexc.ServiceUnavailable, gexc.GatewayTimeout, requests.ConnectionError,
-    requests.Timeout, requests.exceptions.ChunkedEncodingError,
+    requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
     google.auth.exceptions.TransportError, ConnectionError, urllib3.exceptions.HTTPError,
     ChecksumMismatch,  # a body cut short in transit, caught by the crc32c check: fetch again
 )
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_NO_CREDENTIALS = ("access denied: no Google credentials were found, and the bucket refuses "
+                   "anonymous access (set GOOGLE_APPLICATION_CREDENTIALS, or run `gcloud auth "
+                   "application-default login`)")
 
 
 class GCSStore(ObjectStoreBase):
@@ -60,29 +61,21 @@ class GCSStore(ObjectStoreBase):
         self.objects = BucketObjects(self.client.api_endpoint, bucket, credentials, pool_size)
 
     def translate(self, action: str, key: str, exc: Exception) -> StoreError:
-        if isinstance(exc, HTTPStatusError):
-            return self._status_error(action, key, exc)
-        if isinstance(exc, gexc.NotFound) and not key:
+        """The SDK's errors (listing, settings) and the object requests' alike, by the
+        HTTP status they carry."""
+        if isinstance(exc, google.auth.exceptions.InvalidOperation):
+            # a 401 to an anonymous client, which then tried to refresh its credentials
+            return self.error(action, key, _NO_CREDENTIALS, AccessDenied)
+        status = exc.status if isinstance(exc, HTTPStatusError) else \
+            exc.code if isinstance(exc, gexc.GoogleAPICallError) else None
+        if status == 404 and (not key or "bucket" in str(exc).lower()):
             return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
-        if isinstance(exc, _TRANSIENT):
+        if status in _TRANSIENT_STATUS or isinstance(exc, _TRANSIENT):
             return self.error(action, key, _short(exc), TransientStoreError)
-        if isinstance(exc, gexc.Unauthorized):
+        if status == 401:
             return self.error(action, key, "access denied: the credentials were refused",
                               AccessDenied)
-        if isinstance(exc, gexc.Forbidden):
-            return self.error(action, key, "access denied: the credentials lack a "
-                              "permission", AccessDenied)
-        return self.error(action, key, _short(exc))
-
-    def _status_error(self, action: str, key: str, exc: HTTPStatusError) -> StoreError:
-        if exc.status == 404 and "bucket" in str(exc).lower():
-            return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
-        if exc.status in _TRANSIENT_STATUS:
-            return self.error(action, key, _short(exc), TransientStoreError)
-        if exc.status == 401:
-            return self.error(action, key, "access denied: the credentials were refused",
-                              AccessDenied)
-        if exc.status == 403:
+        if status == 403:
             return self.error(action, key, "access denied: the credentials lack a "
                               "permission", AccessDenied)
         return self.error(action, key, _short(exc))

@@ -132,6 +132,29 @@ def test_gcs_refusals_of_object_requests_name_the_cause(
         proxy.shutdown()
 
 
+def test_gcs_refusing_anonymous_access_says_no_credentials_were_found(
+        run: Runner, tree: Path, tmp_path: Path, servers: dict[str, Any]) -> None:
+    """Without credentials pitreos asks GCS anonymously; a private bucket answers 401.
+    That is access denied (exit 12) naming the missing credentials, on the SDK's listing
+    and on the object requests alike, not "Anonymous credentials cannot be refreshed"
+    (exit 1)."""
+    backend = create_gcs_bucket(servers["gcs"])
+    run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
+        env=backend.env).ok()
+    plan = FaultPlan(fail_always=True, fail_status=401, fail_match="^/storage/")
+    proxy = start_proxy(servers["gcs"].endpoint, plan)
+    env = {**backend.env, "STORAGE_EMULATOR_HOST": address(proxy)}
+    try:
+        run("list", store=backend.url, env=env, catalog=tmp_path / "a.sqlite").fails(
+            "cannot open store", "no Google credentials were found", code=12)
+        plan.fail_match = "^/download/.*blobs%2F"  # the manifest is read, a blob is not
+        run("restore", "latest", str(tmp_path / "dest"), store=backend.url, env=env,
+            catalog=tmp_path / "b.sqlite").fails(
+            "cannot read blobs/", "no Google credentials were found", code=12)
+    finally:
+        proxy.shutdown()
+
+
 def test_gcs_requests_go_through_the_proxy_the_environment_names(
         run: Runner, tree: Path, tmp_path: Path, servers: dict[str, Any]) -> None:
     """HTTP_PROXY and NO_PROXY hold for every request to GCS, the object requests
