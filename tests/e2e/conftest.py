@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from .faults import FaultPlan, ProxiedGCS, address, start_proxy
 from .helpers import CHUNK, Result, Runner, make_sparse
-from .servers import CREATORS, Backend, initialized, load_tool
+from .servers import CREATORS, Backend, create_gcs_bucket, initialized, load_tool
 
 
 @pytest.fixture
@@ -116,3 +117,14 @@ def cli(run: Runner, store: Backend) -> Runner:
                    timeout=timeout)
 
     return runner
+
+
+@pytest.fixture
+def gcs_behind_proxy(servers: dict[str, Any]) -> Iterator[ProxiedGCS]:
+    backend = create_gcs_bucket(servers["gcs"])
+    plan = FaultPlan()
+    proxy = start_proxy(servers["gcs"].endpoint, plan)
+    try:
+        yield ProxiedGCS(backend, plan, address(proxy))
+    finally:
+        proxy.shutdown()

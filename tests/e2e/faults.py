@@ -12,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, Thread
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .servers import Backend
+
 
 @dataclass
 class FaultPlan:
@@ -166,3 +168,17 @@ def start_static(directory: Path) -> ThreadingHTTPServer:
 def address(server: ThreadingHTTPServer) -> str:
     host, port = server.server_address[:2]
     return f"http://{host!s}:{port}"
+
+
+@dataclass
+class ProxiedGCS:
+    """A GCS store, and a fault proxy in front of its server that ``plan`` drives."""
+
+    backend: Backend  # reached directly: its url, and an env without the proxy
+    plan: FaultPlan
+    address: str  # the proxy's http://host:port
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment that sends every request through the proxy."""
+        return {**self.backend.env, "STORAGE_EMULATOR_HOST": self.address}

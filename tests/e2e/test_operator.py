@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pitreos.sparse import allocated_bytes
 
-from .faults import FaultPlan, address, start_proxy
+from .faults import ProxiedGCS
 from .helpers import CHUNK, SCHEMAS, Result, Runner, document, make_node, write_at
 from .servers import create_gcs_bucket
 
@@ -271,22 +270,10 @@ def test_metrics_file_that_cannot_be_written(run: Runner, tree: Path, tmp_path: 
 # progress off a terminal
 
 
-@pytest.fixture
-def stalling_gcs(servers: dict[str, Any]) -> Iterator[tuple[FaultPlan, str, dict[str, str]]]:
-    """A GCS store behind a proxy that the test can make stall."""
-    backend = create_gcs_bucket(servers["gcs"])
-    plan = FaultPlan()
-    proxy = start_proxy(servers["gcs"].endpoint, plan)
-    try:
-        yield plan, backend.url, {**backend.env, "STORAGE_EMULATOR_HOST": address(proxy)}
-    finally:
-        proxy.shutdown()
-
-
 def test_progress_lines_off_a_terminal(run: Runner, tree: Path, tmp_path: Path,
-                                       stalling_gcs: tuple[FaultPlan, str, dict[str, str]]
+                                       gcs_behind_proxy: ProxiedGCS
                                        ) -> None:
-    plan, url, env = stalling_gcs
+    plan, url, env = gcs_behind_proxy.plan, gcs_behind_proxy.backend.url, gcs_behind_proxy.env
     name = run("backup", str(tree), "--chunk-size", str(CHUNK), store=url,
                env=env).ok().stdout.strip()
     # one blob stalls: the restore is alive all the same
@@ -375,9 +362,9 @@ def _soft_delete(method: str, path: str, body: bytes) -> bytes:
 
 
 def test_gc_warns_of_gcs_soft_delete(run: Runner, tree: Path, tmp_path: Path,
-                                     stalling_gcs: tuple[FaultPlan, str, dict[str, str]]
+                                     gcs_behind_proxy: ProxiedGCS
                                      ) -> None:
-    plan, url, env = stalling_gcs
+    plan, url, env = gcs_behind_proxy.plan, gcs_behind_proxy.backend.url, gcs_behind_proxy.env
     for _ in range(2):
         run("backup", str(tree), store=url, env=env).ok()
         write_at(tree / "small.txt", 0, os.urandom(8))

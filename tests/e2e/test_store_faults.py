@@ -7,9 +7,9 @@ from typing import Any
 
 from pitreos.manifest import RESTORE_MARKER
 
-from .faults import FaultPlan, address, start_proxy, start_static
+from .faults import FaultPlan, ProxiedGCS, address, start_proxy, start_static
 from .helpers import CHUNK, Runner, assert_same_tree
-from .servers import create_gcs_bucket, unique_bucket
+from .servers import unique_bucket
 
 
 def _published(run: Runner, tree: Path, tmp_path: Path, plan: FaultPlan) -> tuple[str, Any]:
@@ -71,115 +71,91 @@ def test_blob_truncated_in_transit(run: Runner, tree: Path, tmp_path: Path) -> N
 
 
 def test_gcs_server_errors_during_backup(run: Runner, tree: Path, tmp_path: Path,
-                                         servers: dict[str, Any]) -> None:
+                                         gcs_behind_proxy: ProxiedGCS) -> None:
     """fake-gcs-server behind the proxy: writes fail a few times, the backup succeeds;
     when they keep failing, the backup fails and leaves no manifest."""
-    backend = create_gcs_bucket(servers["gcs"])
-    plan = FaultPlan()
-    proxy = start_proxy(servers["gcs"].endpoint, plan)
-    env = {**backend.env, "STORAGE_EMULATOR_HOST": address(proxy)}
-    try:
-        plan.fail_next = 5
-        run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
-            env=env).ok()
-        assert plan.fail_next == 0
-        plan.fail_always = True
-        (tree / "new.bin").write_bytes(b"fresh data" * 1000)
-        run("--retry-for", "5s", "backup", str(tree), "--chunk-size", str(CHUNK),
-            store=backend.url, env=env).fails(backend.url, "gave up")
-        plan.fail_always = False
-        listing = run("list", store=backend.url, env=env,
-                      catalog=tmp_path / "fresh.sqlite").ok().stdout.splitlines()
-        assert len(listing) == 1  # the failed backup left no manifest
-    finally:
-        proxy.shutdown()
+    plan, url, env = gcs_behind_proxy.plan, gcs_behind_proxy.backend.url, gcs_behind_proxy.env
+    plan.fail_next = 5
+    run("backup", str(tree), "--chunk-size", str(CHUNK), store=url, env=env).ok()
+    assert plan.fail_next == 0
+    plan.fail_always = True
+    (tree / "new.bin").write_bytes(b"fresh data" * 1000)
+    run("--retry-for", "5s", "backup", str(tree), "--chunk-size", str(CHUNK),
+        store=url, env=env).fails(url, "gave up")
+    plan.fail_always = False
+    listing = run("list", store=url, env=env,
+                  catalog=tmp_path / "fresh.sqlite").ok().stdout.splitlines()
+    assert len(listing) == 1  # the failed backup left no manifest
 
 
 def test_gcs_refusals_of_object_requests_name_the_cause(
-        run: Runner, tree: Path, tmp_path: Path, servers: dict[str, Any]) -> None:
+        run: Runner, tree: Path, tmp_path: Path, gcs_behind_proxy: ProxiedGCS) -> None:
     """A 403 on the object requests (which bypass the SDK) is access denied, exit 12, at
     once: on writes the backup leaves no manifest, on reads the restore leaves nothing
     that looks restored; a 429 is transient and retried."""
-    backend = create_gcs_bucket(servers["gcs"])
-    run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
-        env=backend.env).ok()
-    plan = FaultPlan(fail_always=True, fail_status=403, fail_match="^/upload/")
-    proxy = start_proxy(servers["gcs"].endpoint, plan)
-    env = {**backend.env, "STORAGE_EMULATOR_HOST": address(proxy)}
-    try:
-        (tree / "new.bin").write_bytes(b"fresh data" * 1000)
-        started = time.monotonic()
-        run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
-            env=env).fails("access denied: the credentials lack a permission", code=12)
-        plan.fail_match = "^/download/.*blobs%2F"  # the manifest is read, a blob is not
-        dest = tmp_path / "dest"
-        run("restore", "latest", str(dest), store=backend.url, env=env,
-            catalog=tmp_path / "fresh.sqlite").fails(
-            "cannot read blobs/", "access denied: the credentials lack a permission",
-            code=12)
-        assert time.monotonic() - started < 30  # neither was retried for --retry-for
-        assert (dest / RESTORE_MARKER).exists()  # what it wrote says it is unfinished
-        plan.fail_always, plan.fail_status, plan.fail_next = False, 429, 3
-        listing = run("list", store=backend.url, env=env,
-                      catalog=tmp_path / "fresh.sqlite").ok().stdout.splitlines()
-        assert len(listing) == 1  # the refused backup left no manifest
-        run("restore", "latest", str(dest), store=backend.url, env=env,
-            catalog=tmp_path / "fresh.sqlite").ok()
-        assert plan.fail_next == 0  # three downloads were throttled, and retried
-        (tree / "new.bin").unlink()
-        assert_same_tree(tree, dest)
-    finally:
-        proxy.shutdown()
+    plan, url, env = gcs_behind_proxy.plan, gcs_behind_proxy.backend.url, gcs_behind_proxy.env
+    run("backup", str(tree), "--chunk-size", str(CHUNK), store=url, env=env).ok()
+    plan.fail_always, plan.fail_status, plan.fail_match = True, 403, "^/upload/"
+    (tree / "new.bin").write_bytes(b"fresh data" * 1000)
+    started = time.monotonic()
+    run("backup", str(tree), "--chunk-size", str(CHUNK), store=url, env=env).fails(
+        "access denied: the credentials lack a permission", code=12)
+    plan.fail_match = "^/download/.*blobs%2F"  # the manifest is read, a blob is not
+    dest = tmp_path / "dest"
+    run("restore", "latest", str(dest), store=url, env=env,
+        catalog=tmp_path / "fresh.sqlite").fails(
+        "cannot read blobs/", "access denied: the credentials lack a permission", code=12)
+    assert time.monotonic() - started < 30  # neither was retried for --retry-for
+    assert (dest / RESTORE_MARKER).exists()  # what it wrote says it is unfinished
+    plan.fail_always, plan.fail_status, plan.fail_next = False, 429, 3
+    listing = run("list", store=url, env=env,
+                  catalog=tmp_path / "fresh.sqlite").ok().stdout.splitlines()
+    assert len(listing) == 1  # the refused backup left no manifest
+    run("restore", "latest", str(dest), store=url, env=env,
+        catalog=tmp_path / "fresh.sqlite").ok()
+    assert plan.fail_next == 0  # three downloads were throttled, and retried
+    (tree / "new.bin").unlink()
+    assert_same_tree(tree, dest)
 
 
 def test_gcs_refusing_anonymous_access_says_no_credentials_were_found(
-        run: Runner, tree: Path, tmp_path: Path, servers: dict[str, Any]) -> None:
+        run: Runner, tree: Path, tmp_path: Path, gcs_behind_proxy: ProxiedGCS) -> None:
     """Without credentials pitreos asks GCS anonymously; a private bucket answers 401.
     That is access denied (exit 12) naming the missing credentials, on the SDK's listing
     and on the object requests alike, not "Anonymous credentials cannot be refreshed"
     (exit 1)."""
-    backend = create_gcs_bucket(servers["gcs"])
-    run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
-        env=backend.env).ok()
-    plan = FaultPlan(fail_always=True, fail_status=401, fail_match="^/storage/")
-    proxy = start_proxy(servers["gcs"].endpoint, plan)
-    env = {**backend.env, "STORAGE_EMULATOR_HOST": address(proxy)}
-    try:
-        run("list", store=backend.url, env=env, catalog=tmp_path / "a.sqlite").fails(
-            "cannot open store", "no Google credentials were found", code=12)
-        plan.fail_match = "^/download/.*blobs%2F"  # the manifest is read, a blob is not
-        run("restore", "latest", str(tmp_path / "dest"), store=backend.url, env=env,
-            catalog=tmp_path / "b.sqlite").fails(
-            "cannot read blobs/", "no Google credentials were found", code=12)
-    finally:
-        proxy.shutdown()
+    plan, url, env = gcs_behind_proxy.plan, gcs_behind_proxy.backend.url, gcs_behind_proxy.env
+    run("backup", str(tree), "--chunk-size", str(CHUNK), store=url, env=env).ok()
+    plan.fail_always, plan.fail_status, plan.fail_match = True, 401, "^/storage/"
+    run("list", store=url, env=env, catalog=tmp_path / "a.sqlite").fails(
+        "cannot open store", "no Google credentials were found", code=12)
+    plan.fail_match = "^/download/.*blobs%2F"  # the manifest is read, a blob is not
+    run("restore", "latest", str(tmp_path / "dest"), store=url, env=env,
+        catalog=tmp_path / "b.sqlite").fails(
+        "cannot read blobs/", "no Google credentials were found", code=12)
 
 
 def test_gcs_requests_go_through_the_proxy_the_environment_names(
-        run: Runner, tree: Path, tmp_path: Path, servers: dict[str, Any]) -> None:
+        run: Runner, tree: Path, tmp_path: Path, gcs_behind_proxy: ProxiedGCS) -> None:
     """HTTP_PROXY and NO_PROXY hold for every request to GCS, the object requests
-    included: with the endpoint a name that never resolves, only the proxy reaches it."""
-    backend = create_gcs_bucket(servers["gcs"])
-    plan = FaultPlan()
-    proxy = start_proxy(servers["gcs"].endpoint, plan)  # forwards what it is sent
-    unreachable = "http://gcs.pitreos.invalid:4443"
-    env = {**backend.env, "STORAGE_EMULATOR_HOST": unreachable, "HTTP_PROXY": address(proxy),
-           "http_proxy": address(proxy), "NO_PROXY": "", "no_proxy": ""}
-    try:
-        run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
-            env=env).ok()
-        assert {"GET", "POST"} <= set(plan.methods)  # the listing and the uploads
-        dest = tmp_path / "dest"
-        run("restore", "latest", str(dest), store=backend.url, env=env,
-            catalog=tmp_path / "fresh.sqlite").ok()
-        assert_same_tree(tree, dest)
-        bypassed = {**env, "NO_PROXY": "gcs.pitreos.invalid", "no_proxy": "gcs.pitreos.invalid"}
-        requests_before = plan.requests
-        run("--retry-for", "1s", "list", store=backend.url, env=bypassed,
-            catalog=tmp_path / "other.sqlite").fails(backend.url, code=1)
-        assert plan.requests == requests_before
-    finally:
-        proxy.shutdown()
+    included: with the endpoint a name that never resolves, only the proxy (which
+    forwards what it is sent) reaches it."""
+    plan, url, proxy = gcs_behind_proxy.plan, gcs_behind_proxy.backend.url, \
+        gcs_behind_proxy.address
+    env = {**gcs_behind_proxy.backend.env,
+           "STORAGE_EMULATOR_HOST": "http://gcs.pitreos.invalid:4443",
+           "HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "", "no_proxy": ""}
+    run("backup", str(tree), "--chunk-size", str(CHUNK), store=url, env=env).ok()
+    assert {"GET", "POST"} <= set(plan.methods)  # the listing and the uploads
+    dest = tmp_path / "dest"
+    run("restore", "latest", str(dest), store=url, env=env,
+        catalog=tmp_path / "fresh.sqlite").ok()
+    assert_same_tree(tree, dest)
+    bypassed = {**env, "NO_PROXY": "gcs.pitreos.invalid", "no_proxy": "gcs.pitreos.invalid"}
+    requests_before = plan.requests
+    run("--retry-for", "1s", "list", store=url, env=bypassed,
+        catalog=tmp_path / "other.sqlite").fails(url, code=1)
+    assert plan.requests == requests_before
 
 
 def test_bucket_that_does_not_exist(run: Runner, servers: dict[str, Any],
@@ -225,24 +201,17 @@ def test_missing_optional_extra(run: Runner, tmp_path: Path) -> None:
 
 
 def test_gcs_body_truncated_in_transit(run: Runner, tree: Path, tmp_path: Path,
-                                      servers: dict[str, Any]) -> None:
+                                      gcs_behind_proxy: ProxiedGCS) -> None:
     """A GCS body cut short behind a consistent Content-Length fails the client's crc32c
     check: it is fetched again, as on every backend, and the restore succeeds."""
-    backend = create_gcs_bucket(servers["gcs"])
-    run("backup", str(tree), "--chunk-size", str(CHUNK), store=backend.url,
-        env=backend.env).ok()
-    plan = FaultPlan()
-    proxy = start_proxy(servers["gcs"].endpoint, plan)
-    env = {**backend.env, "STORAGE_EMULATOR_HOST": address(proxy)}
-    try:
-        plan.truncate_next = 3
-        dest = tmp_path / "dest"
-        run("restore", "latest", str(dest), store=backend.url, env=env,
-            catalog=tmp_path / "fresh.sqlite").ok()
-        assert plan.truncate_next == 0  # three bodies were cut, and fetched again
-        assert_same_tree(tree, dest)
-    finally:
-        proxy.shutdown()
+    plan, url, env = gcs_behind_proxy.plan, gcs_behind_proxy.backend.url, gcs_behind_proxy.env
+    run("backup", str(tree), "--chunk-size", str(CHUNK), store=url, env=env).ok()
+    plan.truncate_next = 3
+    dest = tmp_path / "dest"
+    run("restore", "latest", str(dest), store=url, env=env,
+        catalog=tmp_path / "fresh.sqlite").ok()
+    assert plan.truncate_next == 0  # three bodies were cut, and fetched again
+    assert_same_tree(tree, dest)
 
 
 def test_a_clock_off_by_hours_is_reported_as_such(run: Runner, servers: dict[str, Any],
