@@ -186,7 +186,7 @@ def limit_in_place(files: list[Path], chunk: int, workers: int, out: Path,
                    ) -> dict[str, Any]:
     """What an in-place restore cannot avoid: read and blake3 the local data, then
     write the chunks that differ from the backup (decompressed from the limit backup's
-    output, both hashes checked, synced)."""
+    output, sha1 and blake3 computed, synced)."""
     scan = limit_read_blake3(files, chunk, workers)
     written = limit_restore(out, source_root, dest_root, workers, only=changed)
     return {"bytes": scan["bytes"], "written": written["bytes"]}
