@@ -50,6 +50,7 @@ from pitreos.sparse import (  # noqa: E402
 from pitreos.workspace import default_workers  # noqa: E402
 
 CORES = usable_cores()
+PEERS = ("restic", "borg", "casync")
 
 
 # Child side: run one measured thing and report ------------------------------------
@@ -581,10 +582,10 @@ class Bench:
         return str(name)  # the base backup, left in store-full
 
     def backup_to_ram(self, limit: float) -> None:
-        """The full backup to a store in RAM (tmpfs), with the default workers, 1 and 2: how
-        much of the gap to the limit is the file system's cost per stored object, and
-        whether the work scales across cores when it is CPU-bound (the GIL must not be
-        the bottleneck)."""
+        """The full backup to a store in RAM (tmpfs) by ``--parallel``: 1, 2, 4, ... up to
+        the cores, and the default: how much of the gap to the limit is the file system's
+        cost per stored object, and how far the work scales across cores when it is
+        CPU-bound (the GIL must not be the bottleneck; issue 15's sweep)."""
         ram = Path("/dev/shm")
         if not ram.is_dir() or shutil.disk_usage(ram).free < 2 * self.data:
             self.notes.append("full backup to a store in RAM: not run (/dev/shm is missing "
@@ -600,20 +601,23 @@ class Bench:
                     "chunk": self.chunk, "source": str(self.node), "workers": workers}
 
         default = default_workers()
+        sweep = {default} | {2**k for k in range(CORES.bit_length()) if 2**k <= CORES} | {2}
         try:
             runs = {w: self.repeat(partial(_spec_for, spec, w), [self.node])
-                    for w in sorted({1, 2, default})}
+                    for w in sorted(sweep)}
         finally:
             drop_dir(store)
+        one = _median_seconds(runs[1])
         self.rows.append(Row(f"full backup to a store in RAM, {default} workers", runs[default],
                              self.data, limit,
-                             note="limit: the full backup's (output file on disk)"))
-        if default != 2:
-            self.rows.append(Row("  the same, 2 workers", runs[2], self.data))
-        speedup = _median_seconds(runs[1]) / _median_seconds(runs[2])
-        self.rows.append(Row("  the same, 1 worker", runs[1], self.data,
-                             note=f"2 workers are {speedup:.2f}x faster than 1",
-                             values={"speedup": speedup}))
+                             note="limit: the full backup's (output file on disk); "
+                             f"{one / _median_seconds(runs[default]):.2f}x faster than 1 worker"))
+        for workers in sorted(sweep - {default}, reverse=True):
+            speedup = one / _median_seconds(runs[workers])
+            self.rows.append(Row(f"  the same, {workers} worker{'s' * (workers > 1)}",
+                                 runs[workers], self.data, values={"speedup": speedup},
+                                 note=f"{speedup:.2f}x faster than 1 worker"
+                                 if workers > 1 else ""))
 
     def object_cost(self, count: int = 2000, size: int = 320_000) -> None:
         """CPU time to create one stored object (as the local store does: O_TMPFILE,
@@ -974,8 +978,13 @@ class Bench:
         empty directory, and a restore over that restore with 1% of its state pages
         changed. Peers write in this order too, so each meets the same page cache."""
         work = self.work / "peers"
-        tools = ["pitreos"] + [p for p in ("restic", "borg", "casync") if shutil.which(p)]
-        missing = sorted({"restic", "borg", "casync"} - set(tools))
+        asked = self.args.peers.split(",")
+        unknown = sorted(set(asked) - set(PEERS))
+        if unknown:
+            raise SystemExit(f"--peers: no such peer: {', '.join(unknown)} (known: "
+                             f"{', '.join(PEERS)})")
+        tools = ["pitreos"] + [p for p in PEERS if p in asked and shutil.which(p)]
+        missing = sorted(set(asked) - set(tools))
         table: dict[str, dict[str, float]] = {}
         for tool in tools:
             drop_dir(work)
@@ -1019,7 +1028,7 @@ class Bench:
         if init is None:
             repo.mkdir()
         else:
-            subprocess.run(init, env={**os.environ, "PYTHONPATH": str(ROOT), **peer.env},
+            subprocess.run(init, env={**os.environ, "PYTHONPATH": _with_root(), **peer.env},
                            check=True, capture_output=True)
         for name in ("first", "second"):
             argv, cwd = peer.backup(repo, src, name)
@@ -1106,12 +1115,18 @@ def _run_peer(argv: list[str], cwd: Path, env: dict[str, str], warm: list[Path],
               cold: bool) -> float:
     settle(warm, cold)
     started = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    proc = subprocess.run(argv, cwd=cwd, env={**os.environ, "PYTHONPATH": _with_root(), **env},
                           capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
     return seconds
+
+
+def _with_root() -> str:
+    """PYTHONPATH with the checkout first, keeping what the caller set (packages installed
+    with pip --target on a bare machine)."""
+    return os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def _median_seconds(runs: list[dict[str, Any]]) -> float:
@@ -1202,9 +1217,11 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--workdir", default=str(TOOLS / "bench-data"))
     parser.add_argument("--cases", default="core")
-    parser.add_argument("--peers", action="store_true",
-                        help="run restic, borg and casync (where installed) through the "
-                        "same steps on the same data (target 2 of issue 15)")
+    parser.add_argument("--peers", nargs="?", const=",".join(PEERS), default="",
+                        metavar="NAMES",
+                        help="run restic, borg and casync (where installed; or only the "
+                        "comma-separated NAMES) through the same steps on the same data "
+                        "(target 2 of issue 15)")
     parser.add_argument("--gil", action="store_true",
                         help="sample the GIL share of full backup, full restore and "
                         "in-place restore with py-spy (target 1 of issue 15)")
@@ -1222,32 +1239,41 @@ def main() -> None:
     args.chunk_size = args.chunk_size or DEFAULT_CHUNK_SIZE
     bench = Bench(args)
     cases = set(args.cases.split(","))
-    bench.prepare()
-    base = bench.full_backup_and_restore()
-    bench.object_cost()
-    bench.incremental(base)
-    bench.in_place_restore(base)
-    if "all" in cases or "sync" in cases:
-        bench.catalog_sync()
-    if "all" in cases or "appendonly" in cases:
-        bench.appendonly()
-    if "all" in cases or "servers" in cases:
-        bench.servers()
-    if "all" in cases or "gc" in cases:
-        bench.gc_and_verify()
-    if "all" in cases or "latency" in cases:
-        bench.latency(base)
-    if "million" in cases:  # not in "all": it fills a store of a million blobs
-        bench.million()
-    if args.peers:
-        bench.peers()
-    bench.startup()
-    text = bench.report()
-    print(text)
     results = TOOLS / "bench-results"
     results.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
-    (results / f"{stamp}-{args.scale}.txt").write_text(text + "\n")
+    saved = results / f"{stamp}-{args.scale}.txt"
+
+    def save() -> None:
+        """Write the table so far after each case, so that a run stopped part-way (a
+        lent machine's time running out) still leaves what it measured."""
+        saved.write_text(bench.report() + "\n")
+
+    bench.prepare()
+    base = bench.full_backup_and_restore()
+    save()
+    bench.object_cost()
+    bench.incremental(base)
+    save()
+    bench.in_place_restore(base)
+    save()
+    optional: list[tuple[str, Callable[[], None]]] = [
+        ("sync", bench.catalog_sync), ("appendonly", bench.appendonly),
+        ("servers", bench.servers), ("gc", bench.gc_and_verify),
+        ("latency", partial(bench.latency, base))]
+    for case, run in optional:
+        if "all" in cases or case in cases:
+            run()
+            save()
+    if "million" in cases:  # not in "all": it fills a store of a million blobs
+        bench.million()
+        save()
+    if args.peers:
+        bench.peers()
+        save()
+    bench.startup()
+    save()
+    print(saved.read_text(), end="")
 
 
 if __name__ == "__main__":
