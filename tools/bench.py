@@ -11,6 +11,7 @@ tools/bench-results/<UTC date>-<scale>.txt.
 """
 
 import argparse
+import bisect
 import hashlib
 import json
 import os
@@ -18,10 +19,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -90,41 +90,124 @@ def _hash(data: bytes | bytearray) -> None:
     blake3.blake3(data).digest()
 
 
+# The limit pipelines hand out tasks of BATCH chunks (16 MiB, as pitreos's worker tasks
+# do), to threads on a few cores and to processes on more. On 16 cores the limit on
+# threads, one task a chunk, took 2.35 s for the full backup that pitreos (on processes)
+# did in 1.70 s (2026-11-27T04-00-19Z-small-16-cores): the Python around each chunk held
+# it to what one GIL allows, so it was no limit. On 2 cores threads stay: the GIL is not
+# the bound there, and worker processes would cost their start.
+BATCH = 16
+PROCESS_CORES = 4
+
+Extents = list[tuple[int, int]]
+
+
+def _run_batches(fn: Callable[[Any], Any], tasks: list[Any], workers: int) -> list[Any]:
+    executor: Executor
+    if CORES > PROCESS_CORES:
+        import multiprocessing
+
+        # fork: the measured child has no threads when it starts them, and its workers
+        # then start in milliseconds, the imports already done
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    else:
+        executor = ThreadPoolExecutor(workers)
+    with executor:
+        return list(executor.map(fn, tasks))
+
+
+def _batches(items: list[Any]) -> list[list[Any]]:
+    return [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
+
+
+def _clip(extents: Extents, start: int, end: int) -> Extents:
+    """The extents that overlap ``[start, end)``: what a task reading there needs, so
+    that a task carries a few extents, not a whole file's."""
+    first = max(0, bisect.bisect_right(extents, (start, start)) - 1)
+    return [e for e in extents[first:bisect.bisect_left(extents, (end, end))]
+            if e[1] > start and e[0] < end]
+
+
+def _extents_for(batch: list[tuple[str, int, int, int]], extents: dict[str, Extents]
+                 ) -> dict[str, Extents]:
+    spans: dict[str, tuple[int, int]] = {}
+    for path, offset, length, *_ in batch:
+        low, high = spans.get(path, (offset, offset + length))
+        spans[path] = min(low, offset), max(high, offset + length)
+    return {path: _clip(extents[path], *span) for path, span in spans.items()}
+
+
+def _open_all(paths: Iterable[str], flags: int) -> dict[str, int]:
+    return {path: os.open(path, flags) for path in set(paths)}
+
+
+def _close_all(fds: Iterable[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _backup_task(task: tuple[str, int, list[tuple[str, int, int, int]], dict[str, Extents]]
+                 ) -> list[tuple[str, int, int, int]]:
+    """Read, skip zeros, sha1 + blake3, zstd each chunk; write it at its slot."""
+    out, level, items, extents = task
+    comp = zstandard.ZstdCompressor(level=level)
+    fds = _open_all((item[0] for item in items), os.O_RDONLY)
+    out_fd = os.open(out, os.O_WRONLY)
+    index = []
+    try:
+        for path, offset, length, slot in items:
+            data = read_nonzero(fds[path], offset, length, extents[path])
+            if data is None:
+                continue
+            _hash(data)
+            packed = comp.compress(data)
+            pwrite_all(out_fd, packed, slot)
+            index.append((path, offset, slot, len(packed)))
+    finally:
+        _close_all([*fds.values(), out_fd])
+    return index
+
+
 def limit_backup(files: list[Path], out: Path, chunk: int, workers: int, level: int,
                  ranges: list[tuple[Path, int, int]] | None = None) -> dict[str, Any]:
     """Read the data extents (holes are zeros: not read), skip chunks of zeros, sha1 +
-    blake3, zstd at the same level, write to one file."""
+    blake3, zstd at the same level, write to one file. Each chunk has a slot of its own
+    in the file (its number times zstd's bound), so tasks write with no coordination;
+    the slots' unused ends are holes."""
     todo = ranges if ranges is not None else list(_chunks_with_data(files, chunk))
-    out_fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    fds = {p: os.open(p, os.O_RDONLY) for p in {t[0] for t in todo}}
-    extents = {p: _extents_of(p) for p in fds}
-    lock = threading.Lock()
-    position = [0]
-    index: list[tuple[str, int, int, int]] = []
-    local = threading.local()
-
-    def work(item: tuple[Path, int, int]) -> None:
-        path, offset, length = item
-        comp = getattr(local, "c", None) or zstandard.ZstdCompressor(level=level)
-        local.c = comp
-        data = read_nonzero(fds[path], offset, length, extents[path])
-        if data is None:
-            return
-        _hash(data)
-        packed = comp.compress(data)
-        with lock:
-            at = position[0]
-            position[0] += len(packed)
-            index.append((str(path), offset, at, len(packed)))
-        pwrite_all(out_fd, packed, at)
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, todo))
-    os.fsync(out_fd)  # a backup is not done until it is durable
-    for fd in (*fds.values(), out_fd):
-        os.close(fd)
+    slot = chunk + chunk // 128 + 4096  # >= zstd's compressed size bound for a chunk
+    items = [(str(path), offset, length, i * slot)
+             for i, (path, offset, length) in enumerate(todo)]
+    extents = {str(p): _extents_of(p) for p in {t[0] for t in todo}}
+    os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+    tasks = [(str(out), level, batch, _extents_for(batch, extents))
+             for batch in _batches(items)]
+    index = [entry for part in _run_batches(_backup_task, tasks, workers) for entry in part]
+    fd = os.open(out, os.O_WRONLY)
+    os.fsync(fd)  # a backup is not done until it is durable
+    os.close(fd)
     (out.with_suffix(".index")).write_text(json.dumps(index))
-    return {"bytes": sum(t[2] for t in todo), "stored": position[0]}
+    return {"bytes": sum(t[2] for t in todo), "stored": sum(e[3] for e in index)}
+
+
+def _restore_task(task: tuple[str, list[tuple[str, int, int, int]]]) -> int:
+    """Read each chunk from the output, decompress, sha1 + blake3, write its non-zero
+    runs."""
+    out, items = task
+    dec = zstandard.ZstdDecompressor()
+    in_fd = os.open(out, os.O_RDONLY)
+    fds = _open_all((item[0] for item in items), os.O_WRONLY)
+    total = 0
+    try:
+        for dest, offset, at, length in items:
+            data = dec.decompress(pread_exact(in_fd, length, at))
+            _hash(data)
+            for start, end in nonzero_runs(data):
+                pwrite_all(fds[dest], memoryview(data)[start:end], offset + start)
+            total += len(data)
+    finally:
+        _close_all([*fds.values(), in_fd])
+    return total
 
 
 def limit_restore(out: Path, source_root: Path, dest_root: Path, workers: int,
@@ -133,52 +216,44 @@ def limit_restore(out: Path, source_root: Path, dest_root: Path, workers: int,
     chunks, as source path and offset, to write; the others are left alone)."""
     index = [entry for entry in json.loads(out.with_suffix(".index").read_text())
              if only is None or (entry[0], entry[1]) in only]
-    in_fd = os.open(out, os.O_RDONLY)
-    dests: dict[str, int] = {}
+    dests: dict[str, str] = {}
     for src, *_ in index:
         if src not in dests:
             target = dest_root / Path(src).relative_to(source_root)
             target.parent.mkdir(parents=True, exist_ok=True)
-            dests[src] = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
-            os.ftruncate(dests[src], Path(src).stat().st_size)
-    local = threading.local()
-    total = [0]
-
-    def work(item: list[Any]) -> None:
-        src, offset, at, length = item
-        dec = getattr(local, "d", None) or zstandard.ZstdDecompressor()
-        local.d = dec
-        data = dec.decompress(pread_exact(in_fd, length, at))
-        _hash(data)
-        for start, end in nonzero_runs(data):
-            pwrite_all(dests[src], memoryview(data)[start:end], offset + start)
-        total[0] += len(data)
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, index))
-    for fd in dests.values():
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+            os.ftruncate(fd, Path(src).stat().st_size)
+            os.close(fd)
+            dests[src] = str(target)
+    items = [(dests[src], offset, at, length) for src, offset, at, length in index]
+    total = sum(_run_batches(_restore_task, [(str(out), batch) for batch in _batches(items)],
+                             workers))
+    for path in dests.values():
+        fd = os.open(path, os.O_WRONLY)
         os.fsync(fd)
         os.close(fd)
-    os.close(in_fd)
-    return {"bytes": total[0]}
+    return {"bytes": total}
+
+
+def _read_blake3_task(task: tuple[list[tuple[str, int, int]], dict[str, Extents]]) -> None:
+    items, extents = task
+    fds = _open_all((item[0] for item in items), os.O_RDONLY)
+    try:
+        for path, offset, length in items:
+            blake3.blake3(read_range(fds[path], offset, length, extents[path])).digest()
+    finally:
+        _close_all(fds.values())
 
 
 def limit_read_blake3(files: list[Path], chunk: int, workers: int) -> dict[str, Any]:
     """Read the data of ``files`` and blake3 it (equal blake3, equal bytes): what an
     in-place restore cannot avoid, and what finding the changed chunks of a file changed
     in place costs at the least."""
-    todo = list(_chunks_with_data(files, chunk))
-    fds = {p: os.open(p, os.O_RDONLY) for p in {t[0] for t in todo}}
-    extents = {p: _extents_of(p) for p in fds}
-
-    def work(item: tuple[Path, int, int]) -> None:
-        path, offset, length = item
-        blake3.blake3(read_range(fds[path], offset, length, extents[path])).digest()
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, todo))
-    for fd in fds.values():
-        os.close(fd)
+    todo = [(str(path), offset, length) for path, offset, length
+            in _chunks_with_data(files, chunk)]
+    extents = {p: _extents_of(Path(p)) for p in {t[0] for t in todo}}
+    _run_batches(_read_blake3_task, [(batch, _extents_for(batch, extents))
+                                     for batch in _batches(todo)], workers)
     return {"bytes": sum(t[2] for t in todo)}
 
 
