@@ -146,6 +146,8 @@ def test_creating_a_catalog_imports_neither_pandas_nor_numpy(tmp_path: Path) -> 
         "from pitreos.catalog import Catalog\n"
         f"Catalog(Path({str(tmp_path / 'c.sqlite')!r}), 'file:///store').close()\n"
         "assert 'pandas' not in sys.modules and 'numpy' not in sys.modules\n"
+        f"assert not Path({str(tmp_path / 'pandas')!r}).exists()\n"
+        f"assert not Path({str(tmp_path / 'numpy')!r}).exists()\n"
         "import pandas, numpy\n"
         "print('imported after')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -154,4 +156,5 @@ def test_creating_a_catalog_imports_neither_pandas_nor_numpy(tmp_path: Path) -> 
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "imported after\n"
+    assert (tmp_path / "pandas").exists() and (tmp_path / "numpy").exists()
     assert applied(tmp_path / "c.sqlite") == [name for name, _ in migration_steps()]
