@@ -90,12 +90,13 @@ def _hash(data: bytes | bytearray) -> None:
     blake3.blake3(data).digest()
 
 
-# The limit pipelines hand out tasks of BATCH chunks (16 MiB, as pitreos's worker tasks
-# do), to threads on a few cores and to processes on more. On 16 cores the limit on
-# threads, one task a chunk, took 2.35 s for the full backup that pitreos (on processes)
-# did in 1.70 s (2026-11-27T04-00-19Z-small-16-cores): the Python around each chunk held
-# it to what one GIL allows, so it was no limit. On 2 cores threads stay: the GIL is not
-# the bound there, and worker processes would cost their start.
+# The limit pipelines hand out tasks of BATCH chunks (16 MiB at the default chunk size;
+# pitreos's tasks hold up to 64 MiB), to threads on a few cores and to processes on
+# more. On 16 cores the limit on threads, one task a chunk, took 2.35 s for the full
+# backup that pitreos (on processes) did in 1.70 s (2026-11-27T04-00-19Z-small-16-cores):
+# the Python around each chunk held it to what one GIL allows, so it was no limit. On 2
+# cores threads stay: the GIL is not the bound there, and worker processes would cost
+# their start.
 BATCH = 16
 PROCESS_CORES = 4
 
