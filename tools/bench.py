@@ -507,8 +507,16 @@ class Row:
         return f"{100 * self.median('gil'):.1f}"
 
 
+# A measured child's __main__ is this one-line program, not this file: the forkserver
+# makes every worker process import its parent's __main__ when that is a file, and this
+# file's imports cost each worker ~55 ms that `python -m pitreos` never pays. A pool of 2
+# workers gave its first results 0.27-0.33 s after its creation with this file as
+# __main__, 0.18-0.23 s with this program (2 cores, four alternating pairs).
+CHILD_PROGRAM = f"import sys; sys.path.insert(0, {str(TOOLS)!r}); import bench; bench.main()"
+
+
 def child(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-c", CHILD_PROGRAM, "--child", json.dumps(spec)],
                           capture_output=True, text=True, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise SystemExit(f"child {spec['kind']} failed:\n{proc.stderr[-3000:]}")
