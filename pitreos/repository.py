@@ -34,7 +34,7 @@ from .errors import (
 )
 from .hashing import ChunkDigest
 from .log import get_logger
-from .stores.base import Store, StoreProperties
+from .stores.base import ObjectInfo, Store, StoreProperties
 from .stores.limit import ConcurrencyLimit
 from .stores.local import LocalStore
 
@@ -384,12 +384,24 @@ class Repository:
         key = f"{CLOCK_PREFIX}{uuid.uuid4().hex}"
         self._store.put(key, b"", overwrite=True)
         try:
-            for info in self._store.list(key):
-                if info.key == key:
-                    return info.modified.timestamp()
+            probes = list(self._store.list(CLOCK_PREFIX))  # one listing, as for the key
         finally:
             self._store.delete(key)
+        for info in probes:
+            if info.key == key:
+                now = info.modified.timestamp()
+                self._remove_stale_probes(probes, now)
+                return now
         raise StoreError(f"object {key} vanished from store {self.url} as it was written")
+
+    def _remove_stale_probes(self, probes: list[ObjectInfo], now: float) -> None:
+        """Probes that a process killed between writing and deleting one left behind. A
+        probe lives for one write and one listing; one older than a marker's staleness
+        (by the store's clock) has no reader left."""
+        for info in probes:
+            if now - info.modified.timestamp() > locks.DEFAULT_STALE_AFTER:
+                self._store.delete(info.key)
+                log.info("store.clock_probe_removed", key=info.key)
 
     def remove_marker(self, marker: locks.Marker) -> None:
         self._store.delete(marker_key(marker))

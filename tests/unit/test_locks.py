@@ -5,8 +5,13 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from pitreos import locks
+from pitreos.blobcodec import BlobCodec
+from pitreos.repository import CLOCK_PREFIX, Repository
+from pitreos.stores.local import LocalStore
 
 
 def test_marker_round_trip() -> None:
@@ -53,3 +58,20 @@ def test_damaged_or_foreign_markers_are_ignored() -> None:
     assert locks.decode(b"{not json") is None
     assert locks.decode(json.dumps({"kind": "gc"}).encode()) is None  # fields missing
     assert locks.decode(json.dumps({"hello": 1}).encode()) is None
+
+
+def test_reading_the_stores_clock_removes_probes_that_a_crash_left(tmp_path: Path) -> None:
+    """A process killed between writing its clock probe and deleting it leaves the probe
+    behind. The next reading of the store's clock removes probes older than a marker's
+    staleness (by the store's clock), and leaves a fresh one (another process's, being
+    read right now) alone."""
+    store = LocalStore(tmp_path / "store", create=True)
+    repo = Repository(store, BlobCodec())
+    store.put(f"{CLOCK_PREFIX}left-by-a-crash", b"", overwrite=True)
+    store.put(f"{CLOCK_PREFIX}being-read-elsewhere", b"", overwrite=True)
+    old = time.time() - locks.DEFAULT_STALE_AFTER - 60
+    os.utime(tmp_path / "store" / "clock" / "left-by-a-crash", (old, old))
+    now = repo.store_time()
+    assert abs(now - time.time()) < 60
+    assert [info.key for info in store.list(CLOCK_PREFIX)] == [
+        f"{CLOCK_PREFIX}being-read-elsewhere"]
