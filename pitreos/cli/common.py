@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .. import metrics
-from ..errors import UsageError
+from ..errors import StoreNotFound, UsageError
 from ..progress import IntervalProgress, NoProgress, Progress, RichProgress, describe, iec
 from ..select import BackupFilter, parse_duration, parse_time, parse_where
 
@@ -74,11 +74,21 @@ class Settings:
         if timeout <= 0:
             raise UsageError(f"invalid --request-timeout {self.request_timeout!r}: must be "
                              "positive")
-        ws = Workspace.open(store or self.store,
-                            catalog_path=catalog if store else self.catalog, create=create,
-                            workers=self.parallel, compression_level=compression_level,
-                            cache_dir=self.cache, rebuild_catalog=rebuild_catalog,
-                            retry_for=self.retry_seconds(), request_timeout=timeout)
+        try:
+            ws = Workspace.open(store or self.store,
+                                catalog_path=catalog if store else self.catalog, create=create,
+                                workers=self.parallel, compression_level=compression_level,
+                                cache_dir=self.cache, rebuild_catalog=rebuild_catalog,
+                                retry_for=self.retry_seconds(), request_timeout=timeout)
+        except StoreNotFound as exc:
+            from ..stores import default_store_url
+
+            if store is None and self.store == default_store_url():
+                # the embedded default needs no init: say what creates it, not init
+                raise StoreNotFound(
+                    f"no backups yet: the default store {self.store} is created by the "
+                    "first `pitreos backup` (or by `pitreos init`)") from exc
+            raise
         try:
             if sync:
                 ws.sync(progress=self.progress())

@@ -56,6 +56,11 @@ def test_the_default_store_needs_no_init(tree: Path, tmp_path: Path) -> None:
         return subprocess.run([sys.executable, "-m", "pitreos", *args], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
 
+    before = pitreos("list")  # before the first backup: nothing to list yet, and how
+    assert before.returncode == 10
+    assert before.stderr.startswith("pitreos: error: no backups yet: the default store ")
+    assert "is created by the first `pitreos backup`" in before.stderr
+    assert not (tmp_path / "data/pitreos/store").exists()
     assert pitreos("backup", str(tree)).returncode == 0
     assert (tmp_path / "data/pitreos/store/pitreos-store.json").is_file()
     assert pitreos("restore", "latest", str(tmp_path / "dst")).returncode == 0
