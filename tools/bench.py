@@ -11,7 +11,6 @@ tools/bench-results/<UTC date>-<scale>.txt.
 """
 
 import argparse
-import bisect
 import hashlib
 import json
 import os
@@ -41,6 +40,7 @@ import gen_data  # noqa: E402
 from pitreos.cores import usable_cores  # noqa: E402
 from pitreos.sparse import (  # noqa: E402
     data_extents,
+    extents_within,
     nonzero_runs,
     pread_exact,
     pwrite_all,
@@ -121,21 +121,15 @@ def _batches(items: list[Any]) -> list[list[Any]]:
     return [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
 
 
-def _clip(extents: Extents, start: int, end: int) -> Extents:
-    """The extents that overlap ``[start, end)``: what a task reading there needs, so
-    that a task carries a few extents, not a whole file's."""
-    first = max(0, bisect.bisect_right(extents, (start, start)) - 1)
-    return [e for e in extents[first:bisect.bisect_left(extents, (end, end))]
-            if e[1] > start and e[0] < end]
-
-
 def _extents_for(batch: list[tuple[str, int, int, int]], extents: dict[str, Extents]
                  ) -> dict[str, Extents]:
+    """Each file's extents within the span the batch reads: a task carries a few
+    extents, not a whole file's."""
     spans: dict[str, tuple[int, int]] = {}
     for path, offset, length, *_ in batch:
         low, high = spans.get(path, (offset, offset + length))
         spans[path] = min(low, offset), max(high, offset + length)
-    return {path: _clip(extents[path], *span) for path, span in spans.items()}
+    return {path: extents_within(extents[path], *span) for path, span in spans.items()}
 
 
 def _open_all(paths: Iterable[str], flags: int) -> dict[str, int]:
