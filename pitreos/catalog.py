@@ -226,10 +226,10 @@ class Catalog:
                 "pitreos reads: upgrade pitreos or use another --catalog")
         if applied != known:
             # sqlite-utils only to migrate: importing it costs ~60 ms of every start-up
-            migration_set = migrations(steps)
+            _import_sqlite_utils()
             import sqlite_utils
 
-            migration_set.apply(sqlite_utils.Database(self._conn))
+            migrations(steps).apply(sqlite_utils.Database(self._conn))
             # pitreos 0.1 read only user_version: one a migration keeps it out
             self._conn.execute(f"PRAGMA user_version = {len(known)}")
         self._conn.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('store_url', ?)",
