@@ -68,7 +68,9 @@ class GCSStore(ObjectStoreBase):
             return self.error(action, key, _NO_CREDENTIALS, AccessDenied)
         status = exc.status if isinstance(exc, HTTPStatusError) else \
             exc.code if isinstance(exc, gexc.GoogleAPICallError) else None
-        if status == 404 and (not key or "bucket" in str(exc).lower()):
+        if status == 404:
+            # an object's absence is an answer its request expects (get, exists,
+            # delete), never an error: a 404 that is one means the bucket is missing
             return StoreNotFound(f"store {self.url} does not exist (no such bucket)")
         if status in _TRANSIENT_STATUS or isinstance(exc, _TRANSIENT):
             return self.error(action, key, _short(exc), TransientStoreError)
