@@ -47,7 +47,8 @@ class AzureStore(ObjectStoreBase):
 
     def translate(self, action: str, key: str, exc: Exception) -> StoreError:
         denied = "access denied: the credentials were refused or lack a permission"
-        if isinstance(exc, aexc.ResourceNotFoundError) and action in ("open", "list"):
+        gone = getattr(exc, "error_code", None) == "ContainerNotFound"  # under a write too
+        if isinstance(exc, aexc.ResourceNotFoundError) and (action in ("open", "list") or gone):
             return StoreNotFound(f"store {self.url} does not exist (no such container)")
         if isinstance(exc, aexc.ClientAuthenticationError):
             return self.error(action, key, denied, AccessDenied)

@@ -5,7 +5,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from pitreos.errors import StoreNotFound
 from pitreos.manifest import RESTORE_MARKER
+from pitreos.stores import open_store
 
 from .faults import FaultPlan, ProxiedGCS, address, start_proxy, start_static
 from .helpers import CHUNK, Runner, assert_same_tree
@@ -169,6 +173,20 @@ def test_bucket_that_does_not_exist(run: Runner, servers: dict[str, Any],
     for name, url in cases.items():
         run("list", store=url, env=servers[name].env,
             catalog=tmp_path / f"{name}.sqlite").fails(url, "does not exist", code=10)
+
+
+def test_a_bucket_gone_under_a_write_is_a_missing_store(servers: dict[str, Any],
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """A write to a bucket or container that is gone (deleted while a backup runs) is
+    "store does not exist" (exit 10), as on opening, not a bare HTTP 404 (exit 1). Not
+    S3: SeaweedFS creates a bucket on the first write to it."""
+    missing = unique_bucket()
+    for name, url in (("gcs", f"gs://{missing}/x"), ("azure", f"azblob://{missing}/x")):
+        for key, value in servers[name].env.items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(StoreNotFound, match="does not exist"):
+            open_store(url, retry_for=1).put("blobs/ab/x", b"data")
 
 
 def test_wrong_credentials(run: Runner, servers: dict[str, Any], tmp_path: Path) -> None:
