@@ -81,9 +81,7 @@ class Settings:
                                 cache_dir=self.cache, rebuild_catalog=rebuild_catalog,
                                 retry_for=self.retry_seconds(), request_timeout=timeout)
         except StoreNotFound as exc:
-            from ..stores import default_store_url
-
-            if store is None and self.store == default_store_url():
+            if store is None and self.on_default_store:
                 # the embedded default needs no init: say what creates it, not init
                 raise StoreNotFound(
                     f"no backups yet: the default store {self.store} is created by the "
@@ -95,6 +93,13 @@ class Settings:
             yield ws
         finally:
             ws.close()
+
+    @property
+    def on_default_store(self) -> bool:
+        """Whether the store is the embedded default, which a backup creates (no init)."""
+        from ..stores import default_store_url
+
+        return self.store == default_store_url()
 
     def retry_seconds(self) -> float:
         return parse_duration(self.retry_for, "--retry-for").total_seconds()

@@ -97,7 +97,6 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
     from .. import hooks
     from ..backup import BackupOptions, run_backup
     from ..manifest import validate_meta_key, validate_tag
-    from ..stores import default_store_url
     from ..walk import PathFilter
 
     size = parse_size(chunk_size, "--chunk-size") if chunk_size else None
@@ -118,7 +117,7 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
     )
     result(tag=options.tag)
     with settings.recorded("backup", options.tag) as run, \
-            settings.workspace(create=settings.store == default_store_url(), sync=False,
+            settings.workspace(create=settings.on_default_store, sync=False,
                                compression_level=compression_level) as ws:
         # run_backup syncs the catalog after its marker is up
         options.workers = ws.workers
