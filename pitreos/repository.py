@@ -13,7 +13,6 @@ import contextlib
 import enum
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -211,7 +210,7 @@ class Repository:
         """Write the store's description: what makes a location a pitreos store. A
         conditional write: of two machines that init the same store at once, one wins and
         the other is told that the store exists."""
-        doc = StoreDescription(STORE_FORMAT, uuid.uuid4().hex,
+        doc = StoreDescription(STORE_FORMAT, locks.random_id(),
                                datetime.now(UTC).isoformat(timespec="seconds"), chunk_size)
         if not self._store.put(STORE_ID_KEY, json.dumps(doc.to_json()).encode()):
             raise StoreExists(f"{self.url} is already a pitreos store")
@@ -381,7 +380,7 @@ class Repository:
         (on a read-only store, this machine's clock)."""
         if self.properties.read_only:
             return time.time()
-        key = f"{CLOCK_PREFIX}{uuid.uuid4().hex}"
+        key = f"{CLOCK_PREFIX}{locks.random_id()}"
         self._store.put(key, b"", overwrite=True)
         try:
             probes = list(self._store.list(CLOCK_PREFIX))  # one listing, as for the key

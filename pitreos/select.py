@@ -5,7 +5,6 @@ The catalog answers every query; no manifest is read from the store.
 
 from __future__ import annotations
 
-import difflib
 import math
 import operator
 import re
@@ -73,6 +72,8 @@ def parse_where(text: str) -> Condition:
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    import difflib  # here, for a mistake: ~2 ms of every start-up otherwise (importtime)
+
     close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from ..errors import PitreosError, Stopped
 from ..launch import catch_stop_signals
 from ..stores import default_store_url
 from . import browse, maintain, transfer
-from .common import Settings, envelope
+from .common import GlobalOptionsGroup, Settings, envelope
 
 EXIT_CODES = """\b
 Exit codes:
@@ -40,11 +39,9 @@ PITREOS_GC_KEEP_LAST for one command), then the profile of the config file
 (--profile), then the defaults: 'pitreos config show' says which.
 """
 
-_LOGGING = {"verbose", "log_json", "quiet"}
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             epilog=EXIT_CODES)
+@click.group(cls=GlobalOptionsGroup, epilog=EXIT_CODES,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pitreos")
 @click.option("--store", envvar="PITREOS_STORE", default=default_store_url,
               show_default="a directory under the user's data dir, e.g. "
@@ -113,46 +110,7 @@ for _command in (*transfer.COMMANDS, *browse.COMMANDS, *maintain.COMMANDS):
     cli.add_command(_command)
 
 
-def _after_the_command(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    """A global option given after the command: it overrides the one before it."""
-
-    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if ctx.get_parameter_source(param.name or "") is not \
-                click.core.ParameterSource.COMMANDLINE:
-            return value  # the group's own option read the environment and profile
-        s = ctx.find_object(Settings)
-        assert s is not None
-        setattr(s, attr, s.verbose + value if attr == "verbose" else value)
-        s.from_flag_after.add(attr)
-        if attr in _LOGGING:
-            logsetup.configure(s.verbose, s.log_json, quiet=s.quiet)
-        return value
-
-    return callback
-
-
-def _global_options_after(group: click.Group, command: click.Command) -> None:
-    """Give ``command`` the group's global options too (same names and types, read from
-    the group), so that they work after it."""
-    same = "Global option (see 'pitreos --help'), accepted here too."
-    own = {opt for p in command.params for opt in getattr(p, "opts", [])}
-    for param in group.params:
-        if not isinstance(param, click.Option) or param.name in ("version", "help"):
-            continue
-        if own & set(param.opts):
-            continue  # the command has an option of its own by that name
-        attr = "json" if param.name == "json_output" else param.name or ""
-        kind: dict[str, Any] = ({"count": True} if param.count else
-                                {"is_flag": True} if param.is_flag else
-                                {"type": param.type, "metavar": param.metavar})
-        command.params.append(click.Option(param.opts, expose_value=False, help=same,
-                                           callback=_after_the_command(attr),
-                                           allow_from_autoenv=False, **kind))
-
-
 config.set_environment_names(cli)
-for _name, _command in config.commands(cli):
-    _global_options_after(cli, _command)
 
 
 def _verbosity(args: list[str]) -> int:

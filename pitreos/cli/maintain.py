@@ -13,6 +13,7 @@ from .. import config as configuration
 from ..defaults import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from ..errors import NodeCheckFailed, PitreosError, UsageError
 from .common import (
+    GlobalOptionsGroup,
     Settings,
     human,
     line,
@@ -245,7 +246,7 @@ def unlock(settings: Settings, everything: bool) -> None:
     say(f"{len(released)} markers released, {len(statuses) - len(released)} kept")
 
 
-@click.group()
+@click.group(cls=GlobalOptionsGroup)
 @click.pass_obj
 def catalog(settings: Settings) -> None:
     """The local catalog that mirrors the store."""
@@ -298,7 +299,7 @@ def catalog_check(settings: Settings) -> None:
     say("the catalog matches the store")
 
 
-@click.group("config")
+@click.group("config", cls=GlobalOptionsGroup)
 @click.pass_obj
 def config_group(settings: Settings) -> None:
     """The config file and its profiles (docs/operations.md)."""
