@@ -406,9 +406,55 @@ def _entry(item: Any, where: str, chunk_size: int) -> Entry:
     return entry
 
 
+_CHUNK_BLOCK_CHARS = b"0123456789abcdef -\n"  # all a block as pitreos writes it holds
+_DIGESTS_LENGTH = 40 + 1 + 64  # "sha1 blake3"
+
+
+def _chunks_as_written(block: str, size: int, chunk_size: int) -> list[Chunk] | None:
+    """The chunks of a block exactly as pitreos writes it (decimal starts without
+    leading zeros, lowercase hex, one space apart), or None for anything else, which the
+    line-by-line parser then accepts or rejects with the reason.
+
+    Twice as fast as a regular expression a line (5,125 lines: 5.3 against 10.5 ms,
+    tools' small set), and it is the in-place restore's largest share of the GIL: one
+    check of the whole block's characters (``bytes.translate``, in C), then per line only
+    string comparisons and slices. Chunks are built with ``tuple.__new__``: a NamedTuple's
+    own ``__new__`` is a Python call."""
+    lines = block.splitlines()
+    if len(lines) != -(-size // chunk_size):
+        return None
+    try:
+        if block.encode("ascii").translate(None, _CHUNK_BLOCK_CHARS):
+            return None
+    except UnicodeEncodeError:
+        return None
+    chunks: list[Chunk] = []
+    append = chunks.append
+    new = tuple.__new__
+    start = 0
+    for line in lines:
+        written_start, _, rest = line.partition(" ")
+        if written_start != str(start):
+            return None
+        if rest == EMPTY_MARK:
+            append(new(Chunk, (start, None)))
+        elif len(rest) == _DIGESTS_LENGTH and rest[40] == " " and rest.count(" ") == 1 \
+                and EMPTY_MARK not in rest:
+            append(new(Chunk, (start, new(ChunkDigest, (rest[:40], rest[41:])))))
+        else:
+            return None
+        start += chunk_size
+    return chunks
+
+
 def _parse_chunks(block: str | list[str], size: int, chunk_size: int,
                   where: str) -> list[Chunk]:
     """Chunk lines, from a literal block (what pitreos writes) or a YAML list."""
+    if isinstance(block, str):
+        written = _chunks_as_written(block, size, chunk_size)
+        if written is not None:
+            return written
+    # anything else, and the messages saying what is wrong: line by line
     lines = block.splitlines() if isinstance(block, str) else block
     expected = -(-size // chunk_size)
     if len(lines) != expected:

@@ -93,3 +93,47 @@ def test_fuzzed_manifests_give_a_manifest_error_or_a_manifest(data: st.DataObjec
         candidate = "\n".join(lines).encode()
     with contextlib.suppress(ManifestError):  # any other exception fails the test
         mf.load(candidate, "fuzzed")
+
+
+_HEX = "0123456789abcdef"
+
+
+@settings(max_examples=800, deadline=2000, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_the_fast_chunk_parser_agrees_with_the_line_parser(data: st.DataObject) -> None:
+    """The block as pitreos writes it takes the fast path; any change to it either
+    still parses to exactly what the line-by-line parser gives, or falls to that parser
+    (which accepts it, or names what is wrong)."""
+    step = data.draw(st.sampled_from([1024, 4096, 1 << 20]))
+    count = data.draw(st.integers(1, 12))
+    size = (count - 1) * step + data.draw(st.integers(1, step))
+    lines = []
+    for index in range(count):
+        if data.draw(st.booleans()):
+            lines.append(f"{index * step} -")
+        else:
+            sha1 = "".join(data.draw(st.lists(st.sampled_from(_HEX), min_size=40, max_size=40)))
+            b3 = "".join(data.draw(st.lists(st.sampled_from(_HEX), min_size=64, max_size=64)))
+            lines.append(f"{index * step} {sha1} {b3}")
+    block = "".join(f"{line}\n" for line in lines)
+    assert mf._chunks_as_written(block, size, step) is not None
+    for _ in range(data.draw(st.integers(0, 3))):
+        at = data.draw(st.integers(0, len(block)))
+        edit = data.draw(st.sampled_from(["insert", "replace", "delete"]))
+        char = data.draw(st.sampled_from(
+            ["0", "9", "a", "f", "A", "F", "g", " ", "-", "\n", "\r", "\x85", "\u0663",
+             "\u2028", "+", "_", "\t", "é"]))
+        if edit == "insert":
+            block = block[:at] + char + block[at:]
+        elif edit == "replace":
+            block = block[:at] + char + block[at + 1:]
+        else:
+            block = block[:at] + block[at + 1:]
+    fast = mf._chunks_as_written(block, size, step)
+    try:
+        slow = mf._parse_chunks(block.splitlines(), size, step, "f")  # a list: line by line
+    except ManifestError:
+        assert fast is None
+        return
+    assert fast is None or fast == slow
+    assert mf._parse_chunks(block, size, step, "f") == slow
