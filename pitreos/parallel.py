@@ -20,8 +20,9 @@ import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from queue import SimpleQueue
 from typing import Generic, TypeVar
 
@@ -85,30 +86,78 @@ class Metered(Generic[A]):
 
 def imap_unordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int,
                    window: int | None = None, processes: bool = False) -> Iterator[R]:
-    """``fn`` over ``items`` on ``workers`` threads (or worker processes, when
-    ``processes``: ``fn`` and the items are then pickled, and must be plain functions
-    and data), results as they finish.
+    """``fn`` over ``items`` on a pool of its own: :meth:`WorkerPool.imap_unordered`."""
+    with WorkerPool(workers) as pool:
+        yield from pool.imap_unordered(fn, items, window=window, processes=processes)
 
-    At most ``window`` tasks (default twice the workers) are in flight; items are taken
-    from ``items`` only as room frees up, so a lazy iterable is consumed lazily, on the
-    calling thread. ``items`` is polled again after each result, so a :class:`Feed`
-    that the caller extends while iterating is drained too.
 
-    Finished tasks land in a queue (a done-callback puts them there), so taking one is a
-    single queue read: ``concurrent.futures.wait`` builds waiters and locks on every
-    call, which cost the main thread more than the work it hands out at a thousand
-    chunks a second.
+class WorkerPool:
+    """``workers`` threads, or worker processes, kept for several maps: a restore's check
+    of the local chunks, then its writes. A second pool of processes cost ~25 ms on 2
+    cores (PROCESS_MIN_BYTES), and each of its workers is one more process to start on
+    more cores. Each kind of pool starts on its first map; :meth:`close` (or the end of
+    a ``with``) ends them, cancelling what is pending and waiting for what runs."""
 
-    When the caller stops early or a task raises (Ctrl-C included), pending tasks are
-    cancelled and running ones are waited for, so no thread or process writes after the
-    caller has given up.
-    """
-    workers = max(1, workers)
-    limit = max(workers, window or workers * 2)
-    source = iter(items)
-    finished: SimpleQueue[Future[R]] = SimpleQueue()
-    in_flight = 0
-    with _pool(workers, processes) as pool:
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._threads: Executor | None = None
+        self._processes: Executor | None = None
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for pool in (self._threads, self._processes):
+            if pool is not None:
+                self._end(pool)
+
+    def _end(self, pool: Executor) -> None:
+        if pool is self._threads:
+            self._threads = None
+        if pool is self._processes:
+            self._processes = None
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    def _executor(self, processes: bool) -> Executor:
+        processes = processes and _main_importable()
+        pool = self._processes if processes else self._threads
+        if pool is None:
+            pool = _pool(self.workers, processes)
+            if processes:
+                self._processes = pool
+            else:
+                self._threads = pool
+        return pool
+
+    def imap_unordered(self, fn: Callable[[A], R], items: Iterable[A], *,
+                       window: int | None = None, processes: bool = False
+                       ) -> Generator[R, None, None]:
+        """``fn`` over ``items`` on the threads (or worker processes, when
+        ``processes``: ``fn`` and the items are then pickled, and must be plain functions
+        and data), results as they finish.
+
+        At most ``window`` tasks (default twice the workers) are in flight; items are
+        taken from ``items`` only as room frees up, so a lazy iterable is consumed
+        lazily, on the calling thread. ``items`` is polled again after each result, so a
+        :class:`Feed` that the caller extends while iterating is drained too.
+
+        Finished tasks land in a queue (a done-callback puts them there), so taking one
+        is a single queue read: ``concurrent.futures.wait`` builds waiters and locks on
+        every call, which cost the main thread more than the work it hands out at a
+        thousand chunks a second.
+
+        When the caller stops early or a task raises (Ctrl-C included), this map's
+        pending tasks are cancelled and its running ones waited for, so no thread or
+        process writes after the caller has given up.
+        """
+        limit = max(self.workers, window or self.workers * 2)
+        source = iter(items)
+        finished: SimpleQueue[Future[R]] = SimpleQueue()
+        in_flight = 0
+        pool = self._executor(processes)
         try:
             while True:
                 while in_flight < limit:
@@ -131,11 +180,24 @@ def imap_unordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int,
                         "'__main__':`); nothing it did was recorded") from exc
                 yield result
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if in_flight:
+                # stopped early: that executor ends as a pool of its own did (its
+                # pending tasks cancelled, its running ones waited for), and a later map
+                # starts another. Cancelling this map's futures one by one instead hung
+                # a backup stopped by SIGTERM: a process pool that breaks then sets an
+                # exception on each pending future, and a cancelled one raises in its
+                # manager thread (Python 3.11), which never finishes the rest.
+                self._end(pool)
+
+
+def shared_or_own(pool: WorkerPool | None, workers: int) -> AbstractContextManager[WorkerPool]:
+    """``pool``, left open at the end; or, when None, a pool of ``workers`` of its own,
+    closed at the end."""
+    return nullcontext(pool) if pool is not None else WorkerPool(workers)
 
 
 def _pool(workers: int, processes: bool) -> Executor:
-    if not processes or not _main_importable():
+    if not processes:
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pitreos")
     import multiprocessing  # ~9 ms: only for the work that goes to processes
     from concurrent.futures import ProcessPoolExecutor

@@ -327,6 +327,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         extra = {"name": result.manifest.name, "stored": s.bytes_stored, "read": s.bytes_read,
                  "blobs": s.blobs_stored, **_in_flight(ws)}
     elif kind == "restore":
+        from pitreos.parallel import WorkerPool
         from pitreos.restore import RestoreOptions, execute_restore, plan_restore
 
         ws = _workspace(spec)
@@ -334,8 +335,9 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         manifest = ws.repo.read_manifest(spec["name"])
         options = RestoreOptions(workers=ws.workers)
-        plan = plan_restore(manifest, Path(spec["dest"]), options)
-        stats = execute_restore(plan, ws.repo, options)
+        with WorkerPool(options.workers) as pool:  # shared, as `pitreos restore` does
+            plan = plan_restore(manifest, Path(spec["dest"]), options, pool=pool)
+            stats = execute_restore(plan, ws.repo, options, pool=pool)
         extra = {"fetched_bytes": stats.stored_bytes_fetched,
                  "chunks_fetched": stats.chunks_fetched, "written": stats.bytes_written,
                  "kept": stats.chunks_kept, **_in_flight(ws)}

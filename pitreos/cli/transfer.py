@@ -197,6 +197,7 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
     never leaves a state that nodeos would open; nothing is written through a symlink or
     a hard link; --delete prints each path it removes."""
     from .. import hooks
+    from ..parallel import WorkerPool
     from ..restore import RestoreOptions, execute_restore, plan_restore
     from ..restore.seeds import Seeds
     from ..walk import PathFilter
@@ -225,13 +226,15 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
             log.warning("restore.glob_matches_nothing", glob=pattern)
         hook_env = {"PITREOS_OPERATION": "restore", "PITREOS_DIRECTORY": str(dest),
                     "PITREOS_STORE": ws.repo.url, "PITREOS_BACKUP": manifest.name}
-        with ws.exclusive("restore", Path(dest), wait_seconds(wait)):
-            plan = plan_restore(manifest, Path(dest), options, settings.progress())
+        # one pool of workers hashes the local chunks, then fetches and writes
+        with ws.exclusive("restore", Path(dest), wait_seconds(wait)), \
+                WorkerPool(options.workers) as pool:
+            plan = plan_restore(manifest, Path(dest), options, settings.progress(), pool)
             if dry_run:
                 _report_plan(plan)
                 return
             with hooks.around(run_before, run_after, hook_env):
-                stats = execute_restore(plan, ws.repo, options, settings.progress())
+                stats = execute_restore(plan, ws.repo, options, settings.progress(), pool)
                 run.values.update(last_run_bytes_fetched=stats.stored_bytes_fetched,
                                   last_run_bytes_written=stats.bytes_written)
                 result(requests_in_flight=in_flight(ws))

@@ -36,7 +36,7 @@ from ..errors import PitreosError, RestoreError
 from ..handles import Handles
 from ..log import get_logger
 from ..manifest import RESTORE_MARKER
-from ..parallel import imap_unordered
+from ..parallel import WorkerPool, shared_or_own
 from ..progress import NoProgress, Progress
 from ..repository import Repository
 from .nodestate import DirtyHold
@@ -63,8 +63,10 @@ class RestoreStats:
 
 
 def execute_restore(plan: RestorePlan, repo: Repository, options: RestoreOptions,
-                    progress: Progress | None = None) -> RestoreStats:
-    """Carry out a plan made by :func:`plan_restore`."""
+                    progress: Progress | None = None, pool: WorkerPool | None = None
+                    ) -> RestoreStats:
+    """Carry out a plan made by :func:`plan_restore` (``pool``: the workers it hashed
+    with, None: a pool of its own)."""
     plan.check_deletions(options)
     progress = progress or NoProgress()
     started = time.monotonic()
@@ -79,7 +81,7 @@ def execute_restore(plan: RestorePlan, repo: Repository, options: RestoreOptions
     _fsync_dir(dest)
     hold = _dirty_hold(plan)
     try:
-        _restore_entries(plan, repo, options, stats, progress, hold)
+        _restore_entries(plan, repo, options, stats, progress, hold, pool)
         crashpoints.point("restore.before_release")
         if hold is not None:
             hold.release(dest)  # everything else is written and synced
@@ -141,7 +143,8 @@ def _mode(entry: mf.Entry, options: RestoreOptions, stats: RestoreStats) -> int:
 
 
 def _restore_entries(plan: RestorePlan, repo: Repository, options: RestoreOptions,
-                     stats: RestoreStats, progress: Progress, hold: DirtyHold | None) -> None:
+                     stats: RestoreStats, progress: Progress, hold: DirtyHold | None,
+                     pool: WorkerPool | None) -> None:
     dest = plan.dest
     for entry in plan.entries:
         if entry.type == "dir":
@@ -152,7 +155,7 @@ def _restore_entries(plan: RestorePlan, repo: Repository, options: RestoreOption
         stats.chunks_kept += fp.kept
     progress.start("restore", plan.bytes_to_fetch())
     try:
-        _fetch_and_write(plan, repo, options, stats, progress, hold)
+        _fetch_and_write(plan, repo, options, stats, progress, hold, pool)
     finally:
         progress.finish()
     for entry in plan.entries:
@@ -171,7 +174,8 @@ def _restore_entries(plan: RestorePlan, repo: Repository, options: RestoreOption
 
 
 def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOptions,
-                     stats: RestoreStats, progress: Progress, hold: DirtyHold | None) -> None:
+                     stats: RestoreStats, progress: Progress, hold: DirtyHold | None,
+                     pool: WorkerPool | None) -> None:
     """Per file, in order: open (created or resized) on its first task, punch and fetch
     (workers open the file themselves), then fsync and give it its mode and mtime after
     its last task."""
@@ -202,25 +206,27 @@ def _fetch_and_write(plan: RestorePlan, repo: Repository, options: RestoreOption
                 yield task
 
     # the whole restore's reads and writes decide, as for the plan's check: a check
-    # that ran in processes leaves their server started, and a pool costs ~25 ms then
+    # that ran in processes leaves their pool to this step when the caller shares it
     processes = repo.crosses_processes and options.workers > 1 and \
         plan.bytes_checked + plan.bytes_to_fetch() >= options.process_min_bytes
     try:
         for path, file_tasks in tasks.items():
             handles.expect(path, len(file_tasks))
-        for result in imap_unordered(partial(perform, repo), opened_first(),
-                                     workers=options.workers, processes=processes):
-            assert isinstance(result, WriteResult)
-            if result.dirty_original is not None and hold is not None:
-                hold.original = result.dirty_original
-            stats.chunks_seeded += result.seeded
-            stats.bytes_fetched += result.data_bytes
-            stats.stored_bytes_fetched += result.stored_bytes
-            stats.bytes_written += result.written
-            progress.advance(result.data_bytes)
-            for _ in range(result.fetched):
-                crashpoints.point("restore.chunk_written")
-            handles.done(result.path)
+        with shared_or_own(pool, options.workers) as workers:
+            results = workers.imap_unordered(partial(perform, repo), opened_first(),
+                                             processes=processes)
+            for result in results:
+                assert isinstance(result, WriteResult)
+                if result.dirty_original is not None and hold is not None:
+                    hold.original = result.dirty_original
+                stats.chunks_seeded += result.seeded
+                stats.bytes_fetched += result.data_bytes
+                stats.stored_bytes_fetched += result.stored_bytes
+                stats.bytes_written += result.written
+                progress.advance(result.data_bytes)
+                for _ in range(result.fetched):
+                    crashpoints.point("restore.chunk_written")
+                handles.done(result.path)
     finally:
         handles.close_all()
     stats.chunks_holed = sum(len(fp.punch) for fp in plan.files)

@@ -20,7 +20,7 @@ from ..errors import RestoreError, UsageError
 from ..hashing import digest
 from ..log import get_logger
 from ..manifest import RESTORE_MARKER
-from ..parallel import imap_unordered
+from ..parallel import WorkerPool, shared_or_own
 from ..progress import NoProgress, Progress
 from ..sparse import chunks_with_data, data_extents, extents_within, is_zero, pread_exact
 from ..walk import PathFilter
@@ -104,17 +104,19 @@ class RestorePlan:
 
 
 def plan_restore(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
-                 progress: Progress | None = None) -> RestorePlan:
-    """Compare ``dest`` with the backup; reads and hashes local data, changes nothing."""
+                 progress: Progress | None = None, pool: WorkerPool | None = None
+                 ) -> RestorePlan:
+    """Compare ``dest`` with the backup; reads and hashes local data, changes nothing.
+    ``pool``: workers to hash with, kept for :func:`execute_restore` (None: its own)."""
     try:
-        return _plan(manifest, dest, options, progress or NoProgress())
+        return _plan(manifest, dest, options, progress or NoProgress(), pool)
     except OSError as exc:
         raise RestoreError(f"cannot inspect {exc.filename or dest} before restoring: "
                            f"{exc.strerror}; nothing was changed") from exc
 
 
 def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
-          progress: Progress) -> RestorePlan:
+          progress: Progress, pool: WorkerPool | None) -> RestorePlan:
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"destination {dest} exists and is not a directory")
     resuming = os.path.lexists(dest / RESTORE_MARKER)
@@ -142,7 +144,8 @@ def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
     processes = options.workers > 1 and \
         to_check + sum(p.bytes_of(p.fetch, step) for p in files) >= options.process_min_bytes
     try:
-        checked = _check_local_chunks(dest, checks, step, options, progress, processes)
+        checked = _check_local_chunks(dest, checks, step, options, progress, processes,
+                                      pool)
     finally:
         progress.finish()
     # what the backup left out as a cache nodeos rebuilds is not the backup's to judge:
@@ -235,7 +238,8 @@ def _inside_real_dirs(dest: Path, rel: str) -> bool:
 
 
 def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, list[int]]], step: int,
-                        options: RestoreOptions, progress: Progress, processes: bool) -> int:
+                        options: RestoreOptions, progress: Progress, processes: bool,
+                        pool: WorkerPool | None) -> int:
     """Hash local chunks; those whose blake3 matches are kept. Returns the bytes read."""
     to_hash: list[tuple[str, FilePlan, list[int]]] = []
     for plan, indexes in checks:
@@ -267,17 +271,17 @@ def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, list[int]]], st
                 yield CheckTask(path, tuple(extents), tuple(chunks))
 
     read = 0
-    for result in imap_unordered(check_chunks, tasks(), workers=options.workers,
-                                 processes=processes):
-        plan = plans[result.path]
-        progress.advance(result.bytes_read)
-        read += result.bytes_read
-        for index, same in result.same:
-            plan.checked += 1
-            if same:
-                plan.kept += 1
-            else:
-                plan.fetch.append(index)
+    with shared_or_own(pool, options.workers) as workers:
+        for result in workers.imap_unordered(check_chunks, tasks(), processes=processes):
+            plan = plans[result.path]
+            progress.advance(result.bytes_read)
+            read += result.bytes_read
+            for index, same in result.same:
+                plan.checked += 1
+                if same:
+                    plan.kept += 1
+                else:
+                    plan.fetch.append(index)
     for plan, _ in checks:
         plan.fetch.sort()
     return read

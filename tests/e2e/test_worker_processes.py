@@ -16,7 +16,7 @@ from pitreos.chunktasks import SourceFile, StoreTask, store_chunks
 from pitreos.cores import usable_cores
 from pitreos.errors import PitreosError, RestoreError, SourceChanged
 from pitreos.hashing import digest
-from pitreos.parallel import imap_unordered
+from pitreos.parallel import WorkerPool, imap_unordered
 from pitreos.restore import RestoreOptions, execute_restore, plan_restore
 from pitreos.restore.execute import RestoreStats
 from pitreos.restore.plan import RestorePlan
@@ -60,11 +60,11 @@ def _backup(ws: Workspace, source: Path, process_min_bytes: int,
         process_min_bytes=process_min_bytes)).manifest
 
 
-def _restore(ws: Workspace, manifest: mf.Manifest, dest: Path,
-             process_min_bytes: int) -> tuple[RestorePlan, RestoreStats]:
+def _restore(ws: Workspace, manifest: mf.Manifest, dest: Path, process_min_bytes: int,
+             pool: WorkerPool | None = None) -> tuple[RestorePlan, RestoreStats]:
     options = RestoreOptions(workers=2, process_min_bytes=process_min_bytes)
-    plan = plan_restore(manifest, dest, options)
-    return plan, execute_restore(plan, ws.repo, options)
+    plan = plan_restore(manifest, dest, options, pool=pool)
+    return plan, execute_restore(plan, ws.repo, options, pool=pool)
 
 
 def _blobs(store: Path) -> set[str]:
@@ -93,7 +93,8 @@ def test_processes_and_threads_make_the_same_backup_and_restore(tmp_path: Path) 
     write_at(dest / "data/big.bin", 1053 * CHUNK + 20, b"changed")
     os.truncate(dest / "data/small.txt", 2)
     (dest / "blocks/blocks.index").unlink()
-    plan, stats = _restore(with_processes, a, dest, ALWAYS)
+    with WorkerPool(2) as pool:  # as `pitreos restore`: one pool checks, then writes
+        plan, stats = _restore(with_processes, a, dest, ALWAYS, pool)
     assert_same_tree(source, dest)
     big = next(p for p in plan.files if p.entry.path == "data/big.bin")
     assert big.fetch == [27, 1053]
@@ -193,6 +194,18 @@ def test_work_runs_in_other_processes_and_no_more_than_the_cores() -> None:
     pids = set(imap_unordered(_pid, range(64), workers=64, processes=True))
     assert os.getpid() not in pids
     assert 1 <= len(pids) <= usable_cores()
+
+
+def test_a_shared_pool_serves_its_maps_with_the_same_processes_and_ends_them() -> None:
+    """Separate pools start new processes for each map; one pool keeps its own."""
+    with WorkerPool(2) as pool:
+        first = set(pool.imap_unordered(_pid, range(32), processes=True))
+        second = set(pool.imap_unordered(_pid, range(32), processes=True))
+    assert os.getpid() not in first | second
+    assert 1 <= len(first | second) <= min(2, usable_cores())
+    for pid in first | second:  # ended and reaped when the pool closed
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_a_task_carries_the_extents_of_its_chunks_in_any_order(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pitreos.parallel import Feed, call, imap_unordered
+from pitreos.parallel import Feed, WorkerPool, call, imap_unordered
 
 
 def test_every_item_once() -> None:
@@ -72,6 +72,27 @@ def test_an_error_stops_the_map_and_cancels_pending_tasks() -> None:
     count = len(started)
     time.sleep(0.05)
     assert len(started) == count < 1000  # nothing ran after the error surfaced
+
+
+def test_a_map_stopped_early_on_a_shared_pool_leaves_it_serving() -> None:
+    """Stopping one map cancels its pending tasks and waits for its running ones; the
+    pool (a restore's check, then its writes) goes on serving the next map."""
+    started: list[int] = []
+
+    def task(i: int) -> int:
+        started.append(i)
+        time.sleep(0.005)
+        return i
+
+    with WorkerPool(2) as pool:
+        results = pool.imap_unordered(task, range(1000))
+        next(results)
+        results.close()  # the caller gave up
+        count = len(started)
+        time.sleep(0.05)
+        assert len(started) == count < 10  # nothing of the first map ran after
+        assert sorted(pool.imap_unordered(lambda x: x * 2, range(20))) == [
+            x * 2 for x in range(20)]
 
 
 def test_call_runs_mixed_tasks() -> None:
