@@ -137,9 +137,18 @@ def migration_steps() -> list[tuple[str, str]]:
     # of every command's 17 ms of work (cProfile of `pitreos list`), and pip installs
     # packages as files
     package = importlib.import_module("pitreos.schema.migrations")  # schema/migrations/
-    folder = Path(package.__file__ or "").parent
-    return [(item.stem, item.read_text(encoding="utf-8"))
-            for item in sorted(folder.glob("*.sql"))]
+    return steps_in(Path(package.__file__ or "").parent)
+
+
+def steps_in(folder: Path) -> list[tuple[str, str]]:
+    """The migration steps in ``folder``; none is an installation without its schema
+    (a zipped one, say), never an empty catalog."""
+    steps = [(item.stem, item.read_text(encoding="utf-8"))
+             for item in sorted(folder.glob("*.sql"))]
+    if not steps:
+        raise CatalogError(f"the catalog's schema files (*.sql) are missing from {folder}: "
+                           "reinstall pitreos (pip install, not a zipped copy)")
+    return steps
 
 
 def _import_sqlite_utils() -> None:

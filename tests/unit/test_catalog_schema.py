@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from pitreos.catalog import Catalog, migration_steps, migrations
+from pitreos.catalog import Catalog, migration_steps, migrations, steps_in
 from pitreos.errors import CatalogError
 from pitreos.hashing import NewBlob
 
@@ -32,6 +32,12 @@ def test_a_new_catalog_records_every_migration(tmp_path: Path) -> None:
     assert applied(tmp_path / "c.sqlite") == names
     Catalog(tmp_path / "c.sqlite", URL).close()  # opening again applies nothing twice
     assert applied(tmp_path / "c.sqlite") == names
+
+
+def test_an_installation_without_its_schema_files_is_an_error_not_an_empty_catalog(
+        tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match=r"schema files \(\*\.sql\) are missing"):
+        steps_in(tmp_path)
 
 
 def test_a_catalog_part_way_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
