@@ -15,21 +15,19 @@ of the files.
 
 import itertools
 import os
-import select
-import signal
 import sys
-import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from queue import SimpleQueue
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .cores import usable_cores
-from .errors import PitreosError
 
-_WORKER_NICENESS = 5
+if TYPE_CHECKING:
+    from .processpool import ProcessPool
+
 A = TypeVar("A")
 R = TypeVar("R")
 
@@ -96,12 +94,12 @@ class WorkerPool:
     of the local chunks, then its writes. A second pool of processes cost ~25 ms on 2
     cores (PROCESS_MIN_BYTES), and each of its workers is one more process to start on
     more cores. Each kind of pool starts on its first map; :meth:`close` (or the end of
-    a ``with``) ends them, cancelling what is pending and waiting for what runs."""
+    a ``with``) ends them."""
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
         self._threads: Executor | None = None
-        self._processes: Executor | None = None
+        self._processes: ProcessPool | None = None
 
     def __enter__(self) -> "WorkerPool":
         return self
@@ -110,54 +108,64 @@ class WorkerPool:
         self.close()
 
     def close(self) -> None:
-        for pool in (self._threads, self._processes):
-            if pool is not None:
-                self._end(pool)
+        if self._threads is not None:
+            self._end_threads()
+        if self._processes is not None:
+            processes, self._processes = self._processes, None
+            processes.close()
 
-    def _end(self, pool: Executor) -> None:
-        if pool is self._threads:
-            self._threads = None
-        if pool is self._processes:
-            self._processes = None
-        pool.shutdown(wait=True, cancel_futures=True)
+    def _end_threads(self) -> None:
+        assert self._threads is not None
+        threads, self._threads = self._threads, None
+        threads.shutdown(wait=True, cancel_futures=True)
 
-    def _executor(self, processes: bool) -> Executor:
-        processes = processes and _main_importable()
-        pool = self._processes if processes else self._threads
-        if pool is None:
-            pool = _pool(self.workers, processes)
-            if processes:
-                self._processes = pool
-            else:
-                self._threads = pool
-        return pool
+    def _process_pool(self) -> "ProcessPool":
+        if self._processes is None:
+            import multiprocessing  # ~9 ms: only for the work that goes to processes
+
+            from .processpool import ProcessPool
+
+            # forkserver, not fork: the coordinator has threads (progress, gc guard), and
+            # a fork copies their locks in whatever state they are; the server preloads
+            # the task module once, so each worker starts in milliseconds
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["pitreos.chunktasks", "pitreos.processpool"])
+            # CPU-bound work: no more processes than cores, whatever the threads asked for
+            self._processes = ProcessPool(min(self.workers, usable_cores()), context)
+        return self._processes
 
     def imap_unordered(self, fn: Callable[[A], R], items: Iterable[A], *,
                        window: int | None = None, processes: bool = False
                        ) -> Generator[R, None, None]:
-        """``fn`` over ``items`` on the threads (or worker processes, when
-        ``processes``: ``fn`` and the items are then pickled, and must be plain functions
-        and data), results as they finish.
+        """``fn`` over ``items`` on the threads (or the worker processes of
+        :mod:`pitreos.processpool`, when ``processes``: ``fn`` and the items are then
+        pickled, and must be plain functions and data), results as they finish.
 
         At most ``window`` tasks (default twice the workers) are in flight; items are
         taken from ``items`` only as room frees up, so a lazy iterable is consumed
         lazily, on the calling thread. ``items`` is polled again after each result, so a
         :class:`Feed` that the caller extends while iterating is drained too.
 
-        Finished tasks land in a queue (a done-callback puts them there), so taking one
-        is a single queue read: ``concurrent.futures.wait`` builds waiters and locks on
-        every call, which cost the main thread more than the work it hands out at a
-        thousand chunks a second.
+        On threads, finished tasks land in a queue (a done-callback puts them there), so
+        taking one is a single queue read: ``concurrent.futures.wait`` builds waiters and
+        locks on every call, which cost the main thread more than the work it hands out
+        at a thousand chunks a second.
 
-        When the caller stops early or a task raises (Ctrl-C included), this map's
-        pending tasks are cancelled and its running ones waited for, so no thread or
+        When the caller stops early or a task raises (Ctrl-C included), no task of this
+        map is left to start and the running ones are waited for, so no thread or
         process writes after the caller has given up.
         """
         limit = max(self.workers, window or self.workers * 2)
+        if processes and _main_importable():
+            yield from self._process_pool().map_unordered(fn, items, limit)
+            return
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=self.workers,
+                                               thread_name_prefix="pitreos")
+        pool = self._threads
         source = iter(items)
         finished: SimpleQueue[Future[R]] = SimpleQueue()
         in_flight = 0
-        pool = self._executor(processes)
         try:
             while True:
                 while in_flight < limit:
@@ -171,46 +179,18 @@ class WorkerPool:
                     return
                 future = finished.get()
                 in_flight -= 1
-                try:
-                    result = future.result()
-                except BrokenExecutor as exc:  # a worker process died
-                    raise PitreosError(
-                        "a worker process died (killed, or out of memory; or a program "
-                        "using pitreos as a library runs its work outside `if __name__ == "
-                        "'__main__':`); nothing it did was recorded") from exc
-                yield result
+                yield future.result()
         finally:
             if in_flight:
-                # stopped early: that executor ends as a pool of its own did (its
-                # pending tasks cancelled, its running ones waited for), and a later map
-                # starts another. Cancelling this map's futures one by one instead hung
-                # a backup stopped by SIGTERM: a process pool that breaks then sets an
-                # exception on each pending future, and a cancelled one raises in its
-                # manager thread (Python 3.11), which never finishes the rest.
-                self._end(pool)
+                # stopped early: the threads end as a pool of their own did (pending
+                # tasks cancelled, running ones waited for), and a later map starts more
+                self._end_threads()
 
 
 def shared_or_own(pool: WorkerPool | None, workers: int) -> AbstractContextManager[WorkerPool]:
     """``pool``, left open at the end; or, when None, a pool of ``workers`` of its own,
     closed at the end."""
     return nullcontext(pool) if pool is not None else WorkerPool(workers)
-
-
-def _pool(workers: int, processes: bool) -> Executor:
-    if not processes:
-        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pitreos")
-    import multiprocessing  # ~9 ms: only for the work that goes to processes
-    from concurrent.futures import ProcessPoolExecutor
-
-    # forkserver, not fork: the coordinator has threads (progress, gc guard), and a fork
-    # copies their locks in whatever state they are; the server preloads the task
-    # module once, so each worker starts in milliseconds
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["pitreos.chunktasks"])
-    # CPU-bound work: no more processes than cores, whatever the threads asked for
-    return ProcessPoolExecutor(max_workers=min(workers, usable_cores()),
-                               mp_context=context, initializer=_worker_start,
-                               initargs=(os.getpid(),))
 
 
 def _main_importable() -> bool:
@@ -220,29 +200,6 @@ def _main_importable() -> bool:
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     return path is None or os.path.isfile(path)
-
-
-def _worker_start(coordinator: int) -> None:
-    """A worker process leaves Ctrl-C and SIGTERM (which a terminal or systemd send to
-    the whole process group) to the coordinator, which stops handing out work and waits
-    for the tasks running; and it ends when the coordinator is gone, however that went
-    (a worker waits for work forever otherwise, keeping the forkserver alive and the
-    coordinator's stdout and stderr open: seen after a kill -9 of a backup)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        watched = os.pidfd_open(coordinator)  # readable once the coordinator has ended
-    except ProcessLookupError:
-        os._exit(1)
-    threading.Thread(target=_end_with, args=(watched,), daemon=True).start()
-    # the coordinator is the one serial part: when the cores are all busy it must not
-    # wait for a time slice while it holds work back from every worker
-    os.nice(_WORKER_NICENESS)
-
-
-def _end_with(pidfd: int) -> None:
-    select.select([pidfd], [], [])
-    os._exit(1)
 
 
 def imap_ordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int) -> Iterator[R]:

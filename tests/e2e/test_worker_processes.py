@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -206,6 +208,54 @@ def test_a_shared_pool_serves_its_maps_with_the_same_processes_and_ends_them() -
     for pid in first | second:  # ended and reaped when the pool closed
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _threads_now(_: int) -> int:
+    return 0
+
+
+class _Unpicklable(Exception):
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("cannot pickle this error")
+
+
+def _raise_unpicklable(_: int) -> int:
+    raise _Unpicklable("no way back")
+
+
+def _raise_integrity(i: int) -> int:
+    raise SourceChanged(f"task {i} saw its file change")
+
+
+def test_a_process_map_adds_no_thread_to_the_coordinator() -> None:
+    """The calling thread feeds and reads the workers itself: the threads a
+    ProcessPoolExecutor adds (and wakes for every task) held the GIL in the coordinator."""
+    before = threading.active_count()
+    seen = []
+    with WorkerPool(2) as pool:
+        for _ in pool.imap_unordered(_threads_now, range(40), processes=True):
+            seen.append(threading.active_count())
+    assert len(seen) == 40 and set(seen) == {before}
+
+
+def test_errors_in_worker_processes_come_back_as_themselves_or_as_one_line() -> None:
+    with WorkerPool(2) as pool:
+        with pytest.raises(SourceChanged, match=r"task \d+ saw its file change"):
+            list(pool.imap_unordered(_raise_integrity, range(8), processes=True))
+        with pytest.raises(PitreosError, match="_Unpicklable in a worker process"):
+            list(pool.imap_unordered(_raise_unpicklable, range(8), processes=True))
+        # the pool still serves after errors raised by tasks
+        assert len(set(pool.imap_unordered(_pid, range(8), processes=True))) >= 1
+
+
+def test_a_worker_killed_while_idle_fails_the_next_map_in_one_line() -> None:
+    with WorkerPool(2) as pool:
+        pids = set(pool.imap_unordered(_pid, range(16), processes=True))
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        with pytest.raises(PitreosError, match="a worker process died"):
+            list(pool.imap_unordered(_pid, range(16), processes=True))
 
 
 def test_a_task_carries_the_extents_of_its_chunks_in_any_order(tmp_path: Path) -> None:
