@@ -49,6 +49,7 @@ class ProcessPool:
     def __init__(self, workers: int, context: ForkServerContext) -> None:
         self._workers: list[_Worker] = []
         self._broken = False
+        self._mapping = False
         try:
             for _ in range(max(1, workers)):
                 mine, theirs = context.Pipe(duplex=True)
@@ -69,6 +70,9 @@ class ProcessPool:
         worker writes after the caller gave up."""
         if self._broken:
             raise PitreosError(_DIED)
+        # one map at a time: results carry no task id, a worker's come back in order
+        assert not self._mapping, "a second map on a ProcessPool while one runs"
+        self._mapping = True
         limit = min(limit, _DEPTH * len(self._workers))
         source = iter(items)
         in_flight = 0
@@ -97,6 +101,7 @@ class ProcessPool:
         finally:
             if in_flight and not self._broken:
                 self._drain()
+            self._mapping = False
 
     def _ready(self) -> list[_Worker]:
         """The busy workers with a result to read; a worker that died breaks the pool."""
