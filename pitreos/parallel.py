@@ -168,11 +168,7 @@ class WorkerPool:
         in_flight = 0
         try:
             while True:
-                while in_flight < limit:
-                    try:
-                        item = next(source)
-                    except StopIteration:
-                        break
+                for item in itertools.islice(source, limit - in_flight):  # polled again
                     pool.submit(fn, item).add_done_callback(finished.put)
                     in_flight += 1
                 if not in_flight:

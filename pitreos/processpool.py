@@ -14,6 +14,7 @@ one waiting when it finishes; the task goes to the worker with the fewest.
 """
 
 import contextlib
+import itertools
 import os
 import select
 import signal
@@ -78,11 +79,7 @@ class ProcessPool:
         in_flight = 0
         try:
             while True:
-                while in_flight < limit:
-                    try:
-                        item = next(source)
-                    except StopIteration:
-                        break
+                for item in itertools.islice(source, limit - in_flight):  # polled again
                     worker = min(self._workers, key=_queued)
                     try:
                         worker.conn.send((fn, item))
