@@ -1,6 +1,7 @@
 """Nothing lost, nothing corrupt: each case of the "nothing lost" issue, on the local
 store and on the GCS server, reproduced as the operator met it."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -540,29 +541,34 @@ def test_a_backup_in_worker_processes_stopped_leaves_no_process(tmp_path: Path,
                              str(src), "--chunk-size", "1MiB"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=stop_signals_at_default)
-    deadline = time.monotonic() + 60
-    while len(blob_keys(store)) < 3 or len(_in_session(proc.pid)) < 3:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    assert set(_in_session(proc.pid)) - {proc.pid}  # the forkserver and its workers
-    if how == "SIGTERM to the group":
-        os.killpg(proc.pid, signal.SIGTERM)
-    else:
-        proc.kill()
-    out, err = proc.communicate(timeout=60)  # hung while a worker held the pipes
-    assert manifest_names(store) == []
-    if how == "SIGTERM to the group":
-        assert proc.returncode == 143, err
-        assert "Traceback" not in err and out == ""
-        assert [line for line in err.splitlines() if line.startswith("pitreos: ")] == [
-            "pitreos: stopped by SIGTERM; nothing incomplete looks complete: run the "
-            "command again"]
-        assert list(objects(store).list("locks/")) == []
-    else:
-        assert proc.returncode == -signal.SIGKILL
-    while _in_session(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _in_session(proc.pid) == []
+    try:
+        deadline = time.monotonic() + 60
+        while len(blob_keys(store)) < 3 or len(_in_session(proc.pid)) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        assert set(_in_session(proc.pid)) - {proc.pid}  # the forkserver and its workers
+        if how == "SIGTERM to the group":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.kill()
+        out, err = proc.communicate(timeout=60)  # hung while a worker held the pipes
+        assert manifest_names(store) == []
+        if how == "SIGTERM to the group":
+            assert proc.returncode == 143, err
+            assert "Traceback" not in err and out == ""
+            assert [line for line in err.splitlines() if line.startswith("pitreos: ")] == [
+                "pitreos: stopped by SIGTERM; nothing incomplete looks complete: run the "
+                "command again"]
+            assert list(objects(store).list("locks/")) == []
+        else:
+            assert proc.returncode == -signal.SIGKILL
+        while _in_session(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _in_session(proc.pid) == []
+    finally:  # a failed check leaves no backup running on after the test
+        for pid in _in_session(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_killed_gc_holds_nothing_up_and_unlock_lists_markers(
