@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import threading
+import traceback
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -164,7 +165,10 @@ def _serve(conn: Connection, coordinator: int) -> None:
         fn, item = task
         try:
             answer: tuple[bool, Any] = (True, fn(item))
-        except Exception as exc:  # raised again in the coordinator
+        except Exception as exc:  # raised again in the coordinator, with where it arose
+            # (a bug's traceback, shown with PITREOS_TRACEBACK=1, would end at the pipe)
+            exc.add_note("in a worker process:\n"
+                         + "".join(traceback.format_exception(exc)).rstrip())
             answer = (False, exc)
         try:
             conn.send(answer)

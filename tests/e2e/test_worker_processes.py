@@ -248,6 +248,18 @@ def test_errors_in_worker_processes_come_back_as_themselves_or_as_one_line() -> 
         assert len(set(pool.imap_unordered(_pid, range(8), processes=True))) >= 1
 
 
+def _fail_deep_inside(_: int) -> int:
+    raise ValueError("a bug in a task")
+
+
+def test_a_bug_in_a_worker_process_keeps_the_traceback_of_where_it_arose() -> None:
+    """What PITREOS_TRACEBACK=1 shows for a bug in a task reaches into the worker."""
+    with WorkerPool(2) as pool, pytest.raises(ValueError, match="a bug in a task") as raised:
+        list(pool.imap_unordered(_fail_deep_inside, range(4), processes=True))
+    notes = "\n".join(getattr(raised.value, "__notes__", []))
+    assert "in a worker process" in notes and "_fail_deep_inside" in notes
+
+
 def test_a_worker_killed_while_idle_fails_the_next_map_in_one_line() -> None:
     with WorkerPool(2) as pool:
         pids = set(pool.imap_unordered(_pid, range(16), processes=True))
