@@ -29,13 +29,8 @@ from ..errors import (
 )
 from ..log import get_logger
 from .base import ObjectInfo, ObjectStoreBase, StoreProperties
-from .gcsobjects import (
-    CONNECT_SECONDS,
-    READ_SECONDS,
-    BucketObjects,
-    ChecksumMismatch,
-    HTTPStatusError,
-)
+from .gcsobjects import BucketObjects, HTTPStatusError
+from .httppool import CONNECT_SECONDS, READ_SECONDS, ChecksumMismatch
 
 log = get_logger(__name__)
 TIMEOUT = (CONNECT_SECONDS, READ_SECONDS)

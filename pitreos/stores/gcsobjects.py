@@ -18,20 +18,16 @@ import base64
 import json
 import os
 import secrets
-import urllib.request
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import certifi
 import google_crc32c
-import urllib3
 from google.auth.credentials import Credentials
 from google.auth.transport.urllib3 import AuthorizedHttp
 
 from .._version import __version__
-
-CONNECT_SECONDS, READ_SECONDS = 10, 120  # the SDK's requests wait as long
-TIMEOUT = urllib3.Timeout(connect=CONNECT_SECONDS, read=READ_SECONDS)
+from .httppool import TIMEOUT, ChecksumMismatch, pool_for
 
 
 class HTTPStatusError(Exception):
@@ -40,11 +36,6 @@ class HTTPStatusError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}" if message else f"HTTP {status}")
         self.status = status
-
-
-class ChecksumMismatch(Exception):
-    """A body whose crc32c differs from the one the server sent: cut or damaged on the
-    way (a retry fetches it again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +53,10 @@ class BucketObjects:
                  pool_size: int) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.bucket = quote(bucket, safe="")
+        ca_certs = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                    or certifi.where())  # as requests, which the SDK uses, chooses it
         self.http = AuthorizedHttp(credentials,  # type: ignore[no-untyped-call]
-                                   _pool(self.endpoint, pool_size))
+                                   pool_for(self.endpoint, pool_size, ca_certs))
         self.headers = {"user-agent": f"pitreos/{__version__}"}
 
     def get(self, name: str) -> bytes | None:
@@ -124,23 +117,6 @@ class BucketObjects:
             raise HTTPStatusError(response.status, _message(response.data))
         return _Answer(response.status, response.data,
                        _crc32c_sent(response.headers.get("x-goog-hash")))
-
-
-def _pool(endpoint: str, pool_size: int) -> urllib3.PoolManager:
-    ca_certs = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                or certifi.where())
-    proxy = _proxy_for(endpoint)
-    if proxy:
-        return urllib3.ProxyManager(proxy, maxsize=pool_size, ca_certs=ca_certs)
-    return urllib3.PoolManager(maxsize=pool_size, ca_certs=ca_certs)
-
-
-def _proxy_for(endpoint: str) -> str | None:
-    """The proxy the environment names for ``endpoint``, as requests would choose it."""
-    parts = urlsplit(endpoint)
-    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
-        return None
-    return urllib.request.getproxies().get(parts.scheme)
 
 
 def _name(name: str) -> str:
