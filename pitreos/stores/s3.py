@@ -3,15 +3,21 @@
 Credentials, region and endpoint come from boto3's standard chain (``AWS_*`` variables,
 ``~/.aws`` files, instance roles); URL parameters override the endpoint and region:
 ``s3://bucket/prefix?endpoint=http://127.0.0.1:8333&region=us-east-1&path_style=1``.
-boto3's own retries are off: :class:`~pitreos.stores.retry.RetryingStore` retries.
+Objects are read, written, checked and deleted with requests signed and sent by
+:mod:`~pitreos.stores.s3objects` (half of boto3's CPU per request), addressed as boto3
+addresses them; listing and the bucket check go through boto3. Neither retries:
+:class:`~pitreos.stores.retry.RetryingStore` does.
 """
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import boto3
 import botocore.config
 import botocore.exceptions as bexc
+import botocore.session
+import certifi
+import urllib3.exceptions
 
 from ..errors import (
     AccessDenied,
@@ -20,7 +26,13 @@ from ..errors import (
     StoreNotFound,
     TransientStoreError,
 )
+from ..log import get_logger
 from .base import ObjectInfo, ObjectStoreBase, StoreProperties
+from .httppool import ChecksumMismatch, pool_for
+from .s3objects import BucketObjects, ClientObjects, WrongRegion, signed_objects
+
+log = get_logger(__name__)
+T = TypeVar("T")
 
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
                     "Throttling", "ThrottlingException"}
@@ -28,6 +40,7 @@ _REFUSED_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
                   "InvalidToken"}
 _TRANSIENT = (bexc.ConnectionError, bexc.HTTPClientError, bexc.ReadTimeoutError,
               bexc.IncompleteReadError, bexc.ResponseStreamingError, ConnectionError,
+              urllib3.exceptions.HTTPError,  # the signed requests' network failures
               bexc.FlexibleChecksumError)  # a body cut short in transit: fetch it again
 _DENIED_CODES = {"AccessDenied", "AllAccessDisabled"}
 
@@ -43,8 +56,28 @@ class S3Store(ObjectStoreBase):
             max_pool_connections=pool_size,
             s3={"addressing_style": "path" if path_style else "auto"},
         )
-        self.client = boto3.session.Session().client(
+        session = botocore.session.get_session()
+        self.client = boto3.session.Session(botocore_session=session).client(
             "s3", endpoint_url=endpoint, region_name=region, config=config)
+        self.client_objects = ClientObjects(self.client, bucket)
+        ca_certs = session.get_config_variable("ca_bundle") or certifi.where()
+        http = pool_for(self.client.meta.endpoint_url, pool_size, ca_certs)
+        self.objects: BucketObjects = signed_objects(
+            self.client, bucket, session.get_credentials(), http) or self.client_objects
+
+    def _objects(self, request: Callable[[BucketObjects], T]) -> T:
+        """``request`` made with the signed requests, or through boto3's client once
+        the bucket has said it lives in another region (the client follows that)."""
+        try:
+            return request(self.objects)
+        except WrongRegion as exc:
+            if self.objects is self.client_objects:
+                raise  # cannot happen: the client raises no WrongRegion
+            log.warning("s3.other_region", store=self.url, region=exc.region,
+                        hint="name the bucket's region in the store URL (?region=...) "
+                             "for faster transfers")
+            self.objects = self.client_objects
+            return request(self.objects)
 
     def translate(self, action: str, key: str, exc: Exception) -> StoreError:
         if isinstance(exc, bexc.ClientError):
@@ -68,6 +101,9 @@ class S3Store(ObjectStoreBase):
                 return self.error(action, key, "access denied (HTTP 403): the credentials "
                                   "were refused or lack a permission", AccessDenied)
             return self.error(action, key, str(code or status))
+        if isinstance(exc, ChecksumMismatch):
+            return self.error(action, key, f"body damaged in transit: {exc}",
+                              TransientStoreError)
         if isinstance(exc, _TRANSIENT):
             return self.error(action, key, type(exc).__name__, TransientStoreError)
         if isinstance(exc, bexc.NoCredentialsError):
@@ -81,24 +117,20 @@ class S3Store(ObjectStoreBase):
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
 
     def get(self, key: str) -> bytes:
+        name = self.prefix + key
         with self.failures("read", key):
             try:
-                response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+                return self._objects(lambda objects: objects.get(name))
             except bexc.ClientError as exc:
                 if _code(exc) in ("NoSuchKey", "404"):
                     raise BlobNotFound(key, self.url) from exc
                 raise
-            data: bytes = response["Body"].read()
-        if len(data) != response.get("ContentLength", len(data)):
-            raise self.error("read", key, "truncated body", TransientStoreError)
-        return data
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
-        kwargs: dict[str, Any] = {} if overwrite else {"IfNoneMatch": "*"}
+        name = self.prefix + key
         with self.failures("write", key):
             try:
-                self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
-                                       **kwargs)
+                self._objects(lambda objects: objects.put(name, data, overwrite=overwrite))
             except bexc.ClientError as exc:
                 if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
                     return False
@@ -106,9 +138,10 @@ class S3Store(ObjectStoreBase):
         return True
 
     def exists(self, key: str) -> bool:
+        name = self.prefix + key
         with self.failures("check", key):
             try:
-                self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+                self._objects(lambda objects: objects.head(name))
             except bexc.ClientError as exc:
                 if _status(exc) == 404:
                     return False
@@ -124,8 +157,9 @@ class S3Store(ObjectStoreBase):
                                      item["LastModified"])
 
     def delete(self, key: str) -> None:
+        name = self.prefix + key
         with self.failures("delete", key):
-            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+            self._objects(lambda objects: objects.delete(name))
 
 
 def _code(exc: bexc.ClientError) -> str:
