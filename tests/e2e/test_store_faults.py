@@ -207,6 +207,21 @@ def test_wrong_credentials(run: Runner, servers: dict[str, Any], tmp_path: Path)
     assert wrong_key not in result.stderr and key not in result.stderr
 
 
+def test_no_aws_credentials_says_so(run: Runner, servers: dict[str, Any],
+                                    tmp_path: Path) -> None:
+    """Without any AWS credentials (none in the environment, no files, no instance
+    metadata) the S3 store says so, exit 12, instead of an unsigned request's 403."""
+    from .servers import create_s3_bucket
+
+    s3 = create_s3_bucket(servers["s3"])
+    env = {key: value for key, value in s3.env.items() if not key.startswith("AWS_")}
+    env.update({"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+                "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"})
+    run("list", store=s3.url, env=env, catalog=tmp_path / "c.sqlite").fails(
+        "no AWS credentials found", code=12)
+
+
 def test_missing_optional_extra(run: Runner, tmp_path: Path) -> None:
     """boto3 made unimportable: a one-line hint to install the extra."""
     shadow = tmp_path / "shadow/boto3"
