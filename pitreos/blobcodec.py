@@ -64,6 +64,8 @@ class BlobCodec:
     thread keeps its own decompressor (~100 KiB) in a ``threading.local``; compressors
     are lent, at most one a core at once: each holds ~2.5 MiB at level 3, and a backup
     to a far store runs a thread a request in flight (63 threads held 160 MiB of them).
+    For the same reason a decoded chunk is held only in a turn (:meth:`chunk_turn`), at
+    most one a core at once.
     """
 
     def __init__(self, level: int = 3, max_chunk_size: int = 1 << 30) -> None:
@@ -74,6 +76,7 @@ class BlobCodec:
         self._compressors: SimpleQueue[zstandard.ZstdCompressor | None] = SimpleQueue()
         for _ in range(usable_cores()):
             self._compressors.put(None)
+        self._chunk_turns = threading.BoundedSemaphore(usable_cores())
 
     def __getstate__(self) -> tuple[int, int]:
         # to a worker process: the settings, not this process's (de)compressors
@@ -99,6 +102,17 @@ class BlobCodec:
             yield lambda data, chunk: _blob(compressor.compress(data), data, chunk)
         finally:
             self._compressors.put(compressor)
+
+    @contextmanager
+    def chunk_turn(self) -> Iterator[None]:
+        """A turn at holding a decoded chunk until it is written: blocks while every
+        core has one. A restore from a far store runs a thread a request in flight (up
+        to 128): without turns, each could hold its chunk (the chunk size) from decoding
+        to writing, 128 of them when writes fall behind the link. Through the bench's
+        latency proxy, where writes keep up, peak RSS did not move beyond its noise:
+        glibc's heap, not the chunks, is most of it (docs/performance.md)."""
+        with self._chunk_turns:
+            yield
 
     def encode(self, data: bytes | bytearray | memoryview, chunk: ChunkDigest) -> bytes:
         """Build the blob for ``data``, whose digest the caller computed."""

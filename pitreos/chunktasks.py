@@ -285,22 +285,48 @@ def write_chunks(repo: Repository, task: WriteTask) -> WriteResult:
             punch_hole(fd, start, length)
         for chunk in task.fetch:
             with repo.transfer():
-                found = task.seeds.find(task.entry_path, chunk.start, chunk.length,
-                                        chunk.digest)
-                data, fetched = (found, 0) if found is not None else \
-                    repo.read_chunk(chunk.digest)
-                if len(data) != chunk.length:
-                    raise _wrong_length(task, chunk, len(data))
-                if chunk.dirty_byte:
-                    data, original = with_dirty_byte(data)
-                written += _write_runs(fd, chunk, data)
-            data_bytes += len(data)
-            stored_bytes += fetched
-            seeded += found is not None
+                one = _write_chunk(repo, task, chunk, fd)
+            data_bytes += chunk.length
+            stored_bytes += one.fetched
+            written += one.written
+            seeded += one.seeded
+            original = one.dirty_original if chunk.dirty_byte else original
     finally:
         os.close(fd)
     return WriteResult(task.path, len(task.punch), len(task.fetch), data_bytes,
                        stored_bytes, written, seeded, original)
+
+
+@dataclass(frozen=True, slots=True)
+class _ChunkWritten:
+    fetched: int  # bytes fetched from the store: 0 from a seed
+    written: int
+    seeded: bool
+    dirty_original: int | None
+
+
+def _write_chunk(repo: Repository, task: WriteTask, chunk: FetchChunk, fd: int
+                 ) -> _ChunkWritten:
+    """Write one chunk, from a seed or else fetched. The chunk is held only in a turn
+    (at most one a core), and not past this call."""
+    if task.seeds.directories:
+        with repo.chunk_turn():
+            found = task.seeds.find(task.entry_path, chunk.start, chunk.length,
+                                    chunk.digest)
+            if found is not None:
+                return _write_found(task, chunk, fd, found, fetched=0, seeded=True)
+    with repo.chunk_read(chunk.digest) as (data, fetched):
+        return _write_found(task, chunk, fd, data, fetched=fetched, seeded=False)
+
+
+def _write_found(task: WriteTask, chunk: FetchChunk, fd: int, data: bytes, *, fetched: int,
+                 seeded: bool) -> _ChunkWritten:
+    if len(data) != chunk.length:
+        raise _wrong_length(task, chunk, len(data))
+    original = None
+    if chunk.dirty_byte:
+        data, original = with_dirty_byte(data)
+    return _ChunkWritten(fetched, _write_runs(fd, chunk, data), seeded, original)
 
 
 def _write_runs(fd: int, chunk: FetchChunk, data: bytes) -> int:

@@ -265,20 +265,39 @@ class Repository:
         return BlobState.SOUND, None
 
     def read_chunk(self, chunk: ChunkDigest) -> tuple[bytes, int]:
-        """Return a chunk, both hashes checked, and the bytes fetched from the store.
+        """Return a chunk, both hashes checked, and the bytes fetched from the store."""
+        with self.chunk_read(chunk) as found:
+            return found
+
+    @contextlib.contextmanager
+    def chunk_read(self, chunk: ChunkDigest) -> Iterator[tuple[bytes, int]]:
+        """A chunk, both hashes checked, and the bytes fetched from the store, for use
+        inside the block, which runs in a turn (:meth:`chunk_turn`); the blob is fetched
+        before the turn.
 
         A blob that fails its check is fetched again (a body cut short in transit can
         slip past the transport) before the failure is reported.
         """
         for attempt in range(1, _INTEGRITY_ATTEMPTS + 1):
             blob = self.get_blob(chunk.sha1)
-            try:
-                return self._codec.decode(blob, chunk), len(blob)
-            except IntegrityError as exc:
-                if attempt == _INTEGRITY_ATTEMPTS:
-                    raise IntegrityError(f"{exc} (in store {self.url})") from exc
-                log.warning("blob.refetch", blob=chunk.sha1, error=str(exc))
-        raise AssertionError("unreachable")
+            with self.chunk_turn():
+                try:
+                    data = self._codec.decode(blob, chunk)
+                except IntegrityError as exc:
+                    if attempt == _INTEGRITY_ATTEMPTS:
+                        raise IntegrityError(f"{exc} (in store {self.url})") from exc
+                    log.warning("blob.refetch", blob=chunk.sha1, error=str(exc))
+                    continue
+                fetched = len(blob)
+                del blob  # the block holds the chunk, not its blob too
+                yield data, fetched
+                return
+
+    def chunk_turn(self) -> AbstractContextManager[None]:
+        """A turn at holding a chunk read or fetched for writing: at most one a core at
+        once, so that the chunks held at once are as few as the cores, not as many as
+        the requests in flight."""
+        return self._codec.chunk_turn()
 
     def list_blobs(self) -> Iterator[StoredBlob]:
         for info in self._store.list(BLOB_PREFIX):
