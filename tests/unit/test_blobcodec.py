@@ -12,6 +12,8 @@ from pitreos.cores import usable_cores
 from pitreos.errors import IntegrityError
 from pitreos.hashing import ChunkDigest, digest
 
+from .occupancy import Occupancy
+
 
 @pytest.mark.parametrize(("data", "codec"), [(b"a" * 100_000, CODEC_ZSTD),
                                              (os.urandom(100_000), CODEC_RAW)])
@@ -41,29 +43,21 @@ def test_no_more_compressors_lent_at_once_than_cores() -> None:
     beyond the cores wait, and every thread's blob still decodes."""
     codec = BlobCodec()
     cores = usable_cores()
-    inside = 0
-    most = 0
-    lock = threading.Lock()
+    encoding = Occupancy()
     blobs: list[tuple[bytes, bytes]] = []
 
     def work(i: int) -> None:
-        nonlocal inside, most
         data = bytes([i % 256]) * 50_000
-        with codec.encoder() as encode:
-            with lock:
-                inside += 1
-                most = max(most, inside)
+        with codec.encoder() as encode, encoding:
             time.sleep(0.02)
             blob = encode(data, digest(data))
-            with lock:
-                inside -= 1
-                blobs.append((data, blob))
+        blobs.append((data, blob))
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(cores + 6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert most == cores
+    assert encoding.most == cores
     assert all(codec.decode(blob, digest(data)) == data for data, blob in blobs)
     assert len(blobs) == cores + 6

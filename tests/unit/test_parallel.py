@@ -12,6 +12,8 @@ import pytest
 
 from pitreos.parallel import Feed, WorkerPool, call, imap_unordered
 
+from .occupancy import Occupancy
+
 
 def test_every_item_once() -> None:
     assert sorted(imap_unordered(lambda x: x * 2, range(100), workers=4)) == [
@@ -20,9 +22,7 @@ def test_every_item_once() -> None:
 
 def test_items_are_taken_lazily_within_the_window() -> None:
     taken: list[int] = []
-    in_flight_peak = 0
-    lock = threading.Lock()
-    running = 0
+    running = Occupancy()
 
     def items() -> Iterator[int]:
         for i in range(50):
@@ -30,20 +30,15 @@ def test_items_are_taken_lazily_within_the_window() -> None:
             yield i
 
     def task(i: int) -> int:
-        nonlocal running, in_flight_peak
-        with lock:
-            running += 1
-            in_flight_peak = max(in_flight_peak, running)
-        time.sleep(0.001)
-        with lock:
-            running -= 1
+        with running:
+            time.sleep(0.001)
         return i
 
     results = imap_unordered(task, items(), workers=3, window=5)
     first = next(results)
     assert len(taken) <= 5  # no more than the window taken before a result
     assert sorted([first, *results]) == list(range(50))
-    assert in_flight_peak <= 3
+    assert running.most <= 3
 
 
 def test_a_feed_extended_while_iterating_is_drained() -> None:

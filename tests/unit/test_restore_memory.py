@@ -1,7 +1,6 @@
 """A restore from a far store runs a thread a request in flight (up to 128): the chunks
 those threads hold at once, from decoding to writing, must be as few as the cores."""
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ from pitreos.restore.seeds import Seeds
 from pitreos.stores.limit import ConcurrencyLimit
 
 from .memstore import MemoryStore
+from .occupancy import Occupancy
 
 CHUNK = 64 << 10
 
@@ -34,24 +34,18 @@ def test_chunks_held_at_once_are_as_few_as_the_cores(tmp_path: Path,
         path.write_bytes(b"")
         tasks.append(WriteTask(str(path), f"file{i}", "b", (), (
             FetchChunk(0, 0, CHUNK, chunk, had_data=False, dirty_byte=True),), Seeds()))
-    holding = most = 0
-    lock = threading.Lock()
+    holding = Occupancy()
 
     def held(data: bytes) -> tuple[bytes, int]:
         """Called with the decoded chunk, before it is written: counts who holds one."""
-        nonlocal holding, most
-        with lock:
-            holding += 1
-            most = max(most, holding)
-        time.sleep(0.05)
-        with lock:
-            holding -= 1
+        with holding:
+            time.sleep(0.05)
         return data, 0
 
     monkeypatch.setattr(chunktasks, "with_dirty_byte", held)
     with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(lambda task: write_chunks(repo, task), tasks))
-    assert most == usable_cores()
+    assert holding.most == usable_cores()
     assert [r.stored_bytes > 0 for r in results] == [True] * threads
     for i in range(threads):
         assert (tmp_path / f"file{i}").read_bytes() == bytes([i + 1]) * CHUNK
