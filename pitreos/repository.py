@@ -151,6 +151,12 @@ class Repository:
     def limit(self) -> ConcurrencyLimit | None:
         return self._limit
 
+    def fit_in_flight(self, chunk_size: int) -> None:
+        """Bound the requests in flight by the memory their chunks hold
+        (:meth:`~pitreos.stores.limit.ConcurrencyLimit.fit_chunks`)."""
+        if self._limit is not None:
+            self._limit.fit_chunks(chunk_size)
+
     @property
     def url(self) -> str:
         return self._store.url

@@ -75,6 +75,8 @@ class Workspace:
                                  verify=partial(blob_is_sound, codec))
         repo = Repository(store, codec, limit)
         description = _described_or_created(repo) if create else repo.check()
+        # copy, verify and sync move the store's blobs: bounded by its default chunk size
+        repo.fit_in_flight(description.chunk_size if description else DEFAULT_CHUNK_SIZE)
         path = catalog_path or default_catalog_path(repo.url)
         if rebuild_catalog:
             Catalog.remove(path)

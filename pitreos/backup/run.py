@@ -32,6 +32,7 @@ def run_backup(source: Path, repo: Repository, catalog: Catalog, options: Backup
     started = time.monotonic()
     stats = BackupStats()
     check_source(source, options)
+    repo.fit_in_flight(options.chunk_size)
     with BackupGuard(repo, options.lock_stale_after, options.gc_poll_seconds) as guard:
         # the catalog is synced after the marker is written: a gc that deletes what
         # the catalog then shows is one the guard sees (docs/gc.md)

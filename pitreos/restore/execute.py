@@ -68,6 +68,7 @@ def execute_restore(plan: RestorePlan, repo: Repository, options: RestoreOptions
     """Carry out a plan made by :func:`plan_restore` (``pool``: the workers it hashed
     with, None: a pool of its own)."""
     plan.check_deletions(options)
+    repo.fit_in_flight(plan.manifest.chunk_size)
     progress = progress or NoProgress()
     started = time.monotonic()
     dest = plan.dest

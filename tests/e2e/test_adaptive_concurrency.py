@@ -56,6 +56,27 @@ def test_requests_in_flight_grow_to_fill_a_far_link(run: Runner, far_gcs: Backen
     assert_same_tree(source, tmp_path / "dest2")
 
 
+def test_large_chunks_keep_fewer_requests_in_flight(run: Runner, far_gcs: Backend,
+                                                   tmp_path: Path) -> None:
+    """Each request in flight may hold a chunk: with 64 MiB chunks an adaptive limit
+    stays at 2 (128 MiB in all) for the backup and for the restore, which reads the
+    chunk size from the backup, not from the store's default."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "small.bin").write_bytes(os.urandom(3 * CHUNK))
+
+    def pitreos(*args: str) -> dict[str, Any]:
+        result = run("--json", *args, store=far_gcs.url, env=far_gcs.env,
+                     catalog=tmp_path / "catalog.sqlite", timeout=300)
+        return document(result.ok(), args[0])
+
+    backup = pitreos("backup", "--chunk-size", str(64 << 20), str(source))
+    assert backup["requests_in_flight"] == {"limit": 2, "highest": 2, "adaptive": True}
+    restore = pitreos("restore", "latest", str(tmp_path / "dest"))
+    assert restore["requests_in_flight"] == {"limit": 2, "highest": 2, "adaptive": True}
+    assert_same_tree(source, tmp_path / "dest")
+
+
 def test_a_local_store_reports_no_requests_in_flight(run: Runner, tmp_path: Path) -> None:
     source = _data(tmp_path / "src")
     store, catalog = (tmp_path / "s").as_uri(), tmp_path / "c.sqlite"

@@ -154,3 +154,21 @@ def test_failing_requests_bring_the_limit_down() -> None:
     for t in pool:
         t.join()
     assert limit.current < 64
+
+
+def test_large_chunks_lower_an_adaptive_limits_maximum() -> None:
+    """Each request may hold a chunk: an adaptive limit keeps what its requests hold
+    at once within IN_FLIGHT_BYTES (128 MiB); a fixed one is the user's choice."""
+    limit = ConcurrencyLimit.adaptive()
+    limit.fit_chunks(1 * MiB)
+    assert (limit.maximum, limit.current) == (ADAPTIVE_MAX, ADAPTIVE_START)
+    limit.fit_chunks(8 * MiB)
+    assert (limit.maximum, limit.current) == (16, ADAPTIVE_START)
+    climbing = ConcurrencyLimit(64, maximum=ADAPTIVE_MAX)
+    climbing.fit_chunks(32 * MiB)
+    assert (climbing.maximum, climbing.current, climbing.highest) == (4, 4, 4)
+    climbing.fit_chunks(256 * MiB)
+    assert (climbing.maximum, climbing.current) == (1, 1)  # never below one request
+    fixed = ConcurrencyLimit.fixed(64)
+    fixed.fit_chunks(32 * MiB)
+    assert (fixed.maximum, fixed.current) == (64, 64)
