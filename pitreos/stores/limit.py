@@ -95,6 +95,7 @@ class ConcurrencyLimit:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.minimum = max(1, minimum)
         self.maximum = max(self.minimum, maximum if maximum is not None else initial)
+        self._ceiling = self.maximum  # what :meth:`fit_chunks` never goes above
         initial = min(self.maximum, max(self.minimum, initial))
         self._climb = Climb(initial, initial)
         self._clock = clock
@@ -119,13 +120,14 @@ class ConcurrencyLimit:
         return self._climb.limit
 
     def fit_chunks(self, chunk_size: int) -> None:
-        """Lower an adaptive limit's maximum so that requests of up to ``chunk_size``
-        each hold at most :data:`IN_FLIGHT_BYTES` at once. A fixed limit (the user's
-        ``--parallel``) is the user's to choose and is left alone."""
+        """Set an adaptive limit's maximum so that requests of up to ``chunk_size``
+        each hold at most :data:`IN_FLIGHT_BYTES` at once, never above the maximum it
+        was made with (each operation fits it to its own chunks). A fixed limit (the
+        user's ``--parallel``) is the user's to choose and is left alone."""
         if not self.adapts:
             return
         with self._cond:
-            self.maximum = max(self.minimum, min(self.maximum,
+            self.maximum = max(self.minimum, min(self._ceiling,
                                                  IN_FLIGHT_BYTES // max(1, chunk_size)))
             if self._climb.limit > self.maximum:
                 self._climb = Climb(self.maximum, min(self._climb.best_limit, self.maximum),
@@ -134,7 +136,7 @@ class ConcurrencyLimit:
 
     @property
     def adapts(self) -> bool:
-        return self.minimum != self.maximum
+        return self.minimum != self._ceiling
 
     @contextmanager
     def slot(self) -> Iterator[None]:

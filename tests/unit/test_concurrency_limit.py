@@ -169,6 +169,10 @@ def test_large_chunks_lower_an_adaptive_limits_maximum() -> None:
     assert (climbing.maximum, climbing.current, climbing.highest) == (4, 4, 4)
     climbing.fit_chunks(256 * MiB)
     assert (climbing.maximum, climbing.current) == (1, 1)  # never below one request
+    climbing.fit_chunks(2 * MiB)  # the next operation's chunks are smaller: room again
+    assert (climbing.maximum, climbing.current, climbing.adapts) == (64, 1, True)
+    climbing.fit_chunks(512 << 10)
+    assert climbing.maximum == ADAPTIVE_MAX  # never above what it was made with
     fixed = ConcurrencyLimit.fixed(64)
     fixed.fit_chunks(32 * MiB)
     assert (fixed.maximum, fixed.current) == (64, 64)
