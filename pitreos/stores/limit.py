@@ -32,7 +32,8 @@ ADAPTIVE_MAX = 128
 # the most that an adaptive limit's requests may hold at once, each a chunk at worst (an
 # incompressible chunk's blob is as large): 128 requests of the default 1 MiB chunk, the
 # figures target 3's memory line was measured with. At 8 MiB chunks, 128 requests
-# would hold 1 GiB; 16 still keep 128 MiB on the way, which fills a 20 ms, 50 Gbit/s link
+# would hold 1 GiB; 16 still keep 128 MiB on the way, which fills a link of 50 Gbit/s
+# with a 20 ms round trip
 IN_FLIGHT_BYTES = 128 << 20
 _REQUEST_WEIGHT = 16 << 10  # a request without a body still costs a round trip
 _MIN_INTERVAL = 0.25  # seconds
