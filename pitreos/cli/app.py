@@ -58,7 +58,7 @@ PITREOS_GC_KEEP_LAST for one command), then the profile of the config file
               "cores as this process may use them: CPU affinity and a container's CPU "
               "limit count]. "
               "On an object store, requests in flight [default: adapted to the link, "
-              "8 to 128].")
+              "from 8 up to 128; with chunks over 1 MiB, up to 128 MiB of chunks].")
 @click.option("--cache", envvar="PITREOS_CACHE", type=click.Path(path_type=Path),
               metavar="DIR", help="Local blob cache that restores read first and fill; "
               "only blobs whose hashes were checked enter it. Env: PITREOS_CACHE.")
