@@ -16,6 +16,7 @@ one waiting when it finishes; the task goes to the worker with the fewest.
 
 import contextlib
 import itertools
+import operator
 import os
 import select
 import signal
@@ -83,7 +84,7 @@ class ProcessPool:
         try:
             while True:
                 for item in itertools.islice(source, limit - in_flight):  # polled again
-                    worker = min(self._workers, key=_queued)
+                    worker = min(self._workers, key=operator.attrgetter("queued"))
                     try:
                         worker.conn.send((fn, item))
                     except (BrokenPipeError, ConnectionResetError):
@@ -146,10 +147,6 @@ class ProcessPool:
             worker.process.join()
             worker.conn.close()
         self._workers = []
-
-
-def _queued(worker: _Worker) -> int:
-    return worker.queued
 
 
 def _serve(conn: Connection, coordinator: int) -> None:

@@ -70,9 +70,7 @@ class S3Store(ObjectStoreBase):
         the bucket has said it lives in another region (the client follows that)."""
         try:
             return request(self.objects)
-        except WrongRegion as exc:
-            if self.objects is self.client_objects:
-                raise  # cannot happen: the client raises no WrongRegion
+        except WrongRegion as exc:  # only the signed requests raise it
             log.warning("s3.other_region", store=self.url, region=exc.region,
                         hint="name the bucket's region in the store URL (?region=...) "
                              "for faster transfers")

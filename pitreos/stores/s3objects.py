@@ -166,12 +166,12 @@ def signed_objects(client: Any, bucket: str, credentials: Credentials | None,
     finally:
         client.meta.events.unregister(event, unique_id="pitreos-address-probe")
     url = str(seen.get("url", ""))
-    scope = _region_in(seen.get("authorization", b""))
-    if not url.endswith("/" + probe) or scope is None:
+    region = _region_in(seen.get("authorization", b""))
+    if not url.endswith("/" + probe) or region is None:
         return None
     config = client.meta.config
     return SignedObjects(
-        url[:-len(probe)], scope, credentials, http,
+        url[:-len(probe)], region, credentials, http,
         # botocore before 1.36 has neither setting, and sent and checked no CRC32
         send_crc32=getattr(config, "request_checksum_calculation", "") == "when_supported",
         check_crc32=getattr(config, "response_checksum_validation", "") == "when_supported")

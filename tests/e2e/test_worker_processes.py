@@ -210,7 +210,7 @@ def test_a_shared_pool_serves_its_maps_with_the_same_processes_and_ends_them() -
             os.kill(pid, 0)
 
 
-def _threads_now(_: int) -> int:
+def _nothing(_: int) -> int:
     return 0
 
 
@@ -223,7 +223,7 @@ def _raise_unpicklable(_: int) -> int:
     raise _Unpicklable("no way back")
 
 
-def _raise_integrity(i: int) -> int:
+def _raise_source_changed(i: int) -> int:
     raise SourceChanged(f"task {i} saw its file change")
 
 
@@ -233,7 +233,7 @@ def test_a_process_map_adds_no_thread_to_the_coordinator() -> None:
     before = set(threading.enumerate())  # other tests' idle threads may end meanwhile
     added = []
     with WorkerPool(2) as pool:
-        for _ in pool.imap_unordered(_threads_now, range(40), processes=True):
+        for _ in pool.imap_unordered(_nothing, range(40), processes=True):
             added.append(set(threading.enumerate()) - before)
     assert len(added) == 40 and not any(added), added
 
@@ -241,7 +241,7 @@ def test_a_process_map_adds_no_thread_to_the_coordinator() -> None:
 def test_errors_in_worker_processes_come_back_as_themselves_or_as_one_line() -> None:
     with WorkerPool(2) as pool:
         with pytest.raises(SourceChanged, match=r"task \d+ saw its file change"):
-            list(pool.imap_unordered(_raise_integrity, range(8), processes=True))
+            list(pool.imap_unordered(_raise_source_changed, range(8), processes=True))
         with pytest.raises(PitreosError, match="_Unpicklable in a worker process"):
             list(pool.imap_unordered(_raise_unpicklable, range(8), processes=True))
         # the pool still serves after errors raised by tasks
