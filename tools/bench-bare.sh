@@ -5,6 +5,7 @@
 # to $OUT. docs/performance.md, "Sixteen cores", says how the wheels were fetched.
 #
 #   OUT=DIR [WHEELS=.whl] [SCALE=small] [REPEAT=3] [BUDGET=500] [BENCH=0] [DIAG=1] \
+#     [DIAG_BEFORE=SECONDS] \
 #     bash tools/bench-bare.sh
 #
 # BUDGET: seconds the bench may run (a lent machine's time is counted); BENCH=0: only
@@ -41,17 +42,26 @@ WORK=$PWD/tools/bench-data
 [ "$(df --output=avail -B1G . | tail -1)" -ge 24 ] || WORK=/tmp/bench-data
 echo "workdir $WORK"; df -h "$(dirname "$WORK")" | tail -1
 ls tools/bench-results > /tmp/before.txt
+# new result files go to $OUT as soon as the bench ends, so that a diagnosis that runs
+# past the machine's limit loses only itself
+collect() {
+  for f in $(ls tools/bench-results | grep -vxF -f /tmp/before.txt); do
+    cp "tools/bench-results/$f" "$OUT/"
+  done
+}
 SECONDS=0
 if [ "${BENCH:-1}" = 1 ]; then
   timeout "$BUDGET" $PY tools/bench.py --scale "${SCALE:-small}" --repeat "${REPEAT:-3}" $GIL \
       --peers restic --workdir "$WORK"
   echo "bench rc=$? after ${SECONDS}s"
+  collect
 elif [ ! -e "$WORK/${SCALE:-small}/generated" ]; then
   mkdir -p "$WORK/${SCALE:-small}"
   $PY -c "import sys; sys.path.insert(0, 'tools'); import gen_data, pathlib; gen_data.generate(pathlib.Path('$WORK/${SCALE:-small}/node'), gen_data.SCALES['${SCALE:-small}'])"
   echo "generated after ${SECONDS}s"
 fi
-if [ -n "${DIAG:-}" ]; then
+# DIAG_BEFORE: skip the diagnosis when the bench has used this many seconds already
+if [ -n "${DIAG:-}" ] && [ "$SECONDS" -lt "${DIAG_BEFORE:-100000}" ]; then
   # where a command-line backup and restore spend the time that the engine does not
   D=$WORK/diag; rm -rf "$D"; mkdir -p "$D"
   cp -a --sparse=always "$WORK/${SCALE:-small}/node" "$D/src"
@@ -78,7 +88,5 @@ if [ -n "${DIAG:-}" ]; then
     $PY -m pitreos restore -q latest "$D/dest" > /dev/null 2>&1
   echo "diag done after ${SECONDS}s"
 fi
-for f in $(ls tools/bench-results | grep -vxF -f /tmp/before.txt); do
-  cp "tools/bench-results/$f" "$OUT/"
-done
+collect
 ls -la "$OUT"
