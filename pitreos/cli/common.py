@@ -95,6 +95,17 @@ class Settings:
         finally:
             ws.close()
 
+    def start_worker_server(self) -> None:
+        """For backup and restore: start the worker processes' server now where the
+        work will likely need it and cores are to spare (parallel.EARLY_SERVER_MIN_CORES
+        says what this saved), before the store is opened and the work planned."""
+        from .. import cores, parallel
+        from ..stores import is_remote_url
+
+        if parallel.starts_server_early(cores=cores.usable_cores(), workers=self.parallel,
+                                        local_store=not is_remote_url(self.store)):
+            parallel.start_process_server()
+
     @property
     def on_default_store(self) -> bool:
         """Whether the store is the embedded default, which a backup creates (no init)."""

@@ -94,6 +94,7 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
     --incremental, files whose size, mtime and inode match the newest backup of the same
     tag are not read again, and append-only files whose prefix is unchanged have only
     their new tail read. The store must exist ('pitreos init'), except the default one."""
+    settings.start_worker_server()
     from .. import hooks
     from ..backup import BackupOptions, run_backup
     from ..manifest import validate_meta_key, validate_tag
@@ -196,6 +197,7 @@ def restore(settings: Settings, args: tuple[str, ...], tag: str | None,
     while the state is restored its dirty flag stays set, so an interrupted restore
     never leaves a state that nodeos would open; nothing is written through a symlink or
     a hard link; --delete prints each path it removes."""
+    settings.start_worker_server()
     from .. import hooks
     from ..parallel import WorkerPool
     from ..restore import RestoreOptions, execute_restore, plan_restore

@@ -2,6 +2,7 @@
 backups and the same restored files as threads, and whatever goes wrong in a worker
 reaches the user as the same one-line error."""
 
+import json
 import os
 import signal
 import subprocess
@@ -306,3 +307,92 @@ print(result.stats.blobs_stored)
                           text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == len(_blobs(tmp_path / "s")) > 40
+
+
+# A program's children that are multiprocessing's fork server (its command line names
+# the module; spelt in two parts so that this program's own command line does not).
+_FIND_SERVERS = """
+import os, time
+
+def servers(wait=0.0):
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for entry in os.scandir("/proc"):
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    parent = int(f.read().rpartition(")")[2].split()[1])
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except (OSError, ValueError):
+                continue
+            if parent == os.getpid() and b"multiprocessing.fork" b"server" in cmdline:
+                found.append(int(entry.name))
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+"""
+
+
+def test_a_server_started_early_is_the_one_the_workers_come_from(tmp_path: Path) -> None:
+    program = _FIND_SERVERS + """
+import json
+from pitreos import parallel
+before = servers()
+parallel.start_process_server()
+started = servers(wait=10)
+with parallel.WorkerPool(2) as pool:
+    parents = set(pool.imap_unordered(parallel.call, [os.getppid] * 8, processes=True))
+print(json.dumps([before, started, sorted(parents), servers()]))
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, started, parents, after = json.loads(done.stdout)
+    assert before == [] and len(started) == 1
+    assert parents == started == after  # the pool started no server of its own
+
+
+@pytest.mark.parametrize(("command", "cores", "parallel", "servers"), [
+    ("backup", 16, None, 1),
+    ("restore", 16, None, 1),
+    ("backup", 4, None, 1),
+    ("backup", 3, None, 0),  # the server would compete with the command's own start
+    ("restore", 2, None, 0),
+    ("backup", 16, 1, 0),  # no worker processes to start
+])
+def test_backup_and_restore_start_the_worker_server_early_with_cores_to_spare(
+        tmp_path: Path, command: str, cores: int, parallel: int | None, servers: int) -> None:
+    """The data is too small for worker processes (it stays on threads): a server that
+    runs at the end was started as the command started, for the cores it saw."""
+    source = tmp_path / "src"
+    make_node(source)
+    flags = ["--store", (tmp_path / "store").as_uri(), "--catalog", str(tmp_path / "cat")]
+    pitreos = [sys.executable, "-m", "pitreos", *flags]
+    subprocess.run([*pitreos, "init", "-q"], check=True, cwd=tmp_path, timeout=60)
+    if command == "backup":
+        args = ["backup", "-q", str(source)]
+    else:
+        subprocess.run([*pitreos, "backup", "-q", str(source)], check=True, cwd=tmp_path,
+                       capture_output=True, timeout=60)
+        args = ["restore", "-q", "latest", str(tmp_path / "dest")]
+    if parallel is not None:
+        args += ["--parallel", str(parallel)]
+    program = _FIND_SERVERS + f"""
+import sys
+import pitreos.cores
+pitreos.cores.usable_cores = lambda *args, **kwargs: {cores}
+from pitreos.cli import main
+sys.argv = ["pitreos", *{flags + args!r}]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(len(servers()))
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) == servers
+    if command == "restore":
+        assert_same_tree(source, tmp_path / "dest")

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pitreos.parallel import Feed, WorkerPool, call, imap_unordered
+from pitreos.parallel import (
+    EARLY_SERVER_MIN_CORES,
+    Feed,
+    WorkerPool,
+    call,
+    imap_unordered,
+    starts_server_early,
+)
 
 from .occupancy import Occupancy
 
@@ -129,3 +136,12 @@ def test_worker_processes_import_no_catalog_or_cli_libraries(tmp_path: Path) -> 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=tmp_path, check=True)
     assert done.stdout.split() == []
+
+
+def test_the_worker_server_starts_early_only_for_a_local_store_with_cores_to_spare() -> None:
+    assert starts_server_early(cores=16, workers=None, local_store=True)
+    assert starts_server_early(cores=EARLY_SERVER_MIN_CORES, workers=8, local_store=True)
+    assert not starts_server_early(cores=EARLY_SERVER_MIN_CORES - 1, workers=None,
+                                   local_store=True)
+    assert not starts_server_early(cores=16, workers=1, local_store=True)
+    assert not starts_server_early(cores=16, workers=None, local_store=False)
