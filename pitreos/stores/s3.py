@@ -9,6 +9,7 @@ addresses them; listing and the bucket check go through boto3. Neither retries:
 :class:`~pitreos.stores.retry.RetryingStore` does.
 """
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -59,11 +60,12 @@ class S3Store(ObjectStoreBase):
         session = botocore.session.get_session()
         self.client = boto3.session.Session(botocore_session=session).client(
             "s3", endpoint_url=endpoint, region_name=region, config=config)
-        self.client_objects = ClientObjects(self.client, bucket)
+        self.client_objects: BucketObjects = ClientObjects(self.client, bucket)
         ca_certs = session.get_config_variable("ca_bundle") or certifi.where()
         http = pool_for(self.client.meta.endpoint_url, pool_size, ca_certs)
         self.objects: BucketObjects = signed_objects(
             self.client, bucket, session.get_credentials(), http) or self.client_objects
+        self._switching = threading.Lock()
 
     def _objects(self, request: Callable[[BucketObjects], T]) -> T:
         """``request`` made with the signed requests, or through boto3's client once
@@ -71,11 +73,14 @@ class S3Store(ObjectStoreBase):
         try:
             return request(self.objects)
         except WrongRegion as exc:  # only the signed requests raise it
-            log.warning("s3.other_region", store=self.url, region=exc.region,
-                        hint="name the bucket's region in the store URL (?region=...) "
-                             "for faster transfers")
-            self.objects = self.client_objects
-            return request(self.objects)
+            with self._switching:  # requests in flight together meet it together
+                switched = self.objects is not self.client_objects
+                self.objects = self.client_objects
+            if switched:
+                log.warning("s3.other_region", store=self.url, region=exc.region,
+                            hint="name the bucket's region in the store URL "
+                                 "(?region=...) for faster transfers")
+            return request(self.client_objects)
 
     def translate(self, action: str, key: str, exc: Exception) -> StoreError:
         if isinstance(exc, bexc.ClientError):
