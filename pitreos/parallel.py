@@ -194,15 +194,16 @@ def _process_context() -> "ForkServerContext":
 # From this many cores, `backup` and `restore` on a local store start the worker
 # processes' server as the command starts (start_process_server), so that its start (a
 # fresh interpreter importing the task module) overlaps the command's imports, catalog
-# and planning instead of delaying the first map. Through the command line on 16 cores,
-# alternating pairs (tools/bench-results/2026-11-27T12-42-43Z-... and 12-48-00Z-...):
-# the medians of the in-place restore went from 0.47 to 0.35 s and 0.62 to 0.46 s, the
-# incremental backup's from 0.60 to 0.50 s and 0.72 to 0.63 s, the full restore's from
-# 1.92 to 1.68 s and 2.27 to 2.07 s; the full backup's moved less than its noise. On 2
-# cores, six pairs, it cost time (full backup 5.52 to 6.29 s, incremental 1.12 to 1.25
-# s): the server competes for the CPU with the command's own start. Four cores leave a
-# core to each of the two and two for the rest; 3 and 4 were not measured.
-EARLY_SERVER_MIN_CORES = 4
+# and planning instead of delaying the first map. Through the command line, alternating
+# pairs (tools/bench-results/2026-11-27T12-42-43Z-..., 12-48-00Z-..., 13-44-33Z-... and
+# 13-53-06Z-...): on 16 cores the medians of the in-place restore went from 0.47 to
+# 0.35 s and 0.62 to 0.46 s, the incremental backup's from 0.60 to 0.50 s and 0.72 to
+# 0.63 s, the full restore's from 1.92 to 1.68 s and 2.27 to 2.07 s, the full backup's
+# moved less than its noise; on 2 cores, 20 pairs, the in-place restore was faster in
+# 16 (0.86 to 0.78 s and 0.95 to 0.85 s) and the other steps in 10 to 12, within their
+# noise. (An earlier 2-core trial, six pairs, had found the backups slower; twenty did
+# not.) On one core the server would take the command's only core.
+EARLY_SERVER_MIN_CORES = 2
 
 
 def starts_server_early(*, cores: int, workers: int | None, local_store: bool) -> bool:
