@@ -356,10 +356,9 @@ print(json.dumps([before, started, sorted(parents), servers()]))
 @pytest.mark.parametrize(("command", "cores", "parallel", "servers"), [
     ("backup", 16, None, 1),
     ("restore", 16, None, 1),
-    ("backup", 2, None, 1),
-    ("restore", 2, None, 1),
-    ("backup", 1, None, 0),  # the server would take the command's only core
-    ("restore", 1, None, 0),
+    ("backup", 4, None, 1),
+    ("backup", 3, None, 0),  # no core to spare for a server that small jobs never use
+    ("restore", 2, None, 0),
     ("backup", 16, 1, 0),  # no worker processes to start
 ])
 def test_backup_and_restore_start_the_worker_server_early_with_cores_to_spare(
