@@ -203,8 +203,7 @@ def _process_context() -> "ForkServerContext":
 # 16 (0.86 to 0.78 s and 0.95 to 0.85 s) and the other steps in 10 to 12, within their
 # noise. But a server started for a job that stays on threads is CPU spent for nothing,
 # ~0.25 s of it a command (ten backups of a 3 MB directory on 2 cores: 3.1 CPU-seconds
-# without, 5.3-6.0 with), and 2 cores have none to spare: the test suite, mostly
-# small jobs, took 15:39 against 11:28 and 13:43 without it. From 4 cores that CPU is idle.
+# without, 5.3-6.0 with), and 2 cores have none to spare. From 4 cores that CPU is idle.
 EARLY_SERVER_MIN_CORES = 4
 
 
