@@ -194,16 +194,12 @@ def _process_context() -> "ForkServerContext":
 # From this many cores, `backup` and `restore` on a local store start the worker
 # processes' server as the command starts (start_process_server), so that its start (a
 # fresh interpreter importing the task module) overlaps the command's imports, catalog
-# and planning instead of delaying the first map. Through the command line, alternating
-# pairs (tools/bench-results/2026-11-27T12-42-43Z-..., 12-48-00Z-..., 13-44-33Z-... and
-# 13-53-06Z-...): on 16 cores the medians of the in-place restore went from 0.47 to
-# 0.35 s and 0.62 to 0.46 s, the incremental backup's from 0.60 to 0.50 s and 0.72 to
-# 0.63 s, the full restore's from 1.92 to 1.68 s and 2.27 to 2.07 s, the full backup's
-# moved less than its noise; on 2 cores, 20 pairs, the in-place restore was faster in
-# 16 (0.86 to 0.78 s and 0.95 to 0.85 s) and the other steps in 10 to 12, within their
-# noise. But a server started for a job that stays on threads is CPU spent for nothing,
-# ~0.25 s of it a command (ten backups of a 3 MB directory on 2 cores: 3.1 CPU-seconds
-# without, 5.3-6.0 with), and 2 cores have none to spare. From 4 cores that CPU is idle.
+# and planning. On 16 cores, through the command line, that took 0.12-0.16 s off the
+# in-place restore (0.47 -> 0.35 s) and 0.1-0.2 s off the incremental backup and the
+# full restore. On 2 cores it saved only the in-place restore ~0.08 s, and a server that
+# a small job never uses cost ~0.25 s of CPU a command that 2 cores cannot spare (ten
+# tiny backups: 3.1 -> 5.3-6.0 CPU-seconds). docs/performance.md, "Tenth pass", has the
+# runs.
 EARLY_SERVER_MIN_CORES = 4
 
 
