@@ -39,6 +39,11 @@ class BackupPlan:
     def bytes_to_read(self) -> int:
         return sum(job.length(i) for job in self.jobs for i in job.reads())
 
+    def new_bytes_to_read(self) -> int:
+        """Those of chunks with no previous digest to compare with: hashed whole."""
+        return sum(job.length(i) for job in self.jobs for i in job.reads()
+                   if job.previous_digest(i) is None)
+
 
 def plan_backup(source: Path, catalog: Catalog, options: BackupOptions,
                 stats: BackupStats) -> BackupPlan:

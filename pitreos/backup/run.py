@@ -11,9 +11,11 @@ from pathlib import Path
 from .. import crashpoints
 from .. import manifest as mf
 from ..catalog import Catalog
+from ..cores import usable_cores
 from ..errors import CatalogError, PitreosError
 from ..gcprotocol import BackupGuard
 from ..log import get_logger
+from ..parallel import backup_in_processes
 from ..progress import NoProgress, Progress
 from ..repository import Repository
 from ..sync import sync_catalog
@@ -38,8 +40,9 @@ def run_backup(source: Path, repo: Repository, catalog: Catalog, options: Backup
         # the catalog then shows is one the guard sees (docs/gc.md)
         sync_catalog(catalog, repo, workers=options.workers)
         plan = plan_backup(source, catalog, options, stats)
-        processes = repo.crosses_processes and options.workers > 1 and \
-            plan.bytes_to_read() >= options.process_min_bytes
+        processes = repo.crosses_processes and options.workers > 1 and backup_in_processes(
+            cores=usable_cores(), to_read=plan.bytes_to_read(), new=plan.new_bytes_to_read(),
+            threshold=options.process_min_bytes)
         pipeline = Pipeline(repo, catalog, guard, plan.missing_blobs,
                             workers=options.workers, stats=stats, progress=progress,
                             processes=processes)

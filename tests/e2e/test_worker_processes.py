@@ -396,3 +396,51 @@ print(len(servers()))
     assert int(done.stdout.split()[-1]) == servers
     if command == "restore":
         assert_same_tree(source, tmp_path / "dest")
+
+
+@pytest.mark.parametrize(("cores", "incremental", "servers"), [
+    (2, True, 0),  # a rescan of a file changed in place: threads, below 4 cores
+    (3, True, 0),
+    (4, True, 1),  # from 4 cores, every byte to read counts
+    (16, True, 1),
+    (2, False, 1),  # a full backup: every chunk is new
+])
+def test_a_rescan_goes_to_processes_only_with_cores_to_spare(
+        tmp_path: Path, cores: int, incremental: bool, servers: int) -> None:
+    """Between the backups, one chunk of a 5 MiB file changes in place; the threshold is
+    1 MiB. An incremental backup then has 5 MiB to read but nothing new (each chunk has
+    a previous digest): below 4 cores it stays on threads, and no worker server runs."""
+    source = _source(tmp_path / "src")
+    program = _FIND_SERVERS + f"""
+import json
+from pathlib import Path
+import pitreos.cores
+pitreos.cores.usable_cores = lambda *args, **kwargs: {cores}
+from pitreos.backup import BackupOptions, run_backup
+from pitreos.workspace import Workspace
+
+def backup(incremental, process_min_bytes):
+    return run_backup(Path({str(source)!r}), ws.repo, ws.catalog, BackupOptions(
+        chunk_size={CHUNK}, workers=2, incremental=incremental,
+        process_min_bytes=process_min_bytes))
+
+ws = Workspace.open({str(tmp_path / "s")!r}, catalog_path=Path({str(tmp_path / "c")!r}),
+                    create=True, workers=2)
+backup(False, {NEVER})
+assert servers() == []
+with open({str(source / "data/big.bin")!r}, "r+b") as f:
+    f.seek({27 * CHUNK + 20})
+    f.write(b"changed")
+second = backup({incremental}, 1 << 20)
+print(json.dumps([len(servers()), second.stats.bytes_read, second.stats.blobs_stored]))
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found, read, stored = json.loads(done.stdout.split("\n")[-2])
+    assert found == servers
+    if incremental:  # every chunk of the changed file with data (40 runs, two chunks each)
+        assert read == 80 * CHUNK
+    else:
+        assert read > 80 * CHUNK
+    assert stored == 1

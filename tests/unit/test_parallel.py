@@ -14,6 +14,7 @@ from pitreos.parallel import (
     EARLY_SERVER_MIN_CORES,
     Feed,
     WorkerPool,
+    backup_in_processes,
     call,
     imap_unordered,
     starts_server_early,
@@ -145,3 +146,20 @@ def test_the_worker_server_starts_early_only_for_a_local_store_with_cores_to_spa
                                    local_store=True)
     assert not starts_server_early(cores=16, workers=1, local_store=True)
     assert not starts_server_early(cores=16, workers=None, local_store=False)
+
+
+def test_below_four_cores_only_new_bytes_send_a_backup_to_processes() -> None:
+    mib = 1 << 20
+    # a rescan (1 GiB of chunks with a previous digest) and 50 MiB new, 256 MiB threshold
+    rescan = {"to_read": 1074 * mib, "new": 50 * mib, "threshold": 256 * mib}
+    assert not backup_in_processes(cores=2, **rescan)
+    assert not backup_in_processes(cores=EARLY_SERVER_MIN_CORES - 1, **rescan)
+    assert backup_in_processes(cores=EARLY_SERVER_MIN_CORES, **rescan)
+    assert backup_in_processes(cores=16, **rescan)
+    # new data over the threshold: processes on any core count
+    assert backup_in_processes(cores=2, to_read=300 * mib, new=300 * mib, threshold=256 * mib)
+    assert backup_in_processes(cores=2, to_read=1074 * mib, new=256 * mib,
+                               threshold=256 * mib)
+    # under the threshold: threads on any core count
+    assert not backup_in_processes(cores=16, to_read=10 * mib, new=10 * mib,
+                                   threshold=256 * mib)
