@@ -7,7 +7,7 @@ from .catalog import Catalog
 from .errors import CollisionError, ManifestError
 from .log import get_logger
 from .manifest import Manifest
-from .parallel import imap_unordered
+from .parallel import imap_ordered
 from .progress import NoProgress, Progress
 from .repository import Repository, StoredBlob, parse_manifest
 
@@ -82,20 +82,16 @@ def sync_catalog(
         log.info("catalog.backup_added", backup=result.name)
 
     # inserted in name order (oldest first), whatever order the fetches end in: of two
-    # manifests that conflict, the older one is kept, on every machine
+    # manifests that conflict, the older one is kept, on every machine. A slow fetch
+    # holds back the ones after it, not memory: at most twice the workers are fetched
+    # ahead of the one being inserted
     progress = progress or NoProgress()
-    arrived: dict[str, bytes | None] = {}
-    position = 0
     progress.start("catalog sync: read manifests", len(new), "manifests")
     try:
-        for name, data in imap_unordered(fetch, new, workers=workers):
-            arrived[name] = data
-            while position < len(new) and new[position] in arrived:
-                ready = arrived.pop(new[position])
-                if ready is not None:
-                    insert(_parse_or_name(new[position], ready))
-                position += 1
-                progress.advance(1)
+        for name, data in imap_ordered(fetch, new, workers=workers):
+            if data is not None:
+                insert(_parse_or_name(name, data))
+            progress.advance(1)
     finally:
         progress.finish()
     if new:

@@ -2,13 +2,21 @@
 
 import os
 import sqlite3
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from pitreos.backup import BackupOptions, run_backup
 from pitreos.catalog import CopiedChunks
-from pitreos.manifest import Manifest
+from pitreos.hashing import ChunkDigest
+from pitreos.manifest import Chunk, Entry, Manifest, backup_name
+from pitreos.repository import Repository
+from pitreos.sync import sync_catalog
 from pitreos.workspace import Workspace
 
 from .helpers import CHUNK, write_at
@@ -203,4 +211,43 @@ def test_chunk_rows_whose_backup_left_the_catalog_are_looked_up_one_by_one(
     assert ws.catalog.reference_counts() == dict(expected)
     assert {p: r.chunks for p, r in ws.catalog.files_of(second.name).items()} == {
         e.path: e.chunks for e in second.entries if e.type == "file"}
+    ws.close()
+
+
+def test_a_slow_manifest_holds_back_the_sync_not_memory(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Manifests are inserted oldest first. While the oldest one's fetch hangs, the
+    others are not all fetched and held: at most twice the workers run ahead of it."""
+    ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite",
+                        create=True)
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    names = []
+    for i in range(40):
+        entry = Entry(path="f", type="file", mode=0o644, mtime_ns=0, size=CHUNK,
+                      chunks=[Chunk(0, ChunkDigest(f"{i:040x}", f"{i:064x}"))])
+        manifest = Manifest(name=backup_name(created + timedelta(hours=i), "t"), tag="t",
+                            created=created + timedelta(hours=i), chunk_size=CHUNK,
+                            entries=[entry])
+        assert ws.repo.write_manifest(manifest)
+        names.append(manifest.name)
+    fetched_while_held: list[int] = []
+    fetched: list[str] = []
+    lock = threading.Lock()
+    real = Repository.manifest_bytes
+
+    def manifest_bytes(repo: Repository, name: str) -> bytes | None:
+        if name == names[0]:
+            time.sleep(1.0)  # the others have a second to run ahead
+            with lock:
+                fetched_while_held.append(len(fetched))
+        else:
+            with lock:
+                fetched.append(name)
+        return real(repo, name)
+
+    monkeypatch.setattr(Repository, "manifest_bytes", manifest_bytes)
+    report = sync_catalog(ws.catalog, ws.repo, workers=4)
+    assert report.added == 40
+    assert ws.catalog.backup_names() == set(names)
+    assert fetched_while_held and fetched_while_held[0] <= 2 * 4
     ws.close()
