@@ -222,7 +222,7 @@ def backup_in_processes(*, cores: int, to_read: int, new: int, threshold: int) -
     early), and two threads already keep two cores busy. On 2 cores the bench's
     incremental backup (a 1 GiB state file rescanned, 54 MB stored) took 0.70-0.75 s
     on threads and 0.97-1.02 s in processes (three pairs, alternating; its limit: 0.65
-    s). On threads it held the GIL 18-25% of the time, which caps threads at 4-5x: no
+    s). On threads it held the GIL 18-30% of the time, which caps threads at 3-5x: no
     bound on 2 or 3 cores, a bound on 16. A full backup is all new, and stays in
     processes (target 1 of issue 15 holds it to a 5% GIL share on 2 cores)."""
     counted = to_read if cores >= EARLY_SERVER_MIN_CORES else new
