@@ -250,12 +250,15 @@ class Pipeline:
     def store_again(self, source: Path, entries: list[mf.Entry], chunk_size: int) -> None:
         """After a gc overlapped the backup: store again every blob it references that
         the store no longer holds, from the source (which must not have changed)."""
-        present = {b.sha1 for b in self.repo.list_blobs()}
         missing: dict[str, tuple[mf.Entry, mf.Chunk]] = {}
         for entry in entries:
             for chunk in entry.chunks:
-                if chunk.digest is not None and chunk.digest.sha1 not in present:
+                if chunk.digest is not None:
                     missing.setdefault(chunk.digest.sha1, (entry, chunk))
+        # one listing, streamed against the backup's blobs: what is held follows the
+        # backup, not the store (a set of a million blobs' names is ~100 MB)
+        for blob in self.repo.list_blobs():
+            missing.pop(blob.sha1, None)
         for entry, chunk in missing.values():
             assert chunk.digest is not None
             path = source / entry.path
