@@ -54,7 +54,9 @@ PITREOS_GC_KEEP_LAST for one command), then the profile of the config file
               "dir]. Env: PITREOS_CATALOG.")
 @click.option("--parallel", type=click.IntRange(1, 256), metavar="N",
               help="On a local store, workers: processes (at most one a core) when there "
-              "are 256 MiB or more to read or write, threads below [default: 1 per core; "
+              "are 256 MiB or more to read or write (below 4 cores, a backup counts only "
+              "the chunks it cannot compare with the previous backup's), threads below "
+              "[default: 1 per core; "
               "cores as this process may use them: CPU affinity and a container's CPU "
               "limit count]. "
               "On an object store, requests in flight [default: adapted to the link, "
