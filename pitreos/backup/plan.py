@@ -36,13 +36,17 @@ class BackupPlan:
     missing_blobs: set[str]  # blobs the catalog knows the store lacks
     copied: dict[str, CopiedChunks]  # chunks taken from the previous backup, by path
 
-    def bytes_to_read(self) -> int:
-        return sum(job.length(i) for job in self.jobs for i in job.reads())
-
-    def new_bytes_to_read(self) -> int:
-        """Those of chunks with no previous digest to compare with: hashed whole."""
-        return sum(job.length(i) for job in self.jobs for i in job.reads()
-                   if job.previous_digest(i) is None)
+    def bytes_to_read(self) -> tuple[int, int]:
+        """The bytes of every chunk still to read, and of those among them with no
+        previous digest to compare with (hashed whole): one pass over the chunks."""
+        total = new = 0
+        for job in self.jobs:
+            for index in job.reads():
+                length = job.length(index)
+                total += length
+                if job.previous_digest(index) is None:
+                    new += length
+        return total, new
 
 
 def plan_backup(source: Path, catalog: Catalog, options: BackupOptions,

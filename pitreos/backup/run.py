@@ -40,13 +40,13 @@ def run_backup(source: Path, repo: Repository, catalog: Catalog, options: Backup
         # the catalog then shows is one the guard sees (docs/gc.md)
         sync_catalog(catalog, repo, workers=options.workers)
         plan = plan_backup(source, catalog, options, stats)
+        to_read, new = plan.bytes_to_read()
         processes = repo.crosses_processes and options.workers > 1 and backup_in_processes(
-            cores=usable_cores(), to_read=plan.bytes_to_read(), new=plan.new_bytes_to_read(),
-            threshold=options.process_min_bytes)
+            cores=usable_cores(), to_read=to_read, new=new, threshold=options.process_min_bytes)
         pipeline = Pipeline(repo, catalog, guard, plan.missing_blobs,
                             workers=options.workers, stats=stats, progress=progress,
                             processes=processes)
-        progress.start("backup", plan.bytes_to_read())
+        progress.start("backup", to_read)
         try:
             pipeline.run(plan.jobs)
         finally:
