@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 from . import __version__
+from .collector import collector_paused
 from .defaults import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from .errors import ManifestError, UsageError
 from .hashing import ChunkDigest
@@ -274,7 +275,9 @@ def load(data: bytes, source: str) -> Manifest:
             f"manifest {source} has format version {doc['pitreos_manifest']!r}; "
             f"this pitreos reads version {FORMAT_VERSION}: upgrade pitreos"
         )
-    return _from_doc(doc, f"manifest {source}")
+    # a million chunks: 2.9-3.0 s with the collector paused, 4.0-4.6 s without
+    with collector_paused():
+        return _from_doc(doc, f"manifest {source}")
 
 
 def _brief(value: Any) -> str:
