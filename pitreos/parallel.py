@@ -253,28 +253,52 @@ def _main_importable() -> bool:
     return path is None or os.path.isfile(path)
 
 
-def imap_ordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int) -> Iterator[R]:
+def imap_ordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int,
+                 weigh: Callable[[A], int] | None = None, budget: int = 0) -> Iterator[R]:
     """``fn`` over ``items`` on ``workers`` threads, results in the order of ``items``
-    (for streams written front to back: ``dump``, ``export``). At most twice the workers
-    are in flight or finished and waiting for an earlier one: a slow task holds the
-    ones after it back, never memory."""
+    (for streams written front to back: ``dump``, ``export``, ``catalog sync``). At most
+    twice the workers are in flight or finished and waiting for an earlier one: a slow
+    task holds the ones after it back, never memory.
+
+    With ``weigh`` (what an item's result will hold, known before it runs: a size from
+    a listing), the items in flight, waiting, or just yielded and not yet let go of by
+    the caller also weigh at most ``budget`` together, but for one alone that weighs
+    more: a window of 256 manifests of 100 MB each is 25 GB."""
 
     def numbered(pair: tuple[int, A]) -> tuple[int, R]:
         return pair[0], fn(pair[1])
 
-    source = enumerate(items)
+    source = iter(items)
+    window = max(1, workers) * 2
     feed: Feed[tuple[int, A]] = Feed()
-    for pair in itertools.islice(source, max(1, workers) * 2):
-        feed.push(pair)
+    weights: dict[int, int] = {}  # admitted and not yet let go of, by index
+    upcoming: list[A] = []  # read from ``items``, waiting for room
+    admitted = held = 0
+
+    def admit() -> None:
+        nonlocal admitted, held
+        while len(weights) < window:
+            upcoming.extend(itertools.islice(source, 1 - len(upcoming)))
+            if not upcoming:
+                return
+            weight = weigh(upcoming[0]) if weigh is not None else 0
+            if weights and held + weight > budget:
+                return
+            feed.push((admitted, upcoming.pop()))
+            weights[admitted] = weight
+            held += weight
+            admitted += 1
+
+    admit()
     waiting: dict[int, R] = {}
     position = 0
     for index, result in imap_unordered(numbered, feed, workers=workers):
         waiting[index] = result
         while position in waiting:
             yield waiting.pop(position)
+            held -= weights.pop(position)  # the caller is done with it
             position += 1
-            for pair in itertools.islice(source, 1):  # one out, one in
-                feed.push(pair)
+            admit()
 
 
 def call(task: Callable[[], R]) -> R:

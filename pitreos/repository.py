@@ -317,14 +317,18 @@ class Repository:
     # Manifests
     def manifest_names(self) -> list[str]:
         """Names of every complete backup in the store, oldest first."""
+        return sorted(self.manifest_sizes())
+
+    def manifest_sizes(self) -> dict[str, int | None]:
+        """Every complete backup's name, with its manifest's size in bytes from the
+        listing (None for all where the store cannot list: its index names them)."""
         if not self.properties.listable:
-            return sorted(self._store.get(INDEX_KEY).decode().split())
-        names = [
-            info.key[len(MANIFEST_PREFIX) : -len(MANIFEST_SUFFIX)]
+            return dict.fromkeys(self._store.get(INDEX_KEY).decode().split())
+        return {
+            info.key[len(MANIFEST_PREFIX) : -len(MANIFEST_SUFFIX)]: info.size
             for info in self._store.list(MANIFEST_PREFIX)
             if info.key.endswith(MANIFEST_SUFFIX) and "/" not in info.key[len(MANIFEST_PREFIX):]
-        ]
-        return sorted(names)
+        }
 
     def manifest_bytes(self, name: str) -> bytes | None:
         """The stored manifest, unparsed; None when it is gone (deleted since listing)."""

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from pitreos.backup import BackupOptions, run_backup
-from pitreos.catalog import CopiedChunks
+from pitreos.catalog import Catalog, CopiedChunks
 from pitreos.hashing import ChunkDigest
-from pitreos.manifest import Chunk, Entry, Manifest, backup_name
+from pitreos.manifest import Chunk, Entry, Manifest, backup_name, dump
 from pitreos.repository import Repository
 from pitreos.sync import sync_catalog
 from pitreos.workspace import Workspace
@@ -250,4 +250,55 @@ def test_a_slow_manifest_holds_back_the_sync_not_memory(tmp_path: Path,
     assert report.added == 40
     assert ws.catalog.backup_names() == set(names)
     assert fetched_while_held and fetched_while_held[0] <= 2 * 4
+    ws.close()
+
+
+def test_manifests_fetched_ahead_stay_within_a_byte_budget(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window of twice the workers is 256 manifests on an object store: with a node's
+    large manifests that is gigabytes. The manifests fetched and not yet inserted stay
+    within ``ahead_bytes`` by their listed sizes, and one larger than that alone still
+    goes through."""
+    ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite",
+                        create=True)
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    sizes: dict[str, int] = {}
+    for i in range(24):
+        count = 10_000 if i == 12 else 2_000  # ~1.2 MB, over the budget; else ~240 kB
+        chunks = [Chunk(c * CHUNK, ChunkDigest(f"{i:08x}{c:032x}", f"{i:08x}{c:056x}"))
+                  for c in range(count)]
+        manifest = Manifest(name=backup_name(created + timedelta(hours=i), "t"), tag="t",
+                            created=created + timedelta(hours=i), chunk_size=CHUNK,
+                            entries=[Entry(path="f", type="file", mode=0o644, mtime_ns=0,
+                                           size=count * CHUNK, chunks=chunks)])
+        assert ws.repo.write_manifest(manifest)
+        sizes[manifest.name] = len(dump(manifest))
+    budget = 1 << 20
+    held: list[int] = [0]
+    highest: list[int] = [0]
+    lock = threading.Lock()
+    real_fetch, real_insert = Repository.manifest_bytes, Catalog.add_backup
+    first = min(sizes)
+
+    def manifest_bytes(repo: Repository, name: str) -> bytes | None:
+        with lock:
+            held[0] += sizes[name]
+            highest[0] = max(highest[0], held[0])
+        if name == first:
+            time.sleep(0.5)  # the others have time to run ahead as far as they may
+        return real_fetch(repo, name)
+
+    def add_backup(catalog: Catalog, manifest: Manifest, **kwargs: bool) -> None:
+        real_insert(catalog, manifest, **kwargs)  # type: ignore[arg-type]
+        with lock:
+            held[0] -= sizes[manifest.name]
+
+    monkeypatch.setattr(Repository, "manifest_bytes", manifest_bytes)
+    monkeypatch.setattr(Catalog, "add_backup", add_backup)
+    report = sync_catalog(ws.catalog, ws.repo, workers=8, ahead_bytes=budget)
+    assert report.added == 24 and ws.catalog.backup_names() == set(sizes)
+    largest = max(sizes.values())
+    assert largest > budget
+    assert 2 * 240_000 < highest[0] <= largest  # it did run ahead, within the budget
+    assert highest[0] <= budget or highest[0] == largest
     ws.close()

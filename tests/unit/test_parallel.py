@@ -16,6 +16,7 @@ from pitreos.parallel import (
     WorkerPool,
     backup_in_processes,
     call,
+    imap_ordered,
     imap_unordered,
     starts_server_early,
 )
@@ -47,6 +48,44 @@ def test_items_are_taken_lazily_within_the_window() -> None:
     assert len(taken) <= 5  # no more than the window taken before a result
     assert sorted([first, *results]) == list(range(50))
     assert running.most <= 3
+
+
+@pytest.mark.parametrize(("weights", "budget", "most"), [
+    ([1] * 40, 0, 1),  # nothing fits beside another: one at a time
+    ([3] * 40, 10, 3),  # three fit
+    ([20 if i % 7 == 0 else 2 for i in range(40)], 10, 5),  # a heavy one goes alone
+    ([1] * 40, 1000, 8),  # the weights never bind: the window (twice 4 workers) does
+])
+def test_ordered_results_stay_within_a_weight_budget(weights: list[int], budget: int,
+                                                     most: int) -> None:
+    """Items admitted and not yet let go of by the caller (in flight, finished early, or
+    just yielded) weigh at most ``budget`` together, or are one alone; results come in
+    order, every one."""
+    lock = threading.Lock()
+    held = [0]
+    highest = [0]
+    ahead = [0]
+    counted: list[int] = []
+
+    def task(i: int) -> int:
+        with lock:
+            held[0] += weights[i]
+            ahead[0] += 1
+            highest[0] = max(highest[0], held[0])
+            counted.append(ahead[0])
+        time.sleep(0.002 if i % 3 else 0.01)  # some finish out of order
+        return i
+
+    seen = []
+    for i in imap_ordered(task, range(40), workers=4, weigh=weights.__getitem__,
+                          budget=budget):
+        seen.append(i)
+        with lock:
+            held[0] -= weights[i]
+            ahead[0] -= 1
+    assert seen == list(range(40))
+    assert highest[0] <= max(budget, max(weights))
+    assert max(counted) <= most
 
 
 def test_a_feed_extended_while_iterating_is_drained() -> None:
