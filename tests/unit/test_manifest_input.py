@@ -103,7 +103,7 @@ _HEX = "0123456789abcdef"
 def test_the_fast_chunk_parser_agrees_with_the_line_parser(data: st.DataObject) -> None:
     """The block as pitreos writes it takes the fast path; any change to it either
     still parses to exactly what the line-by-line parser gives, or falls to that parser
-    (which accepts it, or names what is wrong)."""
+    (which accepts it, or names what is wrong), however the fast path slices it."""
     step = data.draw(st.sampled_from([1024, 4096, 1 << 20]))
     count = data.draw(st.integers(1, 12))
     size = (count - 1) * step + data.draw(st.integers(1, step))
@@ -116,7 +116,8 @@ def test_the_fast_chunk_parser_agrees_with_the_line_parser(data: st.DataObject) 
             b3 = "".join(data.draw(st.lists(st.sampled_from(_HEX), min_size=64, max_size=64)))
             lines.append(f"{index * step} {sha1} {b3}")
     block = "".join(f"{line}\n" for line in lines)
-    assert mf._chunks_as_written(block, size, step) is not None
+    whole = mf._chunks_as_written(block, size, step)
+    assert whole is not None and mf._chunks_as_written(block, size, step, 1) == whole
     for _ in range(data.draw(st.integers(0, 3))):
         at = data.draw(st.integers(0, len(block)))
         edit = data.draw(st.sampled_from(["insert", "replace", "delete"]))
@@ -129,7 +130,9 @@ def test_the_fast_chunk_parser_agrees_with_the_line_parser(data: st.DataObject) 
             block = block[:at] + char + block[at + 1:]
         else:
             block = block[:at] + block[at + 1:]
-    fast = mf._chunks_as_written(block, size, step)
+    # slices of a few characters to a few lines, and the default (the block whole)
+    slice_chars = data.draw(st.sampled_from([1, 2, 30, 105, 250, mf._SLICE_CHARS]))
+    fast = mf._chunks_as_written(block, size, step, slice_chars)
     try:
         slow = mf._parse_chunks(block.splitlines(), size, step, "f")  # a list: line by line
     except ManifestError:
