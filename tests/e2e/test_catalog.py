@@ -141,13 +141,14 @@ def test_a_version_1_catalog_is_upgraded_in_place(tree: Path, tmp_path: Path) ->
 
 
 def _chunk_lookups(ws: Workspace, run: Callable[[], object]) -> int:
-    """How many chunk rows ``run`` had the catalog look up blob by blob (statements
-    traced on the catalog's connection: executemany runs one per row)."""
+    """How many chunk rows ``run`` had the catalog look up by their hashes rather than
+    copy: each goes through the temporary table ``incoming_chunks`` (statements traced
+    on the catalog's connection: executemany runs one per row)."""
     lookups = 0
 
     def trace(statement: str) -> None:
         nonlocal lookups
-        lookups += statement.startswith("INSERT INTO chunks") and "FROM blobs" in statement
+        lookups += statement.startswith("INSERT INTO incoming_chunks VALUES")
 
     ws.catalog._conn.set_trace_callback(trace)
     try:
