@@ -2,10 +2,11 @@
 
 Every container allocated counts towards the collector's next pass, and a pass walks
 what the younger generations hold; building a million chunk records (tuples of strings)
-set off enough passes to take 30% of the time: a manifest of 1,000,000 chunks loaded in
-3.7-4.1 s, and in 2.6-2.8 s with the collector paused (``/tmp`` script, alternating
-runs on the 2-core VM). The records hold no cycles, so there is nothing for it to find
-until the bulk is built; it runs again as soon as the block ends.
+set off enough passes to take a quarter to a third of the time: a manifest of 1,000,000
+chunks loaded in 4.0-4.6 s, and in 2.9-3.0 s with the collector paused (``/tmp``
+script, alternating in one process on the 2-core VM). The records hold no cycles, so
+there is nothing for it to find until the bulk is built; it runs again as soon as the
+block ends.
 """
 
 import gc
