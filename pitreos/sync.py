@@ -69,9 +69,6 @@ def sync_catalog(
     quarantined_sha1s: set[str] = set()
     # Fetching runs on threads; parsing (GIL-bound) on the main thread, between inserts.
 
-    def fetch(name: str) -> tuple[str, bytes | None]:
-        return name, repo.manifest_bytes(name)  # None: deleted since the listing
-
     def insert(result: Manifest | tuple[str, str]) -> None:
         if isinstance(result, tuple):
             log.warning("catalog.manifest_unreadable", backup=result[0], error=result[1])
@@ -95,10 +92,10 @@ def sync_catalog(
     progress = progress or NoProgress()
     progress.start("catalog sync: read manifests", len(new), "manifests")
     try:
-        for name, data in imap_ordered(fetch, new, workers=workers,
-                                       weigh=lambda name: sizes[name] or 0,
-                                       budget=ahead_bytes):
-            if data is not None:
+        fetched = imap_ordered(repo.manifest_bytes, new, workers=workers,
+                               weigh=lambda name: sizes[name] or 0, budget=ahead_bytes)
+        for data, name in zip(fetched, new, strict=True):
+            if data is not None:  # None: deleted since the listing
                 insert(_parse_or_name(name, data))
             progress.advance(1)
     finally:

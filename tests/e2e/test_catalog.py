@@ -215,22 +215,30 @@ def test_chunk_rows_whose_backup_left_the_catalog_are_looked_up_one_by_one(
     ws.close()
 
 
+def _store_manifests(ws: Workspace, chunk_counts: list[int]) -> dict[str, int]:
+    """Manifests an hour apart, oldest first, one file each of that many chunks (digests
+    unique to each), written to the store; returns their names and sizes in bytes."""
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    sizes: dict[str, int] = {}
+    for i, count in enumerate(chunk_counts):
+        chunks = [Chunk(c * CHUNK, ChunkDigest(f"{i:08x}{c:032x}", f"{i:08x}{c:056x}"))
+                  for c in range(count)]
+        manifest = Manifest(name=backup_name(created + timedelta(hours=i), "t"), tag="t",
+                            created=created + timedelta(hours=i), chunk_size=CHUNK,
+                            entries=[Entry(path="f", type="file", mode=0o644, mtime_ns=0,
+                                           size=count * CHUNK, chunks=chunks)])
+        assert ws.repo.write_manifest(manifest)
+        sizes[manifest.name] = len(dump(manifest))
+    return sizes
+
+
 def test_a_slow_manifest_holds_back_the_sync_not_memory(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Manifests are inserted oldest first. While the oldest one's fetch hangs, the
     others are not all fetched and held: at most twice the workers run ahead of it."""
     ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite",
                         create=True)
-    created = datetime(2026, 1, 1, tzinfo=UTC)
-    names = []
-    for i in range(40):
-        entry = Entry(path="f", type="file", mode=0o644, mtime_ns=0, size=CHUNK,
-                      chunks=[Chunk(0, ChunkDigest(f"{i:040x}", f"{i:064x}"))])
-        manifest = Manifest(name=backup_name(created + timedelta(hours=i), "t"), tag="t",
-                            created=created + timedelta(hours=i), chunk_size=CHUNK,
-                            entries=[entry])
-        assert ws.repo.write_manifest(manifest)
-        names.append(manifest.name)
+    names = list(_store_manifests(ws, [1] * 40))
     fetched_while_held: list[int] = []
     fetched: list[str] = []
     lock = threading.Lock()
@@ -262,18 +270,8 @@ def test_manifests_fetched_ahead_stay_within_a_byte_budget(
     goes through."""
     ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite",
                         create=True)
-    created = datetime(2026, 1, 1, tzinfo=UTC)
-    sizes: dict[str, int] = {}
-    for i in range(24):
-        count = 10_000 if i == 12 else 2_000  # ~1.2 MB, over the budget; else ~240 kB
-        chunks = [Chunk(c * CHUNK, ChunkDigest(f"{i:08x}{c:032x}", f"{i:08x}{c:056x}"))
-                  for c in range(count)]
-        manifest = Manifest(name=backup_name(created + timedelta(hours=i), "t"), tag="t",
-                            created=created + timedelta(hours=i), chunk_size=CHUNK,
-                            entries=[Entry(path="f", type="file", mode=0o644, mtime_ns=0,
-                                           size=count * CHUNK, chunks=chunks)])
-        assert ws.repo.write_manifest(manifest)
-        sizes[manifest.name] = len(dump(manifest))
+    # ~240 kB each, but one of ~1.2 MB, over the budget
+    sizes = _store_manifests(ws, [10_000 if i == 12 else 2_000 for i in range(24)])
     budget = 1 << 20
     held: list[int] = [0]
     highest: list[int] = [0]
