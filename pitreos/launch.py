@@ -2,6 +2,7 @@
 and its libraries are imported (a few hundred milliseconds), so that Ctrl-C or a stop
 signal during start-up ends quietly with the documented exit code, not a traceback."""
 
+import gc
 import signal
 import sys
 from collections.abc import Callable
@@ -30,4 +31,13 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("pitreos: interrupted while starting\n")
         sys.exit(130)
-    cli_main()
+    try:
+        cli_main()
+    finally:
+        # Whatever is still alive is about to go with the process. Frozen, the
+        # interpreter's shutdown passes of the cyclic collector skip it instead of
+        # tearing down every module's cycles one by one: `pitreos list` on an empty
+        # catalog took 188 ms, and 166 ms frozen; `--version` 139 and 123 ms (medians
+        # of 61 alternating runs, 2-core VM). Exit handlers, buffered output and the
+        # exit code are as before; nothing pitreos writes waits on a collection.
+        gc.freeze()
