@@ -176,3 +176,35 @@ def test_large_chunks_lower_an_adaptive_limits_maximum() -> None:
     fixed = ConcurrencyLimit.fixed(64)
     fixed.fit_chunks(32 * MiB)
     assert (fixed.maximum, fixed.current) == (64, 64)
+
+
+def test_a_freed_slot_wakes_one_waiter_not_all_of_them() -> None:
+    """A restore from a far store runs a thread per request the limit may reach (128),
+    and while the limit is below that the rest wait for a slot. Each freed slot must
+    wake one of them: waking all, each to find the slot taken and sleep again, cost
+    the process seconds of CPU on the 2 cores it shares with the network (the threads'
+    wake-ups, counted here as the process's voluntary context switches)."""
+    import resource
+
+    limit = ConcurrencyLimit.fixed(1)
+    threads, rounds = 48, 20
+    start = threading.Barrier(threads + 1)
+
+    def take_turns() -> None:
+        start.wait()
+        for _ in range(rounds):
+            with limit.slot():
+                time.sleep(0.0002)  # a request's time on the wire
+
+    workers = [threading.Thread(target=take_turns) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+    start.wait()
+    for worker in workers:
+        worker.join()
+    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before
+    releases = threads * rounds
+    # one wake-up a release (and the sleep's own switch), a few more for the GIL; all
+    # waiters woken by each release would be ~threads/2 a release
+    assert switches < 8 * releases, (switches, releases)
