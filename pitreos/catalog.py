@@ -373,11 +373,11 @@ class Catalog:
         # s instead of 15.4-19.2 s. A chunk finds its blob only when both hashes agree:
         # fewer rows than chunks means the catalog knows a sha1 with another blake3.
         # CROSS JOIN keeps the new rows the outer loop, whatever SQLite's estimates: a
-        # probe of the sha1 index each, never a scan of every blob.
+        # probe of the sha1 index each, never a scan of every blob. The table is empty
+        # on entry: emptied below, or rolled back with the transaction on a failure.
         self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS incoming_chunks "
                            "(file_id INTEGER, idx INTEGER, sha1 TEXT, blake3 TEXT, "
                            "size INTEGER)")
-        self._conn.execute("DELETE FROM incoming_chunks")
         self._conn.executemany("INSERT INTO incoming_chunks VALUES (?, ?, ?, ?, ?)",
                                chunk_rows)
         self._conn.execute(

@@ -3,6 +3,7 @@ model link, then the limit itself under real threads against a store whose reque
 take real time and which serves only so many at once."""
 
 import contextlib
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -184,8 +185,6 @@ def test_a_freed_slot_wakes_one_waiter_not_all_of_them() -> None:
     wake one of them, not all of them each to find the slot taken and sleep again (the
     wake-ups, counted here as the process's voluntary context switches: 38 a release
     with notify_all, 3 with notify)."""
-    import resource
-
     limit = ConcurrencyLimit.fixed(1)
     threads, rounds = 48, 20
     start = threading.Barrier(threads + 1)
