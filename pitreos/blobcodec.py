@@ -20,7 +20,7 @@ import zstandard
 
 from .cores import usable_cores
 from .errors import IntegrityError
-from .hashing import ChunkDigest, digest
+from .hashing import ChunkDigest, blake3_hex, sha1_hex
 
 MAGIC = b"PTB1"
 CODEC_RAW = 0
@@ -119,8 +119,20 @@ class BlobCodec:
         with self.encoder() as encode:
             return encode(data, chunk)
 
-    def decode(self, blob: bytes, expected: ChunkDigest) -> bytes:
-        """Return the chunk a blob holds, after checking its header and both hashes."""
+    def decode(self, blob: bytes, expected: ChunkDigest, *, check_name: bool = False
+               ) -> bytes:
+        """Return the chunk a blob holds, after checking its header and the chunk's
+        blake3 against ``expected``; with ``check_name``, its sha1 too.
+
+        Equal blake3 means equal bytes, and so the same sha1 as well, whenever
+        ``expected`` was recorded by hashing the chunk (a manifest, the catalog, a
+        backup's own hash): a restore, and a backup meeting a blob it did not write,
+        check blake3 alone, as the in-place restore and the incremental backup already
+        judge a chunk unchanged by its blake3. Skipping sha1 took a local restore of
+        the bench's 2 GiB from 4.75 to 3.76 s on 2 cores (5 alternating runs each).
+        What vouches for a blob under its name (``verify --deep``, ``copy``, a cache
+        that knows only the name) checks the name too: a cache has no record but the
+        name, and verify and copy check the record as well as the blob."""
         header = parse_header(blob, expected.sha1)
         if header.blake3 != expected.blake3:
             raise IntegrityError(
@@ -136,10 +148,11 @@ class BlobCodec:
                 raise IntegrityError(f"blob {expected.sha1} does not decompress: {exc}") from exc
         else:
             data = bytes(payload)
-        actual = digest(data)
-        if actual != expected:
-            raise IntegrityError(
-                f"blob {expected.sha1} holds data with sha1 {actual.sha1} "
-                f"and blake3 {actual.blake3}, expected {expected.sha1} / {expected.blake3}"
-            )
+        actual = blake3_hex(data)
+        if actual != expected.blake3:
+            raise IntegrityError(f"blob {expected.sha1} holds data with blake3 {actual}, "
+                                 f"expected {expected.blake3}")
+        if check_name and (named := sha1_hex(data)) != expected.sha1:
+            raise IntegrityError(f"blob {expected.sha1} holds data with sha1 {named}: its "
+                                 "name is not its data's")
         return data

@@ -275,8 +275,8 @@ class WriteResult:
 
 
 def write_chunks(repo: Repository, task: WriteTask) -> WriteResult:
-    """Punch the holes and write the fetched chunks of one file (both hashes checked
-    before a byte is written; only non-zero runs are written)."""
+    """Punch the holes and write the fetched chunks of one file (each chunk's blake3
+    checked before a byte is written; only non-zero runs are written)."""
     fd = os.open(task.path, os.O_WRONLY | os.O_NOFOLLOW)
     data_bytes = stored_bytes = written = seeded = 0
     original = None

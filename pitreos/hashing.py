@@ -46,3 +46,10 @@ def blake3_hex(data: bytes | bytearray | memoryview) -> str:
 def digest(data: bytes | bytearray | memoryview) -> ChunkDigest:
     """Hash ``data`` with sha1 and blake3."""
     return ChunkDigest(sha1=sha1_hex(data), blake3=blake3_hex(data))
+
+
+def matches(data: bytes | bytearray | memoryview, expected: ChunkDigest) -> bool:
+    """Whether ``data`` is the chunk whose hashes were recorded as ``expected``: equal
+    blake3, equal bytes, and so the same sha1 too. What restores a chunk or keeps a
+    local one judges it so; sha1 is its name, not its check (``BlobCodec.decode``)."""
+    return blake3_hex(data) == expected.blake3

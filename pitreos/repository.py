@@ -72,7 +72,7 @@ def blob_is_sound(codec: BlobCodec, key: str, blob: bytes) -> bool:
     sha1 = key.rpartition("/")[2]
     try:
         header = parse_header(blob, sha1)
-        codec.decode(blob, ChunkDigest(sha1, header.blake3))
+        codec.decode(blob, ChunkDigest(sha1, header.blake3), check_name=True)
     except IntegrityError:
         return False
     return True
@@ -88,7 +88,7 @@ class StoredBlob:
 class BlobState(enum.Enum):
     """What the store holds under a sha1, compared with the chunk expected there."""
 
-    SOUND = "sound"  # the expected chunk, both hashes checked
+    SOUND = "sound"  # the expected chunk (its blake3 checked)
     DAMAGED = "damaged"  # absent, cut short, or not decodable: to be stored again
     OTHER = "other"  # a sound blob of other data: a sha1 collision
 
@@ -233,9 +233,10 @@ class Repository:
         return self._codec.encoder()
 
     def check_blob(self, blob: bytes, chunk: ChunkDigest) -> int:
-        """Raise :class:`~pitreos.errors.IntegrityError` unless ``blob`` holds ``chunk``;
-        returns the chunk's length."""
-        return len(self._codec.decode(blob, chunk))
+        """Raise :class:`~pitreos.errors.IntegrityError` unless ``blob`` holds ``chunk``,
+        both hashes checked (what ``verify --deep`` and ``copy`` vouch for); returns the
+        chunk's length."""
+        return len(self._codec.decode(blob, chunk, check_name=True))
 
     def put_blob(self, sha1: str, blob: bytes) -> bool:
         """Store an encoded blob unless present; True when this call wrote it. It may be
@@ -271,13 +272,13 @@ class Repository:
         return BlobState.SOUND, None
 
     def read_chunk(self, chunk: ChunkDigest) -> tuple[bytes, int]:
-        """Return a chunk, both hashes checked, and the bytes fetched from the store."""
+        """Return a chunk, its blake3 checked, and the bytes fetched from the store."""
         with self.chunk_read(chunk) as found:
             return found
 
     @contextlib.contextmanager
     def chunk_read(self, chunk: ChunkDigest) -> Iterator[tuple[bytes, int]]:
-        """A chunk, both hashes checked, and the bytes fetched from the store, for use
+        """A chunk, its blake3 checked, and the bytes fetched from the store, for use
         inside the block, which runs in a turn (:meth:`chunk_turn`); the blob is fetched
         before the turn.
 

@@ -172,7 +172,7 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
               type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Take chunks from DIR (another node's data directory, an older copy) "
               "before fetching them: the same file at the same offset, used only when "
-              "both hashes match. Repeatable.")
+              "its blake3 matches the backup's. Repeatable.")
 @click.option("--check", "check_after", is_flag=True,
               help="Then check DIRECTORY as nodeos needs it (as 'pitreos check-node'): "
               "index against log, head block and chain as recorded, a clean state.")

@@ -1,6 +1,7 @@
 """Restore, step two: execute a plan made by :mod:`.plan`.
 
-Fetches the chunks that differ, checks both hashes of each blob before writing, writes
+Fetches the chunks that differ, checks each blob's header and chunk against the
+backup's blake3 before writing (:meth:`~pitreos.blobcodec.BlobCodec.decode`), writes
 only the non-zero blocks (holes stay holes), punches holes where the backup is empty
 and the local file is not, and sets modes and mtimes last.
 

@@ -17,7 +17,7 @@ from .. import nodeos
 from ..chunktasks import CheckTask, batches, check_chunks, task_bytes
 from ..defaults import MAX_UNKNOWN_DELETED, PROCESS_MIN_BYTES
 from ..errors import RestoreError, UsageError
-from ..hashing import digest
+from ..hashing import matches
 from ..log import get_logger
 from ..manifest import RESTORE_MARKER
 from ..parallel import WorkerPool, shared_or_own
@@ -196,7 +196,7 @@ def _trusted_prefix(dest: Path, plan: FilePlan, step: int) -> list[int]:
     """For an append-only file: the leading chunks kept without hashing them all.
 
     The local file's full chunks (within the backup's size) form a prefix; when its first
-    and last full chunks match the backup (both hashes), the whole prefix is taken as
+    and last full chunks match the backup (their blake3), the whole prefix is taken as
     matching, and only the tail is fetched. Otherwise every chunk is checked.
     """
     entry = plan.entry
@@ -210,8 +210,8 @@ def _trusted_prefix(dest: Path, plan: FilePlan, step: int) -> list[int]:
         for index in sorted({0, full - 1}):
             expected = entry.chunks[index].digest
             data = pread_exact(fd, step, index * step)
-            actual = None if is_zero(data) else digest(data)
-            if actual != expected:
+            same = is_zero(data) if expected is None else matches(data, expected)
+            if not same:
                 log.warning("restore.appendonly_prefix_differs", path=entry.path,
                             chunk=index, action="checking every chunk")
                 return []

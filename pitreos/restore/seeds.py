@@ -4,14 +4,14 @@ then downloads only what differs.
 
 A seed is looked up by the chunk's own path and offset (a node directory has the same
 layout everywhere, and its files change in place or grow at the end), and a chunk found
-there is used only when both its hashes match the backup's, as for a fetched blob.
+there is used only when its blake3 matches the backup's, as for a fetched blob.
 """
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hashing import ChunkDigest, digest
+from ..hashing import ChunkDigest, matches
 
 
 @dataclass(frozen=True)
@@ -20,10 +20,10 @@ class Seeds:
 
     def find(self, path: str, start: int, length: int, wanted: ChunkDigest) -> bytes | None:
         """The chunk of file ``path`` at ``start``, from the first seed that holds it
-        with both hashes right; None when none does."""
+        with the backup's blake3; None when none does."""
         for directory in self.directories:
             data = _read(directory / path, start, length)
-            if data is not None and digest(data) == wanted:
+            if data is not None and matches(data, wanted):
                 return data
         return None
 

@@ -207,6 +207,31 @@ def test_corrupt_blob_is_never_written(run: Runner, tree: Path, tmp_path: Path) 
     assert (dest / ".pitreos-restore").exists()
 
 
+def test_blob_under_another_chunks_name(run: Runner, tree: Path, tmp_path: Path) -> None:
+    """A manifest and its blob renamed to a sha1 that is not the chunk's: a restore
+    writes the right bytes (the blake3 recorded proves them, as for every chunk it
+    writes), and `verify --deep`, which vouches for blobs under their names, reports
+    it."""
+    import hashlib
+
+    name = backup(run, tree)
+    data = (tree / "small.txt").read_bytes()
+    real, fake = hashlib.sha1(data).hexdigest(), hashlib.sha1(b"another chunk").hexdigest()
+    blob = tmp_path / "store/blobs" / real[:2] / real
+    renamed = tmp_path / "store/blobs" / fake[:2] / fake
+    renamed.parent.mkdir(exist_ok=True)
+    blob.rename(renamed)
+    (manifest,) = manifests(tmp_path)
+    text = manifest.read_text()
+    assert text.count(real) == 1
+    manifest.write_text(text.replace(real, fake))
+    (tmp_path / "catalog.sqlite").unlink()  # its rows name the real sha1
+    run("restore", name, str(tmp_path / "dest")).ok()
+    assert_same_tree(tree, tmp_path / "dest")
+    result = run("verify", name, "--deep").fails("1 blobs damaged", code=1)
+    assert f"holds data with sha1 {real}" in result.stdout + result.stderr
+
+
 def test_sha1_collision_in_catalog(run: Runner, tree: Path, tmp_path: Path) -> None:
     """A catalog row with the right sha1 and a wrong blake3 stops the backup."""
     import hashlib

@@ -38,6 +38,25 @@ def test_damage_is_caught() -> None:
         codec.decode(blob, ChunkDigest(d.sha1, "0" * 64))
 
 
+def test_the_chunk_is_proven_by_blake3_and_the_name_checked_when_asked() -> None:
+    """A restore writes what matches the recorded blake3 without deriving the name
+    again (equal blake3, equal bytes); what vouches for a blob under its name finds a
+    name that is not its chunk's sha1."""
+    data = b"a chunk " * 5000
+    d = digest(data)
+    codec = BlobCodec()
+    blob = codec.encode(data, d)
+    misnamed = ChunkDigest("0" * 40, d.blake3)
+    assert codec.decode(blob, misnamed) == data
+    assert codec.decode(blob, d, check_name=True) == data
+    with pytest.raises(IntegrityError, match=f"blob {'0' * 40} holds data with sha1 {d.sha1}"):
+        codec.decode(blob, misnamed, check_name=True)
+    other = codec.encode(b"another chunk", d)  # d's header, another chunk's data
+    for check_name in (False, True):  # the data's blake3 is checked either way
+        with pytest.raises(IntegrityError, match=f"holds data with blake3 .*, expected {d.blake3}"):
+            codec.decode(other, d, check_name=check_name)
+
+
 def test_no_more_compressors_lent_at_once_than_cores() -> None:
     """A thread a request in flight must not mean a 2.5 MiB compressor a thread: turns
     beyond the cores wait, and every thread's blob still decodes."""

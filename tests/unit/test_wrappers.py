@@ -101,6 +101,17 @@ def test_a_rotten_cached_copy_is_dropped_and_fetched_again() -> None:
     assert cache.objects[blob_key(d.sha1)] == good  # replaced by the sound copy
 
 
+def test_cache_never_keeps_a_blob_under_another_chunks_name() -> None:
+    """A cache knows a blob by its name alone: its data's sha1 is the only tie between
+    them, so a sound blob stored under another name is passed on, never kept."""
+    store, cache, caching, repo, data = _cache_setup()
+    d = digest(data)
+    wrong = blob_key(digest(b"another chunk").sha1)
+    store.put(wrong, repo.encode_blob(data, d))
+    assert caching.get(wrong) == store.objects[wrong]
+    assert cache.objects == {}
+
+
 def test_cache_keeps_no_manifest_or_marker() -> None:
     store, cache, caching, _, _ = _cache_setup()
     store.put("manifests/a.yaml", b"name: a")
