@@ -1,9 +1,11 @@
 """Copying a backup to another store, moving only the blobs the destination lacks.
 
 For example to publish a private snapshot in a public bucket. The destination's blobs
-are known from one listing; each copied blob is checked (both hashes) before it is
-written, and the manifest is written last, as by a backup, after every check that could
-refuse it: a copy that fails leaves no manifest behind. Copying a backup that the
+are known from one listing. Each blob copied is checked before it is written, and each
+that the destination holds but its catalog does not know is checked where it is: both
+hashes, so that the manifest's pairing of each name with a blake3 is checked too. The
+manifest is written last, as by a backup, after every check that could refuse it: a
+copy that fails leaves no manifest behind. Copying a backup that the
 destination already holds, identically, is a success that sends nothing.
 """
 
@@ -48,8 +50,10 @@ def copy_backup(manifest: mf.Manifest, source: Repository, dest: Repository,
     # may hold another chunk with the same sha1, or be damaged
     unknown = [d for d in wanted if d.sha1 in present and d.sha1 not in known]
     damaged: set[str] = set()
-    for d, (state, detail) in imap_unordered(lambda d: (d, dest.examine_blob(d)), unknown,
-                                             workers=workers):
+    def examine(d: ChunkDigest) -> tuple[ChunkDigest, tuple[BlobState, str | None]]:
+        return d, dest.examine_blob(d, check_name=True)  # the manifest's pairs too
+
+    for d, (state, detail) in imap_unordered(examine, unknown, workers=workers):
         if state is BlobState.OTHER:
             raise _collision(manifest, d, dest, detail or "?")
         if state is BlobState.DAMAGED:

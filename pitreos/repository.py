@@ -257,16 +257,19 @@ class Repository:
     def blob_exists(self, sha1: str) -> bool:
         return self._store.exists(blob_key(sha1))
 
-    def examine_blob(self, chunk: ChunkDigest) -> tuple[BlobState, str | None]:
+    def examine_blob(self, chunk: ChunkDigest, *, check_name: bool = False
+                     ) -> tuple[BlobState, str | None]:
         """Check the blob stored under ``chunk.sha1`` whole. Returns its state and, for
         :attr:`BlobState.OTHER`, the blake3 it holds; the reason for
-        :attr:`BlobState.DAMAGED`."""
+        :attr:`BlobState.DAMAGED`. A backup's own hashes pair the name with the
+        blake3; ``check_name`` is for hashes read from elsewhere (``copy``'s manifest):
+        a blob whose data is not its name's is then damaged too."""
         try:
             stored = self.get_blob(chunk.sha1)
             header = parse_header(stored, chunk.sha1)
             if header.blake3 != chunk.blake3:
                 return BlobState.OTHER, header.blake3
-            self._codec.decode(stored, chunk)
+            self._codec.decode(stored, chunk, check_name=check_name)
         except (IntegrityError, BlobNotFound) as exc:
             return BlobState.DAMAGED, str(exc)
         return BlobState.SOUND, None

@@ -210,8 +210,8 @@ def test_corrupt_blob_is_never_written(run: Runner, tree: Path, tmp_path: Path) 
 def test_blob_under_another_chunks_name(run: Runner, tree: Path, tmp_path: Path) -> None:
     """A manifest and its blob renamed to a sha1 that is not the chunk's: a restore
     writes the right bytes (the blake3 recorded proves them, as for every chunk it
-    writes), and `verify --deep`, which vouches for blobs under their names, reports
-    it."""
+    writes). `verify --deep` and `copy`, which vouch for blobs under their names,
+    refuse it: copy whether it would send the blob or finds it at the destination."""
     import hashlib
 
     name = backup(run, tree)
@@ -230,6 +230,15 @@ def test_blob_under_another_chunks_name(run: Runner, tree: Path, tmp_path: Path)
     assert_same_tree(tree, tmp_path / "dest")
     result = run("verify", name, "--deep").fails("1 blobs damaged", code=1)
     assert f"holds data with sha1 {real}" in result.stdout + result.stderr
+    for held in (False, True):
+        other, other_catalog = tmp_path / f"other-{held}", tmp_path / f"other-{held}.sqlite"
+        run("init", store=other.as_uri(), catalog=other_catalog).ok()
+        if held:  # there already, unknown to the destination's catalog
+            (other / "blobs" / fake[:2]).mkdir(parents=True)
+            (other / "blobs" / fake[:2] / fake).write_bytes(renamed.read_bytes())
+        run("copy", name, "--to", other.as_uri(), "--to-catalog",
+            str(other_catalog)).fails(f"holds data with sha1 {real}", code=1)
+        assert run("list", store=other.as_uri(), catalog=other_catalog).ok().stdout == ""
 
 
 def test_sha1_collision_in_catalog(run: Runner, tree: Path, tmp_path: Path) -> None:
