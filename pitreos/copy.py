@@ -50,6 +50,7 @@ def copy_backup(manifest: mf.Manifest, source: Repository, dest: Repository,
     # may hold another chunk with the same sha1, or be damaged
     unknown = [d for d in wanted if d.sha1 in present and d.sha1 not in known]
     damaged: set[str] = set()
+
     def examine(d: ChunkDigest) -> tuple[ChunkDigest, tuple[BlobState, str | None]]:
         return d, dest.examine_blob(d, check_name=True)  # the manifest's pairs too
 

@@ -1,5 +1,6 @@
 """Every bad input of the core issue: a one-line error, a non-zero exit, nothing lost."""
 
+import hashlib
 import os
 import signal
 import sqlite3
@@ -212,8 +213,6 @@ def test_blob_under_another_chunks_name(run: Runner, tree: Path, tmp_path: Path)
     writes the right bytes (the blake3 recorded proves them, as for every chunk it
     writes). `verify --deep` and `copy`, which vouch for blobs under their names,
     refuse it: copy whether it would send the blob or finds it at the destination."""
-    import hashlib
-
     name = backup(run, tree)
     data = (tree / "small.txt").read_bytes()
     real, fake = hashlib.sha1(data).hexdigest(), hashlib.sha1(b"another chunk").hexdigest()
@@ -243,8 +242,6 @@ def test_blob_under_another_chunks_name(run: Runner, tree: Path, tmp_path: Path)
 
 def test_sha1_collision_in_catalog(run: Runner, tree: Path, tmp_path: Path) -> None:
     """A catalog row with the right sha1 and a wrong blake3 stops the backup."""
-    import hashlib
-
     data = (tree / "small.txt").read_bytes()
     sha1 = hashlib.sha1(data).hexdigest()
     run("list").ok()  # creates the catalog
@@ -261,8 +258,6 @@ def test_sha1_collision_in_catalog(run: Runner, tree: Path, tmp_path: Path) -> N
 
 def test_sha1_collision_in_store(run: Runner, tree: Path, tmp_path: Path) -> None:
     """A blob in the store (unknown to the catalog) whose blake3 differs."""
-    import hashlib
-
     data = (tree / "small.txt").read_bytes()
     sha1 = hashlib.sha1(data).hexdigest()
     planted = tmp_path / "store/blobs" / sha1[:2] / sha1
