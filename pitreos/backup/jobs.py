@@ -8,7 +8,7 @@ from .. import manifest as mf
 from ..catalog import FileRecord
 from ..chunktasks import SourceFile
 from ..errors import PitreosError, SourceChanged
-from ..hashing import ChunkDigest, digest
+from ..hashing import ChunkDigest, matches
 from ..walk import SourceEntry
 
 
@@ -39,15 +39,18 @@ class FileJob:
         return SourceFile(self.source.abspath, st.st_dev, st.st_ino, st.st_size,
                           self.chunk_size, tuple(self.extents))
 
-    def probe(self, index: int) -> ChunkDigest | None:
-        """Read and hash chunk ``index`` here and now (None: all zeros)."""
+    def holds(self, index: int, expected: ChunkDigest | None) -> bool:
+        """Whether chunk ``index``, read here and now, is the one recorded as
+        ``expected`` (None: all zeros), judged by its blake3 as every chunk kept is."""
         source = self.source_file().part([index])
         fd = source.open()
         try:
             data = source.read(fd, index)
         finally:
             os.close(fd)
-        return None if data is None else digest(data)
+        if data is None or expected is None:
+            return data is None and expected is None
+        return matches(data, expected)
 
     def previous_digest(self, index: int) -> ChunkDigest | None:
         """The previous backup's digest of this chunk, if it covered the same bytes."""

@@ -39,7 +39,7 @@ from ..chunktasks import (
 from ..cores import usable_cores
 from ..errors import CollisionError, SourceChanged
 from ..gcprotocol import BackupGuard
-from ..hashing import ChunkDigest, NewBlob, digest
+from ..hashing import ChunkDigest, NewBlob, matches
 from ..log import get_logger
 from ..parallel import Feed, Metered, imap_unordered
 from ..progress import Progress
@@ -268,7 +268,7 @@ class Pipeline:
                 data = pread_exact(fd, length, chunk.start)
             finally:
                 os.close(fd)
-            if digest(data) != chunk.digest:
+            if not matches(data, chunk.digest):
                 raise SourceChanged(f"{path} changed while it was backed up (at offset "
                                     f"{chunk.start}); no backup was written")
             self.pending_uploads[chunk.digest.sha1] = chunk.digest.blake3

@@ -258,12 +258,12 @@ class _Planner:
         for index in sorted({first, full - 1} - ({0} if first else set())):
             if index >= full:
                 break
-            probe = job.probe(index)
-            if probe != previous.chunks[index].digest:
+            expected = previous.chunks[index].digest
+            if not job.holds(index, expected):
                 log.warning("backup.appendonly_full_pass", path=entry.path,
                             reason=f"chunk {index} changed since the previous backup")
                 return none
-            self.stats.bytes_read += job.length(index) if probe is not None else 0
+            self.stats.bytes_read += job.length(index) if expected is not None else 0
         if first:
             log.info("backup.pruned_front", path=entry.path, chunks_reread_or_holes=first)
         self.stats.files_appended += 1
