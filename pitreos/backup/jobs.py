@@ -48,9 +48,9 @@ class FileJob:
             data = source.read(fd, index)
         finally:
             os.close(fd)
-        if data is None or expected is None:
-            return data is None and expected is None
-        return matches(data, expected)
+        if data is None:  # all zeros
+            return expected is None
+        return expected is not None and matches(data, expected)
 
     def previous_digest(self, index: int) -> ChunkDigest | None:
         """The previous backup's digest of this chunk, if it covered the same bytes."""
