@@ -30,30 +30,30 @@ _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 
 
-def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
-    """Return the ``[start, end)`` ranges of ``fd`` that hold data, in order. Extents
-    less than :data:`MERGE_GAP` apart come back as one."""
+def data_extents(fd: int, size: int, start: int = 0) -> list[tuple[int, int]]:
+    """Return the ``[start, end)`` ranges of ``fd`` within ``[start, size)`` that hold
+    data, in order. Extents less than :data:`MERGE_GAP` apart come back as one."""
     extents: list[tuple[int, int]] = []
-    pos = 0
+    pos = start
     try:
         while pos < size:
             try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
+                found = os.lseek(fd, pos, os.SEEK_DATA)
             except OSError as exc:
                 if exc.errno == errno.ENXIO:  # no data after pos
                     break
                 raise
-            if start >= size:
+            if found >= size:
                 break
-            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-            if extents and start - extents[-1][1] < MERGE_GAP:
+            end = min(os.lseek(fd, found, os.SEEK_HOLE), size)
+            if extents and found - extents[-1][1] < MERGE_GAP:
                 extents[-1] = (extents[-1][0], end)
             else:
-                extents.append((start, end))
+                extents.append((found, end))
             pos = end
     except OSError as exc:
         if exc.errno in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return [(0, size)] if size else []
+            return [(start, size)] if size > start else []
         raise
     return extents
 

@@ -248,7 +248,7 @@ def _write_tasks(plan: RestorePlan, fp: FilePlan, path: str, options: RestoreOpt
         assert chunk.digest is not None
         dirty = hold is not None and index == 0 and entry.path == hold.path
         return FetchChunk(index, chunk.start, length(index), chunk.digest,
-                          had_data=index in fp.local_data, dirty_byte=dirty)
+                          had_data=index in fp.over_data, dirty_byte=dirty)
 
     def task(punch: list[int], fetched: list[int]) -> WriteTask:
         return WriteTask(path, entry.path, plan.manifest.name,

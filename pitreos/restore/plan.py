@@ -3,7 +3,9 @@
 For each file it compares the local data with the backup, hashing every local chunk
 that holds data where the backup has data. Only blake3 is computed: equal blake3 means
 equal bytes (and so equal sha1), and it is about three times cheaper than sha1. Holes
-in the local file are not read. :mod:`.execute` then carries the plan out.
+in the local file are not read. The tasks of :func:`~pitreos.chunktasks.check_chunks`
+find the local files' extents and do the comparing; the plan gathers what they found.
+:mod:`.execute` then carries the plan out.
 """
 
 import os
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from .. import manifest as mf
 from .. import nodeos
-from ..chunktasks import CheckTask, batches, check_chunks, task_bytes
+from ..chunktasks import CheckTask, check_chunks, task_bytes
 from ..defaults import MAX_UNKNOWN_DELETED, PROCESS_MIN_BYTES
 from ..errors import RestoreError, UsageError
 from ..hashing import matches
@@ -22,14 +24,16 @@ from ..log import get_logger
 from ..manifest import RESTORE_MARKER
 from ..parallel import WorkerPool, shared_or_own
 from ..progress import NoProgress, Progress
-from ..sparse import chunks_with_data, data_extents, extents_within, is_zero, pread_exact
+from ..sparse import is_zero, pread_exact
 from ..walk import PathFilter
 from .nodestate import check_not_running, check_same_chain
 from .seeds import Seeds
 
 log = get_logger(__name__)
 
-
+# The most chunks a check task covers: its message holds a blake3 a chunk (~70 bytes
+# pickled), so ~290 KB; a node's log of 1 TB is ~250 tasks where its prefix is trusted.
+MAX_CHECK_CHUNKS = 4096
 
 
 @dataclass
@@ -53,10 +57,11 @@ class FilePlan:
     entry: mf.Entry
     local_size: int | None  # None: no regular file there now (or one replaced whole)
     in_the_way: bool = False  # a directory, symlink or hard-linked file to replace
+    local_allocated: int = 0  # the space the local file takes (bytes)
+    trusted: int = 0  # leading chunks of an append-only file kept unread
     fetch: list[int] = field(default_factory=list)
     punch: list[int] = field(default_factory=list)
-    local_data: set[int] = field(default_factory=set)  # chunks where the local file has data
-    local_extents: list[tuple[int, int]] = field(default_factory=list)
+    over_data: set[int] = field(default_factory=set)  # fetched where the local file has data
     kept: int = 0
     checked: int = 0
 
@@ -127,25 +132,21 @@ def _plan(manifest: mf.Manifest, dest: Path, options: RestoreOptions,
     entries = [e for e in manifest.entries if e.path in kept_paths]
     if options.path_filter.include and not any(e.type == "file" for e in entries):
         log.warning("restore.filter_matches_nothing", include=options.path_filter.include)
-    files = [_inspect(dest, e, manifest.chunk_size, options.write_through_links)
-             for e in entries if e.type == "file"]
     step = manifest.chunk_size
-    checks: list[tuple[FilePlan, list[int]]] = []
-    for fp in files:
-        trusted = set() if options.check_all else set(_trusted_prefix(dest, fp, step))
-        indexes = [i for i in sorted(fp.local_data)
-                   if fp.entry.chunks[i].digest is not None and i not in trusted]
-        if indexes:
-            checks.append((fp, indexes))
-    to_check = sum(p.bytes_of(indexes, step) for p, indexes in checks)
+    files = [_inspect(dest, e, step, options.write_through_links)
+             for e in entries if e.type == "file"]
+    local = [fp for fp in files if fp.local_size is not None and fp.entry.chunks]
+    for fp in local if not options.check_all else ():
+        fp.trusted = _trusted_prefix(dest, fp, step)
+    to_check = sum(_data_to_check(fp) for fp in local)
     progress.start("check", to_check)
     # worker processes when the whole restore reads and writes enough (what is known
     # to be fetched already counts: the pool started now serves the fetch too)
     processes = options.workers > 1 and \
         to_check + sum(p.bytes_of(p.fetch, step) for p in files) >= options.process_min_bytes
     try:
-        checked = _check_local_chunks(dest, checks, step, options, progress, processes,
-                                      pool)
+        checked = _check_local_chunks(dest, local, step, to_check, options, progress,
+                                      processes, pool)
     finally:
         progress.finish()
     # what the backup left out as a cache nodeos rebuilds is not the backup's to judge:
@@ -174,37 +175,34 @@ def _inspect(dest: Path, entry: mf.Entry, step: int, write_through_links: bool) 
         # outside the destination
         plan.in_the_way = True
         st = None
-    if st is not None:
+    if st is None:
+        plan.fetch = [i for i, chunk in enumerate(entry.chunks) if chunk.digest is not None]
+    else:  # compared chunk by chunk by the check's tasks
         plan.local_size = st.st_size
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            plan.local_extents = data_extents(fd, st.st_size)
-        finally:
-            os.close(fd)
-    plan.local_data = chunks_with_data(plan.local_extents, entry.size, step)
-    for index, chunk in enumerate(entry.chunks):
-        has_local = index in plan.local_data
-        if chunk.digest is None:
-            if has_local:
-                plan.punch.append(index)
-        elif not has_local:
-            plan.fetch.append(index)
+        plan.local_allocated = st.st_blocks * 512
     return plan
 
 
-def _trusted_prefix(dest: Path, plan: FilePlan, step: int) -> list[int]:
-    """For an append-only file: the leading chunks kept without hashing them all.
+def _data_to_check(plan: FilePlan) -> int:
+    """The local data that checking ``plan``'s file reads, estimated before its extents
+    are known: the space the local file takes, but for a trusted prefix's share."""
+    count = len(plan.entry.chunks)
+    return min(plan.local_allocated, plan.entry.size) * (count - plan.trusted) // count
+
+
+def _trusted_prefix(dest: Path, plan: FilePlan, step: int) -> int:
+    """For an append-only file: how many leading chunks are kept without hashing them.
 
     The local file's full chunks (within the backup's size) form a prefix; when its first
     and last full chunks match the backup (their blake3), the whole prefix is taken as
-    matching, and only the tail is fetched. Otherwise every chunk is checked.
+    matching, and only the tail is fetched. Otherwise (0) every chunk is checked.
     """
     entry = plan.entry
     if not entry.appendonly or not plan.local_size:
-        return []
+        return 0
     full = min(plan.local_size, entry.size) // step
     if full == 0:
-        return []
+        return 0
     fd = os.open(dest / entry.path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         for index in sorted({0, full - 1}):
@@ -214,12 +212,10 @@ def _trusted_prefix(dest: Path, plan: FilePlan, step: int) -> list[int]:
             if not same:
                 log.warning("restore.appendonly_prefix_differs", path=entry.path,
                             chunk=index, action="checking every chunk")
-                return []
+                return 0
     finally:
         os.close(fd)
-    kept = [i for i in range(full) if i in plan.local_data and entry.chunks[i].digest]
-    plan.kept += len(kept)
-    return kept
+    return full
 
 
 def _inside_real_dirs(dest: Path, rel: str) -> bool:
@@ -237,54 +233,51 @@ def _inside_real_dirs(dest: Path, rel: str) -> bool:
     return os.path.lexists(current / parts[-1])
 
 
-def _check_local_chunks(dest: Path, checks: list[tuple[FilePlan, list[int]]], step: int,
+def _check_local_chunks(dest: Path, plans: list[FilePlan], step: int, to_check: int,
                         options: RestoreOptions, progress: Progress, processes: bool,
                         pool: WorkerPool | None) -> int:
-    """Hash local chunks; those whose blake3 matches are kept. Returns the bytes read."""
-    to_hash: list[tuple[str, FilePlan, list[int]]] = []
-    for plan, indexes in checks:
-        assert plan.local_size is not None
-        local_size = plan.local_size
-        whole = [i for i in indexes
-                 if i * step + mf.chunk_length(plan.entry.size, step, i) <= local_size]
-        # the chunks the local file is too short to hold: the last ones (sorted), fetched
-        plan.checked += len(indexes) - len(whole)
-        plan.fetch.extend(indexes[len(whole):])
-        if whole:
-            to_hash.append((str(dest / plan.entry.path), plan, whole))
-    plans = {path: plan for path, plan, _ in to_hash}
-    size = task_bytes(sum(plan.bytes_of(whole, step) for _, plan, whole in to_hash),
-                      options.workers)
+    """Compare the local files with the backup, chunk by chunk; those whose blake3
+    matches are kept. Returns the bytes read."""
+    data_a_task = task_bytes(to_check, options.workers)
 
     def tasks() -> Iterator[CheckTask]:
-        for path, plan, indexes in to_hash:
-            for batch in batches(indexes, step, size):
-                chunks = []
-                for index in batch:
-                    digest = plan.entry.chunks[index].digest
-                    assert digest is not None
-                    chunks.append((index, index * step,
-                                   mf.chunk_length(plan.entry.size, step, index),
-                                   digest.blake3))
-                extents = extents_within(plan.local_extents, batch[0] * step,
-                                         (batch[-1] + 1) * step)
-                yield CheckTask(path, tuple(extents), tuple(chunks))
+        for plan in plans:
+            entry = plan.entry
+            assert plan.local_size is not None
+            # about ``data_a_task`` of data to read a task: a sparse file's holes and a
+            # trusted prefix cost no read, so they go in the largest tasks
+            density = max(1, min(plan.local_allocated, entry.size)) / max(1, entry.size)
+            span = min(MAX_CHECK_CHUNKS, max(1, int(data_a_task / density) // step))
+            for first, end in _spans(len(entry.chunks), plan.trusted, span):
+                yield CheckTask(str(dest / entry.path), plan.local_size, entry.size, step,
+                                first, tuple(None if c.digest is None else c.digest.blake3
+                                             for c in entry.chunks[first:end]),
+                                plan.trusted)
 
+    plans_by_path = {str(dest / plan.entry.path): plan for plan in plans}
     read = 0
     with shared_or_own(pool, options.workers) as workers:
         for result in workers.imap_unordered(check_chunks, tasks(), processes=processes):
-            plan = plans[result.path]
+            plan = plans_by_path[result.path]
             progress.advance(result.bytes_read)
             read += result.bytes_read
-            for index, same in result.same:
-                plan.checked += 1
-                if same:
-                    plan.kept += 1
-                else:
-                    plan.fetch.append(index)
-    for plan, _ in checks:
+            plan.fetch += result.fetch
+            plan.over_data.update(result.over_data)
+            plan.punch += result.punch
+            plan.checked += result.checked
+            plan.kept += result.kept
+    for plan in plans:
         plan.fetch.sort()
+        plan.punch.sort()
     return read
+
+
+def _spans(count: int, trusted: int, span: int) -> Iterator[tuple[int, int]]:
+    """``[first, end)`` runs of ``count`` chunks: of ``span`` chunks, but those of a
+    trusted prefix of ``MAX_CHECK_CHUNKS``."""
+    for low, high, size in ((0, trusted, MAX_CHECK_CHUNKS), (trusted, count, span)):
+        for first in range(low, high, size):
+            yield first, min(first + size, high)
 
 
 def _extra_paths(dest: Path, wanted: set[str], path_filter: PathFilter) -> list[str]:

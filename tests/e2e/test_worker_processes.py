@@ -21,8 +21,10 @@ from pitreos.errors import PitreosError, RestoreError, SourceChanged
 from pitreos.hashing import digest
 from pitreos.parallel import WorkerPool, imap_unordered
 from pitreos.restore import RestoreOptions, execute_restore, plan_restore
+from pitreos.restore import plan as restore_plan
 from pitreos.restore.execute import RestoreStats
-from pitreos.restore.plan import RestorePlan
+from pitreos.restore.plan import MAX_CHECK_CHUNKS, RestorePlan
+from pitreos.sparse import punch_hole
 from pitreos.workspace import Workspace
 
 from .helpers import (
@@ -102,6 +104,59 @@ def test_processes_and_threads_make_the_same_backup_and_restore(tmp_path: Path) 
     big = next(p for p in plan.files if p.entry.path == "data/big.bin")
     assert big.fetch == [27, 1053]
     assert big.kept == 78  # 40 runs of a chunk at +17: 80 chunks with data
+
+
+@pytest.mark.parametrize("process_min_bytes", [ALWAYS, NEVER])
+@pytest.mark.parametrize("most_chunks", [1, 3, MAX_CHECK_CHUNKS])
+def test_each_local_chunk_is_judged_once_whatever_the_check_tasks_cover(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process_min_bytes: int,
+        most_chunks: int) -> None:
+    """The check's tasks find the local extents over their own chunks: cut anywhere
+    (one chunk a task, three, or the whole file), every chunk comes out right once."""
+    monkeypatch.setattr(restore_plan, "MAX_CHECK_CHUNKS", most_chunks)
+    source = tmp_path / "src"
+    data = [i for i in range(12) if i not in (4, 6)]  # holes at 4 and 6
+    make_sparse(source / "data/mixed.bin", 11 * CHUNK + 100,
+                [(i * CHUNK, bytes([i + 1]) * CHUNK) for i in data[:-1]]
+                + [(11 * CHUNK, b"\x0c" * 100)])  # a short last chunk
+    make_sparse(source / "data/log.bin", 9 * CHUNK,
+                [(i * CHUNK, os.urandom(CHUNK)) for i in range(9)])
+    ws = _workspace(tmp_path, "s")
+    manifest = run_backup(source, ws.repo, ws.catalog, BackupOptions(
+        chunk_size=CHUNK, workers=2, appendonly=("data/log.bin",))).manifest
+    dest = tmp_path / "dest"
+    sparse_copy(source, dest)
+    mixed = dest / "data/mixed.bin"
+    write_at(mixed, CHUNK + 5, b"changed")
+    write_at(mixed, 9 * CHUNK + 5, b"changed")
+    write_at(mixed, 4 * CHUNK + 5, b"data where the backup has none")
+    fd = os.open(mixed, os.O_WRONLY)
+    try:
+        punch_hole(fd, 2 * CHUNK, CHUNK)  # a hole where the backup has data
+        os.ftruncate(fd, 11 * CHUNK + 50)  # the short chunk cut shorter still
+    finally:
+        os.close(fd)
+    log = dest / "data/log.bin"
+    fd = os.open(log, os.O_WRONLY)
+    try:
+        punch_hole(fd, 4 * CHUNK, CHUNK)  # inside the prefix, trusted by its ends
+        os.ftruncate(fd, 7 * CHUNK)  # two chunks short
+    finally:
+        os.close(fd)
+
+    plan, stats = _restore(ws, manifest, dest, process_min_bytes)
+    assert_same_tree(source, dest)
+    assert_no_more_disk(source, dest)
+    got = {p.entry.path: p for p in plan.files}
+    assert (got["data/mixed.bin"].fetch, got["data/mixed.bin"].over_data) == \
+        ([1, 2, 9, 11], {1, 9, 11})
+    assert (got["data/mixed.bin"].punch, got["data/mixed.bin"].kept,
+            got["data/mixed.bin"].checked) == ([4], 6, 9)  # kept: 0, 3, 5, 7, 8, 10
+    assert (got["data/log.bin"].trusted, got["data/log.bin"].fetch,
+            got["data/log.bin"].over_data, got["data/log.bin"].kept,
+            got["data/log.bin"].checked) == (7, [4, 7, 8], set(), 6, 0)
+    assert plan.bytes_checked == 8 * CHUNK  # the chunks hashed: 0, 1, 3, 5, 7-10
+    assert stats.chunks_fetched == 7 and stats.chunks_holed == 1
 
 
 def test_an_incremental_backup_in_processes_reads_only_what_changed(tmp_path: Path) -> None:
