@@ -14,7 +14,9 @@ Unit = Literal["bytes", "blobs", "manifests"]
 
 
 class Progress(Protocol):
-    def start(self, phase: str, total: int, unit: Unit = "bytes") -> None: ...
+    def start(self, phase: str, total: int, unit: Unit = "bytes") -> None:
+        """``total`` may be an estimate (a restore's check: the space the local files
+        take); a phase that does more than it is shown as done as far as it went."""
 
     def advance(self, amount: int) -> None: ...
 
@@ -86,6 +88,8 @@ class IntervalProgress:
         with self._lock:
             done, total = self._done, self._total
             elapsed = time.monotonic() - self._started
+        if total:
+            total = max(total, done)  # an estimate that fell short
         rate = done / elapsed if elapsed > 0 else 0.0
         left = (total - done) / rate if rate > 0 and total >= done else None
         return {"phase": self._phase, "done": done, "total": total, "unit": self._unit,

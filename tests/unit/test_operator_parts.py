@@ -33,6 +33,18 @@ def test_interval_progress_says_it_is_alive_even_when_nothing_moves() -> None:
     assert describe(last).startswith("verify: 50 blobs of 100 blobs (50.0%)")
 
 
+def test_interval_progress_past_an_estimated_total_reads_as_done() -> None:
+    """A restore's check estimates its total from the space the local files take; a
+    check that reads more is shown at 100%, never past it."""
+    progress = IntervalProgress(60, lambda fields: None)
+    progress.start("check", 100)
+    progress.advance(130)
+    fields = progress.fields()
+    progress.finish()
+    assert (fields["done"], fields["total"], fields["percent"]) == (130, 130, 100.0)
+    assert describe(fields).startswith("check: 130 B of 130 B (100.0%)")
+
+
 def test_iec_units() -> None:
     assert [iec(n) for n in (0, 1023, 1024, 5 << 20, 3 << 40)] == [
         "0 B", "1023 B", "1.0 KiB", "5.0 MiB", "3.0 TiB"]
