@@ -13,6 +13,7 @@ import pytest
 
 from pitreos.backup import BackupOptions, run_backup
 from pitreos.catalog import Catalog, CopiedChunks
+from pitreos.errors import CatalogError
 from pitreos.hashing import ChunkDigest
 from pitreos.manifest import Chunk, Entry, Manifest, backup_name, dump
 from pitreos.repository import Repository
@@ -114,6 +115,31 @@ def test_incremental_backup_skips_unchanged_files_without_reading(tree: Path,
     assert second.stats.files_unchanged == first.stats.files - 1
     assert second.stats.bytes_read == len((tree / "small.txt").read_bytes())
     assert second.stats.blobs_stored == 1
+    ws.close()
+
+
+def test_files_of_a_backup_are_its_manifests_chunks_and_a_hand_changed_row_is_refused(
+        tree: Path, tmp_path: Path) -> None:
+    """What an incremental backup starts from: each file's chunks as its manifest lists
+    them (holes as None); a chunk row past a file's end is a catalog changed by hand,
+    refused in one line, not read past or dropped."""
+    ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite",
+                        create=True)
+    manifest = run_backup(tree, ws.repo, ws.catalog,
+                          BackupOptions(chunk_size=CHUNK, workers=2)).manifest
+    files = ws.catalog.files_of(manifest.name)
+    assert {path: record.chunks for path, record in files.items()} == \
+        {e.path: e.chunks for e in manifest.files()}
+    assert any(c.digest is None for r in files.values() for c in r.chunks)  # holes too
+    ws.close()
+    db = sqlite3.connect(tmp_path / "c.sqlite")
+    with db:
+        db.execute("UPDATE chunks SET idx = 100000 WHERE idx = (SELECT max(idx) FROM chunks)")
+    db.close()
+    ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite")
+    with pytest.raises(CatalogError, match=r"lists chunk 100000 of a file of backup .* "
+                                           r"beyond the file's end.*--rebuild"):
+        ws.catalog.files_of(manifest.name)
     ws.close()
 
 
