@@ -31,7 +31,7 @@ _FALLOC_FL_PUNCH_HOLE = 0x02
 
 
 def data_extents(fd: int, size: int, start: int = 0) -> list[tuple[int, int]]:
-    """Return the ``[start, end)`` ranges of ``fd`` within ``[start, size)`` that hold
+    """The ranges ``(a, b)`` of ``fd`` between offsets ``start`` and ``size`` that hold
     data, in order. Extents less than :data:`MERGE_GAP` apart come back as one."""
     extents: list[tuple[int, int]] = []
     pos = start
