@@ -138,12 +138,13 @@ def _finish(s: Settings, exit_code: int, error: str | None = None) -> None:
 
 
 def main() -> None:
-    # SIGTERM and SIGHUP unwind like Ctrl-C, so markers are removed and nothing half
-    # done is published
-    catch_stop_signals(_stop_on)
     s = Settings()
     args = sys.argv[1:]
     try:
+        # SIGTERM and SIGHUP unwind like Ctrl-C, so markers are removed and nothing half
+        # done is published; installed inside the try, since a signal that lands as the
+        # handler changes runs the new one at once
+        catch_stop_signals(_stop_on)
         profile = config.load_profile(args, os.environ)
         s.loaded_profile = profile
         default_map = config.default_map(cli, profile) if profile else None

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -406,3 +407,30 @@ def test_interrupted_while_starting(tmp_path: Path, signum: int, code: int) -> N
     assert proc.returncode == code, err
     assert "Traceback" not in err
     assert len([line for line in err.splitlines() if line.startswith("pitreos: ")]) == 1, err
+
+
+def test_a_stop_signal_as_the_cli_takes_over_the_handlers(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI replaces the start-up handlers with its own. A signal that lands as it
+    does (delivered to the new handler before the CLI's error handling starts: seen once
+    in the test above, exit 1 and a traceback) ends in the CLI's one line and exit
+    code."""
+    from pitreos.cli import app
+    from pitreos.launch import catch_stop_signals
+
+    def install_then_stop(handler: Callable[[int, Any], None]) -> None:
+        catch_stop_signals(handler)
+        os.kill(os.getpid(), signal.SIGTERM)  # the new handler runs on the next bytecode
+
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    monkeypatch.setattr(app, "catch_stop_signals", install_then_stop)
+    monkeypatch.setattr(sys, "argv", ["pitreos", "list"])
+    try:
+        with pytest.raises(SystemExit) as exited:
+            app.main()
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    err = capsys.readouterr().err
+    assert exited.value.code == 143, err
+    assert err.startswith("pitreos: stopped by SIGTERM") and len(err.splitlines()) == 1, err
