@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .defaults import TASK_BYTES
 from .errors import IntegrityError, PitreosError, SourceChanged
 from .hashing import ChunkDigest, NewBlob, blake3_hex, digest, sha1_hex
+from .manifest import chunk_length
 from .nodeos import with_dirty_byte
 from .repository import BlobState, Repository
 from .sparse import (
@@ -274,7 +275,7 @@ def check_chunks(task: CheckTask) -> CheckResult:
             else:
                 checked += 1
                 at = index * step
-                length = min(step, size - at)
+                length = chunk_length(size, step, index)
                 if at + length <= local_size:
                     read += length
                     if blake3_hex(read_range(fd, at, length, extents)) == expected:
