@@ -19,3 +19,7 @@ TASK_BYTES = 64 << 20
 # the worker processes' server (0.19 s on 2 cores; each pool after it 0.025 s) would
 # cost more than the GIL does.
 PROCESS_MIN_BYTES = 256 << 20
+# An object store's requests (pitreos.stores.retry, .deadline and .limit use them)
+DEFAULT_RETRY_FOR = 300.0  # seconds an operation is retried for
+DEFAULT_REQUEST_TIMEOUT = 120.0  # a 256 MiB chunk at 2.5 MiB/s; 1 MiB chunks need far less
+ADAPTIVE_MAX = 128  # the most requests in flight an adaptive limit climbs to

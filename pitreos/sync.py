@@ -7,7 +7,6 @@ from .catalog import Catalog
 from .errors import CollisionError, ManifestError
 from .log import get_logger
 from .manifest import Manifest
-from .parallel import imap_ordered
 from .progress import NoProgress, Progress
 from .repository import Repository, StoredBlob, parse_manifest
 
@@ -92,9 +91,7 @@ def sync_catalog(
     progress = progress or NoProgress()
     progress.start("catalog sync: read manifests", len(new), "manifests")
     try:
-        fetched = imap_ordered(repo.manifest_bytes, new, workers=workers,
-                               weigh=lambda name: sizes[name] or 0, budget=ahead_bytes)
-        for data, name in zip(fetched, new, strict=True):
+        for data, name in _fetched_in_order(repo, new, sizes, workers, ahead_bytes):
             if data is not None:  # None: deleted since the listing
                 insert(_parse_or_name(name, data))
             progress.advance(1)
@@ -111,6 +108,19 @@ def sync_catalog(
     return SyncReport(added=len(new) - len(unreadable) - len(quarantined), removed=len(gone),
                       unreadable=sorted(unreadable), missing_blobs=missing,
                       quarantined=quarantined, quarantined_sha1s=quarantined_sha1s)
+
+
+def _fetched_in_order(repo: Repository, names: list[str], sizes: dict[str, int | None],
+                      workers: int, ahead_bytes: int) -> Iterator[tuple[bytes | None, str]]:
+    """Each manifest of ``names`` with its name, in their order, fetched on threads."""
+    if not names:
+        return iter(())
+    # imported here: `pitreos list` with nothing new to read saved ~4 ms of its start
+    from .parallel import imap_ordered
+
+    fetched = imap_ordered(repo.manifest_bytes, names, workers=workers,
+                           weigh=lambda name: sizes[name] or 0, budget=ahead_bytes)
+    return zip(fetched, names, strict=True)
 
 
 def apply_blob_listing(catalog: Catalog, repo: Repository, progress: Progress) -> int:

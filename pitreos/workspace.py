@@ -12,7 +12,7 @@ from . import locallock
 from .blobcodec import BlobCodec
 from .catalog import Catalog, default_catalog_path
 from .cores import usable_cores
-from .defaults import DEFAULT_CHUNK_SIZE
+from .defaults import ADAPTIVE_MAX, DEFAULT_CHUNK_SIZE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_FOR
 from .errors import BackupNotFound, StoreExists, StoreNotFound
 from .log import get_logger
 from .manifest import Manifest
@@ -21,12 +21,8 @@ from .repository import Repository, StoreDescription, blob_is_sound, is_blob_key
 from .select import BackupFilter, choose
 from .stores import is_remote_url, open_store
 from .stores.base import Store
-from .stores.cache import CachingStore
 from .stores.counting import CountingStore
-from .stores.deadline import DEFAULT_REQUEST_TIMEOUT
-from .stores.limit import ADAPTIVE_MAX, ConcurrencyLimit
 from .stores.local import LocalStore
-from .stores.retry import DEFAULT_RETRY_FOR
 from .sync import SyncReport, sync_catalog
 
 log = get_logger(__name__)
@@ -58,6 +54,8 @@ class Workspace:
         codec = BlobCodec(level=compression_level)
         limit = None
         if is_remote_url(store_url):
+            from .stores.limit import ConcurrencyLimit
+
             # requests in flight: what the user asked for, or what fills the link
             limit = ConcurrencyLimit.fixed(workers) if workers else \
                 ConcurrencyLimit.adaptive(ADAPTIVE_MAX)
@@ -70,6 +68,8 @@ class Workspace:
         if count_requests:
             store = requests = CountingStore(store)
         if cache_dir is not None:
+            from .stores.cache import CachingStore
+
             store = CachingStore(store, LocalStore(cache_dir, create=True),
                                  cacheable=is_blob_key,
                                  verify=partial(blob_is_sound, codec))

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .. import log as logsetup
-from .. import metrics
 from ..errors import StoreNotFound, UsageError
 from ..progress import IntervalProgress, NoProgress, Progress, RichProgress, describe, iec
 from ..select import BackupFilter, parse_duration, parse_time, parse_where
 
 if TYPE_CHECKING:
+    from .. import metrics
     from ..config import Profile
     from ..workspace import Workspace
 
@@ -137,6 +137,8 @@ class Settings:
 
     def recorded(self, operation: str, tag: str = "") -> AbstractContextManager[metrics.Run]:
         """Metrics of this run for --metrics-file (written when it ends, failed or not)."""
+        from .. import metrics
+
         return metrics.recorded(self.metrics_file, metrics.Run(operation, tag))
 
     def elapsed(self) -> float:

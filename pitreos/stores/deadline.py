@@ -19,11 +19,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from queue import Empty, SimpleQueue
 from typing import TypeVar
 
+from ..defaults import DEFAULT_REQUEST_TIMEOUT
 from ..errors import TransientStoreError
 from .base import ObjectInfo, Store, StoreWrapper
 
 T = TypeVar("T")
-DEFAULT_REQUEST_TIMEOUT = 120.0  # a 256 MiB chunk at 2.5 MiB/s; 1 MiB chunks need far less
 _END = object()
 _IDLE_SECONDS = 60.0
 

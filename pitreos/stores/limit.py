@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..defaults import ADAPTIVE_MAX
 from ..errors import BlobNotFound
 from .base import ObjectInfo, Store, StoreWrapper
 
 ADAPTIVE_START = 8
-ADAPTIVE_MAX = 128
 # the most that an adaptive limit's requests may hold at once, each a chunk at worst (an
 # incompressible chunk's blob is as large): 128 requests of the default 1 MiB chunk, the
 # figures target 3's memory line was measured with. At 8 MiB chunks, 128 requests

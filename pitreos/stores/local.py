@@ -8,7 +8,6 @@ they record or publish anything that relies on the objects. One fsync per 1 MiB 
 cost about 40% of a full backup's time (tools/bench.py, docs/performance.md).
 """
 
-import ctypes
 import errno
 import os
 import tempfile
@@ -16,7 +15,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import libc
 from ..errors import BlobNotFound, StoreError, StoreNotFound
 from .base import ObjectInfo, StoreProperties
 
@@ -156,6 +154,10 @@ class LocalStore:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise StoreError(f"cannot sync store {self.url}: {exc.strerror}") from exc
+        import ctypes  # here: 2-3 ms of every command's start-up, for a backup's end
+
+        from .. import libc
+
         try:
             syncfs = libc.function("syncfs", ctypes.c_int)
             if syncfs is None:

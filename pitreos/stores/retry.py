@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from ..defaults import DEFAULT_RETRY_FOR
 from ..errors import StoreError, TransientStoreError
 from ..log import get_logger
 from .base import ObjectInfo, Store, StoreWrapper
 
 T = TypeVar("T")
-DEFAULT_RETRY_FOR = 300.0
 log = get_logger(__name__)
 
 

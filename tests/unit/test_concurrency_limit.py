@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
+from pitreos.defaults import ADAPTIVE_MAX
 from pitreos.errors import StoreError
 from pitreos.stores.limit import (
-    ADAPTIVE_MAX,
     ADAPTIVE_START,
     Climb,
     ConcurrencyLimit,

@@ -14,7 +14,12 @@ import pytest
 # never needs
 NOT_AT_START = ("structlog", "rich", "yaml", "sqlite_utils", "tomllib", "difflib",
                 "socket", "importlib.resources", "zipfile", "boto3", "google.cloud.storage",
-                "azure.storage.blob", "pitreos.nodeos", "pitreos.backup", "pitreos.restore")
+                "azure.storage.blob", "pitreos.nodeos", "pitreos.backup", "pitreos.restore",
+                # what compresses, syncs a local store, or wraps an object store
+                "zstandard", "ctypes", "pitreos.stores.limit", "pitreos.stores.deadline",
+                "pitreos.stores.retry", "pitreos.stores.cache", "pitreos.metrics",
+                # what handles markers, or reads manifests on threads
+                "pitreos.locks", "pitreos.parallel", "concurrent.futures")
 
 RUN_AND_REPORT = """
 import json, sys
