@@ -1031,23 +1031,22 @@ class Bench:
     def startup(self, runs: int = 11) -> None:
         """Wall time of `pitreos --version` and of `pitreos list` on an empty catalog
         (issue 15's target: 150 ms each), beside `python -c pass` (the interpreter
-        alone); medians of ``runs`` runs, one after the other, warm."""
+        alone); medians of ``runs`` rounds, warm. Each round runs the three once, so
+        that a slow spell of the machine falls on all three alike: run back to back,
+        one command's eleven runs could meet a moment the others did not."""
         url, catalog = self.fresh_store("startup")
         env = {**os.environ, "PITREOS_STORE": url, "PITREOS_CATALOG": catalog}
         subprocess.run([sys.executable, "-m", "pitreos", "init", "-q"], env=env, check=True)
-
-        def median_wall(*argv: str) -> float:
-            times = []
-            for _ in range(runs):
+        commands = {"python": ("-c", "pass"), "version": ("-m", "pitreos", "--version"),
+                    "list": ("-m", "pitreos", "list")}
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(runs):
+            for name, argv in commands.items():
                 started = time.monotonic()
                 subprocess.run([sys.executable, *argv], env=env, check=True,
                                stdout=subprocess.DEVNULL)
-                times.append(time.monotonic() - started)
-            return statistics.median(times)
-
-        python = median_wall("-c", "pass")
-        version = median_wall("-m", "pitreos", "--version")
-        listing = median_wall("-m", "pitreos", "list")
+                times[name].append(time.monotonic() - started)
+        python, version, listing = (statistics.median(times[name]) for name in commands)
         self.notes.append(f"start-up (target 0.150 s): pitreos --version {version:.3f} s, "
                           f"pitreos list on an empty catalog {listing:.3f} s; python -c pass "
                           f"{python:.3f} s")
