@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .defaults import TASK_BYTES
-from .errors import IntegrityError, PitreosError, SourceChanged
+from .errors import IntegrityError, PitreosError, RestoreError, SourceChanged
 from .hashing import ChunkDigest, NewBlob, blake3_hex, digest, sha1_hex
 from .manifest import chunk_length
 from .nodeos import with_dirty_byte
@@ -254,37 +254,56 @@ class CheckResult:
 
 
 def check_chunks(task: CheckTask) -> CheckResult:
-    """blake3 of each local chunk against the backup's (equal blake3: equal bytes)."""
+    """blake3 of each local chunk against the backup's (equal blake3: equal bytes).
+
+    The restore has written nothing yet when its check runs: a local file that another
+    program removes or cuts shorter meanwhile is named in one line, and the restore
+    ends there, changing nothing. (Cut shorter before the task looks, its lost chunks
+    are simply fetched.)"""
+    fd = -1
+    try:
+        fd = os.open(task.path, os.O_RDONLY | os.O_NOFOLLOW)
+        return _judged(task, fd)
+    except EOFError as exc:
+        raise RestoreError(f"{task.path} shrank while the restore compared it with the "
+                           f"backup ({exc}); nothing was written: stop what writes to it, "
+                           "then restore again") from exc
+    except OSError as exc:
+        raise RestoreError(f"cannot read {task.path} to compare it with the backup: "
+                           f"{exc.strerror}; nothing was written") from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _judged(task: CheckTask, fd: int) -> CheckResult:
+    """Each chunk of the task's run, judged: fetched, punched or kept."""
     step, size, local_size = task.chunk_size, task.size, task.local_size
     fetch, over_data, punch = [], [], []
     checked = kept = read = 0
-    fd = os.open(task.path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        start = task.first * step
-        extents = data_extents(fd, min(local_size, start + len(task.expected) * step),
-                               start)
-        with_data = chunks_with_data(extents, size, step)
-        for index, expected in enumerate(task.expected, task.first):
-            if index not in with_data:
-                if expected is not None:
-                    fetch.append(index)
-            elif expected is None:
-                punch.append(index)
-            elif index < task.trusted:
-                kept += 1
-            else:
-                checked += 1
-                at = index * step
-                length = chunk_length(size, step, index)
-                if at + length <= local_size:
-                    read += length
-                    if blake3_hex(read_range(fd, at, length, extents)) == expected:
-                        kept += 1
-                        continue
+    start = task.first * step
+    extents = data_extents(fd, min(local_size, start + len(task.expected) * step),
+                           start)
+    with_data = chunks_with_data(extents, size, step)
+    for index, expected in enumerate(task.expected, task.first):
+        if index not in with_data:
+            if expected is not None:
                 fetch.append(index)
-                over_data.append(index)
-    finally:
-        os.close(fd)
+        elif expected is None:
+            punch.append(index)
+        elif index < task.trusted:
+            kept += 1
+        else:
+            checked += 1
+            at = index * step
+            length = chunk_length(size, step, index)
+            if at + length <= local_size:
+                read += length
+                if blake3_hex(read_range(fd, at, length, extents)) == expected:
+                    kept += 1
+                    continue
+            fetch.append(index)
+            over_data.append(index)
     return CheckResult(task.path, tuple(fetch), tuple(over_data), tuple(punch), checked,
                        kept, read)
 

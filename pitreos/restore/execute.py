@@ -266,7 +266,9 @@ def _open_for_restore(dest: Path, fp: FilePlan) -> int:
     if fp.in_the_way:
         _remove(path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    if fp.local_size != fp.entry.size:
+    # sized as it is now, not as planned: another program may have cut it shorter
+    # since, and a backup that ends in a hole has nothing to write there
+    if os.fstat(fd).st_size != fp.entry.size:
         os.ftruncate(fd, fp.entry.size)
     return fd
 

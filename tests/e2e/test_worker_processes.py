@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,6 +158,32 @@ def test_each_local_chunk_is_judged_once_whatever_the_check_tasks_cover(
             got["data/log.bin"].checked) == (7, [4, 7, 8], set(), 6, 0)
     assert plan.bytes_checked == 8 * CHUNK  # the chunks hashed: 0, 1, 3, 5, 7-10
     assert stats.chunks_fetched == 7 and stats.chunks_holed == 1
+
+
+def test_a_file_cut_shorter_between_the_plan_and_its_check_is_restored_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another program cuts a local file shorter after the plan sized it and before its
+    check task reads it: the chunks it lost are fetched, and the file ends at the
+    backup's size though the backup ends in a hole (nothing to fetch there)."""
+    source = tmp_path / "src"
+    make_sparse(source / "data/tail-hole.bin", 4 * CHUNK,
+                [(i * CHUNK, os.urandom(CHUNK)) for i in range(3)])
+    ws = _workspace(tmp_path, "s")
+    manifest = run_backup(source, ws.repo, ws.catalog,
+                          BackupOptions(chunk_size=CHUNK, workers=2)).manifest
+    dest = tmp_path / "dest"
+    sparse_copy(source, dest)
+    check = restore_plan._check_local_chunks
+
+    def cut_then_check(*args: Any, **kwargs: Any) -> int:
+        os.truncate(dest / "data/tail-hole.bin", CHUNK + 10)
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(restore_plan, "_check_local_chunks", cut_then_check)
+    plan, _ = _restore(ws, manifest, dest, NEVER)
+    assert plan.files[0].local_size == 4 * CHUNK  # as the plan saw it
+    assert plan.files[0].fetch == [1, 2]
+    assert_same_tree(source, dest)
 
 
 def test_an_incremental_backup_in_processes_reads_only_what_changed(tmp_path: Path) -> None:
@@ -350,6 +377,7 @@ def test_a_program_read_from_stdin_keeps_the_work_on_threads(tmp_path: Path) -> 
     source = _source(tmp_path / "src")
     program = f"""
 from pathlib import Path
+from typing import Any
 from pitreos.backup import BackupOptions, run_backup
 from pitreos.workspace import Workspace
 ws = Workspace.open({str(tmp_path / "s")!r}, catalog_path=Path({str(tmp_path / "c")!r}),
@@ -469,6 +497,7 @@ def test_a_rescan_goes_to_processes_only_with_cores_to_spare(
     program = _FIND_SERVERS + f"""
 import json
 from pathlib import Path
+from typing import Any
 import pitreos.cores
 pitreos.cores.usable_cores = lambda *args, **kwargs: {cores}
 from pitreos.backup import BackupOptions, run_backup
