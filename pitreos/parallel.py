@@ -183,11 +183,14 @@ def _process_context() -> "ForkServerContext":
     """The context that worker processes start from: forkserver, not fork, since the
     coordinator has threads (progress, gc guard) and a fork copies their locks in
     whatever state they are; the server preloads the task module once, so each worker
-    starts in milliseconds."""
+    starts in milliseconds. zstandard too: the blob codec imports it on first use (so
+    that `pitreos list` starts sooner), and every worker would import it again (~6 ms,
+    with the `platform` module it brings)."""
     import multiprocessing  # ~9 ms: only for the work that goes to processes
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["pitreos.chunktasks", "pitreos.processpool"])
+    context.set_forkserver_preload(["pitreos.chunktasks", "pitreos.processpool",
+                                    "zstandard"])
     return context
 
 

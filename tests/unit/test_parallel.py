@@ -178,6 +178,31 @@ def test_worker_processes_import_no_catalog_or_cli_libraries(tmp_path: Path) -> 
     assert done.stdout.split() == []
 
 
+WORKER_PROBE = """
+import sys
+
+def zstandard_loaded(_: int) -> bool:
+    return "zstandard" in sys.modules
+
+if __name__ == "__main__":
+    from pitreos.parallel import imap_unordered
+
+    assert "zstandard" not in sys.modules  # the coordinator imports it on first use
+    print(*imap_unordered(zstandard_loaded, range(4), workers=2, processes=True))
+"""
+
+
+def test_worker_processes_start_with_zstandard_imported(tmp_path: Path) -> None:
+    """The blob codec imports zstandard on first use (start-up): the pool's server
+    preloads it, so that no worker imports it again as its first task begins."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(WORKER_PROBE)
+    done = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"] * 4
+
+
 def test_the_worker_server_starts_early_only_for_a_local_store_with_cores_to_spare() -> None:
     assert starts_server_early(cores=16, workers=None, local_store=True)
     assert starts_server_early(cores=EARLY_SERVER_MIN_CORES, workers=8, local_store=True)
