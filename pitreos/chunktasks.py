@@ -256,24 +256,19 @@ class CheckResult:
 def check_chunks(task: CheckTask) -> CheckResult:
     """blake3 of each local chunk against the backup's (equal blake3: equal bytes).
 
-    The restore has written nothing yet when its check runs: a local file that another
-    program removes or cuts shorter meanwhile is named in one line, and the restore
-    ends there, changing nothing. (Cut shorter before the task looks, its lost chunks
-    are simply fetched.)"""
-    fd = -1
+    The restore has written nothing yet when its check runs. A local file that another
+    program cuts shorter while this task reads it ends the restore in one line naming
+    it; one that cannot be opened is the plan's error (`plan_restore`). Cut shorter
+    before the task looks, its lost chunks are simply fetched."""
+    fd = os.open(task.path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        fd = os.open(task.path, os.O_RDONLY | os.O_NOFOLLOW)
         return _judged(task, fd)
     except EOFError as exc:
         raise RestoreError(f"{task.path} shrank while the restore compared it with the "
-                           f"backup ({exc}); nothing was written: stop what writes to it, "
+                           f"backup ({exc}); nothing was changed: stop what writes to it, "
                            "then restore again") from exc
-    except OSError as exc:
-        raise RestoreError(f"cannot read {task.path} to compare it with the backup: "
-                           f"{exc.strerror}; nothing was written") from exc
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
 
 
 def _judged(task: CheckTask, fd: int) -> CheckResult:

@@ -186,6 +186,29 @@ def test_a_file_cut_shorter_between_the_plan_and_its_check_is_restored_whole(
     assert_same_tree(source, dest)
 
 
+def test_a_file_removed_between_the_plan_and_its_check_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "src"
+    make_sparse(source / "data/gone.bin", 2 * CHUNK, [(0, os.urandom(2 * CHUNK))])
+    ws = _workspace(tmp_path, "s")
+    manifest = run_backup(source, ws.repo, ws.catalog,
+                          BackupOptions(chunk_size=CHUNK, workers=2)).manifest
+    dest = tmp_path / "dest"
+    sparse_copy(source, dest)
+    check = restore_plan._check_local_chunks
+
+    def remove_then_check(*args: Any, **kwargs: Any) -> int:
+        (dest / "data/gone.bin").unlink()
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(restore_plan, "_check_local_chunks", remove_then_check)
+    with pytest.raises(RestoreError) as raised:
+        _restore(ws, manifest, dest, NEVER)
+    assert str(dest / "data/gone.bin") in str(raised.value)
+    assert "nothing was changed" in str(raised.value)
+    assert not (dest / ".pitreos-restore").exists()
+
+
 def test_an_incremental_backup_in_processes_reads_only_what_changed(tmp_path: Path) -> None:
     source = _source(tmp_path / "src")
     ws = _workspace(tmp_path, "s")
