@@ -4,8 +4,9 @@
 ``http(s)://`` backends load their client library only when used. The imports are
 plain ``from .gcs import GCSStore``: mypy then checks each backend against the
 :class:`~pitreos.stores.base.Store` protocol where it is returned as one. The wrappers
-that only an object store gets are imported with it too: `pitreos list` on a local
-store saved 6 ms of its start-up (2 cores).
+that only an object store gets are imported with it too: on a local store, `pitreos
+list` and `--version` are spared ~5 ms of imports (limit 2.1 ms, deadline and retry
+0.4 ms each, and the `concurrent.futures` that deadline imports; 2 cores).
 """
 
 from __future__ import annotations
