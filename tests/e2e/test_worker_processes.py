@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -160,14 +161,17 @@ def test_each_local_chunk_is_judged_once_whatever_the_check_tasks_cover(
     assert stats.chunks_fetched == 7 and stats.chunks_holed == 1
 
 
-def test_a_file_cut_shorter_between_the_plan_and_its_check_is_restored_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another program cuts a local file shorter after the plan sized it and before its
-    check task reads it: the chunks it lost are fetched, and the file ends at the
-    backup's size though the backup ends in a hole (nothing to fetch there)."""
+def _one_file_restored_over_a_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, data_chunks: int,
+        before_the_check: Callable[[Path], None]) -> tuple[Path, Path, Callable[[], RestorePlan]]:
+    """A backup of ``data/f.bin`` (``size`` bytes, data in its first ``data_chunks``
+    chunks), a copy of it as the destination, and a restore over the copy during which
+    another program acts on the local file (``before_the_check``) after the plan's
+    lstat and before its check tasks run. Returns the source, the destination and the
+    restore to run."""
     source = tmp_path / "src"
-    make_sparse(source / "data/tail-hole.bin", 4 * CHUNK,
-                [(i * CHUNK, os.urandom(CHUNK)) for i in range(3)])
+    make_sparse(source / "data/f.bin", size,
+                [(i * CHUNK, os.urandom(CHUNK)) for i in range(data_chunks)])
     ws = _workspace(tmp_path, "s")
     manifest = run_backup(source, ws.repo, ws.catalog,
                           BackupOptions(chunk_size=CHUNK, workers=2)).manifest
@@ -175,12 +179,21 @@ def test_a_file_cut_shorter_between_the_plan_and_its_check_is_restored_whole(
     sparse_copy(source, dest)
     check = restore_plan._check_local_chunks
 
-    def cut_then_check(*args: Any, **kwargs: Any) -> int:
-        os.truncate(dest / "data/tail-hole.bin", CHUNK + 10)
+    def act_then_check(*args: Any, **kwargs: Any) -> int:
+        before_the_check(dest / "data/f.bin")
         return check(*args, **kwargs)
 
-    monkeypatch.setattr(restore_plan, "_check_local_chunks", cut_then_check)
-    plan, _ = _restore(ws, manifest, dest, NEVER)
+    monkeypatch.setattr(restore_plan, "_check_local_chunks", act_then_check)
+    return source, dest, lambda: _restore(ws, manifest, dest, NEVER)[0]
+
+
+def test_a_file_cut_shorter_between_the_plan_and_its_check_is_restored_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunks it lost are fetched, and the file ends at the backup's size though
+    the backup ends in a hole (nothing to fetch there)."""
+    source, dest, restore = _one_file_restored_over_a_copy(
+        tmp_path, monkeypatch, 4 * CHUNK, 3, lambda f: os.truncate(f, CHUNK + 10))
+    plan = restore()
     assert plan.files[0].local_size == 4 * CHUNK  # as the plan saw it
     assert plan.files[0].fetch == [1, 2]
     assert_same_tree(source, dest)
@@ -188,23 +201,11 @@ def test_a_file_cut_shorter_between_the_plan_and_its_check_is_restored_whole(
 
 def test_a_file_removed_between_the_plan_and_its_check_is_named(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = tmp_path / "src"
-    make_sparse(source / "data/gone.bin", 2 * CHUNK, [(0, os.urandom(2 * CHUNK))])
-    ws = _workspace(tmp_path, "s")
-    manifest = run_backup(source, ws.repo, ws.catalog,
-                          BackupOptions(chunk_size=CHUNK, workers=2)).manifest
-    dest = tmp_path / "dest"
-    sparse_copy(source, dest)
-    check = restore_plan._check_local_chunks
-
-    def remove_then_check(*args: Any, **kwargs: Any) -> int:
-        (dest / "data/gone.bin").unlink()
-        return check(*args, **kwargs)
-
-    monkeypatch.setattr(restore_plan, "_check_local_chunks", remove_then_check)
+    _, dest, restore = _one_file_restored_over_a_copy(
+        tmp_path, monkeypatch, 2 * CHUNK, 2, Path.unlink)
     with pytest.raises(RestoreError) as raised:
-        _restore(ws, manifest, dest, NEVER)
-    assert str(dest / "data/gone.bin") in str(raised.value)
+        restore()
+    assert str(dest / "data/f.bin") in str(raised.value)
     assert "nothing was changed" in str(raised.value)
     assert not (dest / ".pitreos-restore").exists()
 
@@ -400,7 +401,6 @@ def test_a_program_read_from_stdin_keeps_the_work_on_threads(tmp_path: Path) -> 
     source = _source(tmp_path / "src")
     program = f"""
 from pathlib import Path
-from typing import Any
 from pitreos.backup import BackupOptions, run_backup
 from pitreos.workspace import Workspace
 ws = Workspace.open({str(tmp_path / "s")!r}, catalog_path=Path({str(tmp_path / "c")!r}),
@@ -520,7 +520,6 @@ def test_a_rescan_goes_to_processes_only_with_cores_to_spare(
     program = _FIND_SERVERS + f"""
 import json
 from pathlib import Path
-from typing import Any
 import pitreos.cores
 pitreos.cores.usable_cores = lambda *args, **kwargs: {cores}
 from pitreos.backup import BackupOptions, run_backup
