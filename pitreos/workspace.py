@@ -54,6 +54,8 @@ class Workspace:
         codec = BlobCodec(level=compression_level)
         limit = None
         if is_remote_url(store_url):
+            # imported here, as the store factory imports the wrappers: a local store's
+            # commands never use them (pitreos.stores)
             from .stores.limit import ConcurrencyLimit
 
             # requests in flight: what the user asked for, or what fills the link
@@ -68,7 +70,7 @@ class Workspace:
         if count_requests:
             store = requests = CountingStore(store)
         if cache_dir is not None:
-            from .stores.cache import CachingStore
+            from .stores.cache import CachingStore  # here: only --cache uses it
 
             store = CachingStore(store, LocalStore(cache_dir, create=True),
                                  cacheable=is_blob_key,

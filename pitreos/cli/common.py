@@ -137,7 +137,7 @@ class Settings:
 
     def recorded(self, operation: str, tag: str = "") -> AbstractContextManager[metrics.Run]:
         """Metrics of this run for --metrics-file (written when it ends, failed or not)."""
-        from .. import metrics
+        from .. import metrics  # here: `list` and `--version` record none (0.6 ms)
 
         return metrics.recorded(self.metrics_file, metrics.Run(operation, tag))
 
