@@ -67,6 +67,14 @@ def _new_compressor(level: int) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=level)
 
 
+def _zstd_error() -> type[Exception]:
+    """zstandard's error class, for an ``except`` clause: Python evaluates the clause's
+    class only when an exception reaches it, so a decoded chunk pays no import."""
+    import zstandard
+
+    return zstandard.ZstdError
+
+
 class BlobCodec:
     """Compresses and decompresses blobs; safe to share between threads.
 
@@ -159,13 +167,11 @@ class BlobCodec:
             )
         payload = memoryview(blob)[HEADER_SIZE:]
         if header.codec == CODEC_ZSTD:
-            import zstandard
-
             try:
                 data = self._decompressor().decompress(
                     payload, max_output_size=self.max_chunk_size
                 )
-            except zstandard.ZstdError as exc:
+            except _zstd_error() as exc:  # evaluated only when an error propagates
                 raise IntegrityError(f"blob {expected.sha1} does not decompress: {exc}") from exc
         else:
             data = bytes(payload)

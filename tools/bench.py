@@ -278,12 +278,11 @@ def _import_what_the_engine_imports_on_first_use() -> None:
     syncfs), the gc markers, the object-store wrappers and its thread helpers when it
     first needs them (so that ``pitreos list`` starts fast): ~45 ms that the limit
     pipelines, whose imports are all at the top of this file, never pay inside their
-    clock. Imported here, before the clock starts, so that engine and limit are timed on
-    the same terms."""
+    clock. Imported here (zstandard at the top of this file), before the clock starts,
+    so that engine and limit are timed on the same terms."""
     import multiprocessing  # noqa: F401
 
     import yaml  # noqa: F401
-    import zstandard  # noqa: F401
 
     import pitreos.libc
     import pitreos.locks

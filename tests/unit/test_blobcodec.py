@@ -80,3 +80,14 @@ def test_no_more_compressors_lent_at_once_than_cores() -> None:
     assert encoding.most == cores
     assert all(codec.decode(blob, digest(data)) == data for data, blob in blobs)
     assert len(blobs) == cores + 6
+
+
+def test_a_zstd_payload_that_does_not_decompress_is_named() -> None:
+    """Its header's blake3 is right: only zstandard's own error tells what is wrong,
+    and it must come out as the blob's integrity error, not zstandard's."""
+    data = b"a" * 100_000
+    d = digest(data)
+    blob = BlobCodec().encode(data, d)
+    damaged = blob[:HEADER_SIZE] + b"not a zstd frame" + blob[HEADER_SIZE + 16:]
+    with pytest.raises(IntegrityError, match=f"blob {d.sha1} does not decompress"):
+        BlobCodec().decode(damaged, d)
