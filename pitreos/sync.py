@@ -1,9 +1,11 @@
 """Bringing the catalog level with the store."""
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .catalog import Catalog
+from .chunkprints import RepeatedChunks
 from .errors import CollisionError, ManifestError
 from .log import get_logger
 from .manifest import Manifest
@@ -26,6 +28,8 @@ class SyncReport:
     unreadable: list[str]  # manifests in the store that could not be read
     missing_blobs: int | None  # None when blobs were not listed: else the catalog holds
     # the listing until the next one (Catalog.unreferenced_listed, missing_listed)
+    # chunk rows copied from an earlier backup's file in this sync (pitreos.chunkprints)
+    chunks_copied: int = 0
     # manifests that conflict with the catalog (a sha1 with another blake3), left out
     quarantined: dict[str, str] = field(default_factory=dict)  # name -> the conflict
     quarantined_sha1s: set[str] = field(default_factory=set)  # blobs they reference
@@ -66,15 +70,23 @@ def sync_catalog(
     unreadable: list[str] = []
     quarantined: dict[str, str] = {}
     quarantined_sha1s: set[str] = set()
+    repeated = RepeatedChunks()
+    copied_rows = 0
+    # how many of the backups still to insert have each tag (a name ends in its tag):
+    # the lists of a backup that no later one of its tag can build on are not printed
+    later = Counter(name.partition("--")[2] for name in new)
     # Fetching runs on threads; parsing (GIL-bound) on the main thread, between inserts.
 
-    def insert(result: Manifest | tuple[str, str]) -> None:
+    def insert(result: Manifest | tuple[str, str], name: str) -> None:
+        nonlocal copied_rows
+        later[name.partition("--")[2]] -= 1
         if isinstance(result, tuple):
             log.warning("catalog.manifest_unreadable", backup=result[0], error=result[1])
             unreadable.append(result[0])
             return
+        copied, prints = repeated.compare(result, keep=later[result.tag] > 0)
         try:
-            catalog.add_backup(result, count_references=False)
+            chunks_copied = catalog.add_backup(result, count_references=False, copied=copied)
         except CollisionError as exc:
             # one bad manifest (a failed copy, a hand edit) must not lock the store out
             log.warning("catalog.manifest_quarantined", backup=result.name, conflict=str(exc),
@@ -82,7 +94,9 @@ def sync_catalog(
             quarantined[result.name] = str(exc)
             quarantined_sha1s.update(d.sha1 for d in result.digests())
             return
-        log.info("catalog.backup_added", backup=result.name)
+        repeated.remember(prints)
+        copied_rows += chunks_copied
+        log.info("catalog.backup_added", backup=result.name, chunks_copied=chunks_copied)
 
     # inserted in name order (oldest first), whatever order the fetches end in: of two
     # manifests that conflict, the older one is kept, on every machine. A slow fetch
@@ -93,7 +107,7 @@ def sync_catalog(
     try:
         for data, name in _fetched_in_order(repo, new, sizes, workers, ahead_bytes):
             if data is not None:  # None: deleted since the listing
-                insert(_parse_or_name(name, data))
+                insert(_parse_or_name(name, data), name)
             progress.advance(1)
     finally:
         progress.finish()
@@ -107,7 +121,8 @@ def sync_catalog(
                         hint="run 'pitreos verify --all'")
     return SyncReport(added=len(new) - len(unreadable) - len(quarantined), removed=len(gone),
                       unreadable=sorted(unreadable), missing_blobs=missing,
-                      quarantined=quarantined, quarantined_sha1s=quarantined_sha1s)
+                      chunks_copied=copied_rows, quarantined=quarantined,
+                      quarantined_sha1s=quarantined_sha1s)
 
 
 def _fetched_in_order(repo: Repository, names: list[str], sizes: dict[str, int | None],

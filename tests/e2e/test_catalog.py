@@ -17,7 +17,7 @@ from pitreos.errors import CatalogError
 from pitreos.hashing import ChunkDigest
 from pitreos.manifest import Chunk, Entry, Manifest, backup_name, dump
 from pitreos.repository import Repository
-from pitreos.sync import sync_catalog
+from pitreos.sync import SyncReport, sync_catalog
 from pitreos.workspace import Workspace
 
 from .helpers import CHUNK, write_at
@@ -189,7 +189,7 @@ def test_incremental_backups_copy_unchanged_chunk_rows_and_equal_a_sync(
     url = (tmp_path / "store").as_uri()
     ws = Workspace.open(url, catalog_path=tmp_path / "built.sqlite", create=True)
     options = BackupOptions(chunk_size=CHUNK, workers=2, incremental=True)
-    run_backup(tree, ws.repo, ws.catalog, options)
+    first = run_backup(tree, ws.repo, ws.catalog, options).manifest
     log = tree / "blocks/blocks.log"
     size = log.stat().st_size
     with open(log, "ab") as f:  # an append-only log grows by two chunks and a bit
@@ -207,13 +207,45 @@ def test_incremental_backups_copy_unchanged_chunk_rows_and_equal_a_sync(
     unchanged = _chunk_lookups(ws, lambda: run_backup(tree, ws.repo, ws.catalog, options))
     assert unchanged == 0
     ws.close()
+    # a sync into a new catalog copies the same rows from the backup before: it looks
+    # up the first backup's chunks and the second's 3 + 4, no more
     fresh = Workspace.open(url, catalog_path=tmp_path / "fresh.sqlite")
-    assert fresh.sync().added == 3
+    reports: list[SyncReport] = []
+    synced = _chunk_lookups(fresh, lambda: reports.append(fresh.sync()))
     fresh.close()
+    first_chunks = sum(c.digest is not None for e in first.files() for c in e.chunks)
+    assert reports[0].added == 3 and synced == first_chunks + 3 + 4
     built = dump_catalog(tmp_path / "built.sqlite")
     assert built == dump_catalog(tmp_path / "fresh.sqlite")
+    assert reports[0].chunks_copied == len(built["chunks"]) - synced
     counts = Counter(name for name, _path, _idx, _sha1 in built["chunks"])
     assert len(counts) == 3 and min(counts.values()) > 10
+
+
+def test_a_sync_copies_no_row_of_a_repeated_list_with_another_blake3(
+        tmp_path: Path) -> None:
+    """A later backup of a tag whose list repeats the earlier one's sha1s, one of them
+    with another blake3 (a collision, or a manifest made by hand): its rows are not
+    copied from the earlier backup, and it is quarantined as a sync always did."""
+    ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite",
+                        create=True)
+    sizes = _store_manifests(ws, [5])
+    earlier = ws.repo.read_manifest(next(iter(sizes)))
+    chunks = list(earlier.entries[0].chunks)
+    sha1, _ = chunks[2].digest or ChunkDigest("", "")
+    chunks[2] = Chunk(chunks[2].start, ChunkDigest(sha1, "e" * 64))
+    chunks.append(Chunk(5 * CHUNK, ChunkDigest("f" * 40, "f" * 64)))
+    created = earlier.created + timedelta(hours=1)
+    later = Manifest(name=backup_name(created, "t"), tag="t", created=created,
+                     chunk_size=CHUNK, entries=[Entry(path="f", type="file", mode=0o644,
+                                                      mtime_ns=0, size=6 * CHUNK,
+                                                      chunks=chunks)])
+    assert ws.repo.write_manifest(later)
+    report = ws.sync()
+    assert report.added == 1 and list(report.quarantined) == [later.name]
+    assert report.chunks_copied == 0
+    assert ws.catalog.backup_names() == {earlier.name}
+    ws.close()
 
 
 def test_chunk_rows_whose_backup_left_the_catalog_are_looked_up_one_by_one(
@@ -313,10 +345,11 @@ def test_manifests_fetched_ahead_stay_within_a_byte_budget(
             time.sleep(0.5)  # the others have time to run ahead as far as they may
         return real_fetch(repo, name)
 
-    def add_backup(catalog: Catalog, manifest: Manifest, **kwargs: bool) -> None:
-        real_insert(catalog, manifest, **kwargs)  # type: ignore[arg-type]
+    def add_backup(catalog: Catalog, manifest: Manifest, **kwargs: bool) -> int:
+        copied = real_insert(catalog, manifest, **kwargs)  # type: ignore[arg-type]
         with lock:
             held[0] -= sizes[manifest.name]
+        return copied
 
     monkeypatch.setattr(Repository, "manifest_bytes", manifest_bytes)
     monkeypatch.setattr(Catalog, "add_backup", add_backup)
