@@ -112,3 +112,13 @@ class RepeatedChunks:
     def remember(self, prints: Mapping[PrintKey, ListPrint]) -> None:
         """Keep the prints of a backup now in the catalog: later ones compare with it."""
         self._prints.update(prints)
+
+    def remember_lists(self, backup: str, tag: str,
+                       lists: Iterable[tuple[str, int, Sequence[Chunk]]]) -> None:
+        """Print and keep the lists (path, chunk size, chunks) of a backup the catalog
+        held before: the first new backup of its tag compares with it."""
+        for path, chunk_size, chunks in lists:
+            count = len(chunks)
+            if count:
+                of_prefix = prefix_prints(chunks, {n for n in (count - 1, count) if n > 0})
+                self._prints[(tag, path, chunk_size)] = _print_of(backup, chunks, of_prefix)

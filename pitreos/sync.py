@@ -75,6 +75,21 @@ def sync_catalog(
     # how many of the backups still to insert have each tag (a name ends in its tag):
     # the lists of a backup that no later one of its tag can build on are not printed
     later = Counter(name.partition("--")[2] for name in new)
+    seeded: set[str] = set()
+
+    def seed(tag: str, before: str) -> None:
+        """Print the lists of the newest backup of ``tag`` older than ``before`` that the
+        catalog held before this sync (a sync adding the latest backups on a machine
+        that synced before), from its rows; they are read and printed, then dropped,
+        before the next manifest is parsed, so that the two are never held at once."""
+        seeded.add(tag)
+        earlier = next((r.name for r in catalog.backups(tag=tag)
+                        if r.name < before and r.name in in_catalog), None)
+        if earlier is not None:
+            repeated.remember_lists(earlier, tag, (
+                (path, record.chunk_size, record.chunks)
+                for path, record in catalog.files_of(earlier).items()))
+
     # Fetching runs on threads; parsing (GIL-bound) on the main thread, between inserts.
 
     def insert(result: Manifest | tuple[str, str], name: str) -> None:
@@ -107,6 +122,8 @@ def sync_catalog(
     try:
         for data, name in _fetched_in_order(repo, new, sizes, workers, ahead_bytes):
             if data is not None:  # None: deleted since the listing
+                if (tag := name.partition("--")[2]) not in seeded:
+                    seed(tag, name)
                 insert(_parse_or_name(name, data), name)
             progress.advance(1)
     finally:

@@ -190,6 +190,9 @@ def test_incremental_backups_copy_unchanged_chunk_rows_and_equal_a_sync(
     ws = Workspace.open(url, catalog_path=tmp_path / "built.sqlite", create=True)
     options = BackupOptions(chunk_size=CHUNK, workers=2, incremental=True)
     first = run_backup(tree, ws.repo, ws.catalog, options).manifest
+    early = Workspace.open(url, catalog_path=tmp_path / "early.sqlite")
+    assert early.sync().added == 1  # a machine that synced before the later backups
+    early.close()
     log = tree / "blocks/blocks.log"
     size = log.stat().st_size
     with open(log, "ab") as f:  # an append-only log grows by two chunks and a bit
@@ -220,6 +223,13 @@ def test_incremental_backups_copy_unchanged_chunk_rows_and_equal_a_sync(
     assert reports[0].chunks_copied == len(built["chunks"]) - synced
     counts = Counter(name for name, _path, _idx, _sha1 in built["chunks"])
     assert len(counts) == 3 and min(counts.values()) > 10
+    # the machine that synced the first backup before: its rows are read back and
+    # printed, and the second backup copies them as it did in the sync from nothing
+    early = Workspace.open(url, catalog_path=tmp_path / "early.sqlite")
+    later = _chunk_lookups(early, lambda: reports.append(early.sync()))
+    early.close()
+    assert reports[1].added == 2 and later == 3 + 4
+    assert dump_catalog(tmp_path / "early.sqlite") == built
 
 
 def test_a_sync_copies_no_row_of_a_repeated_list_with_another_blake3(
