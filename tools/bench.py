@@ -1038,14 +1038,18 @@ class Bench:
 
     def startup(self, runs: int = 11) -> None:
         """Wall time of `pitreos --version` and of `pitreos list` on an empty catalog
-        (issue 15's target: 150 ms each), beside `python -c pass` (the interpreter
-        alone); medians of ``runs`` rounds, warm. Each round runs the three once, so
-        that a slow spell of the machine falls on all three alike: run back to back,
-        one command's eleven runs could meet a moment the others did not."""
+        (issue 15's target: 150 ms each), beside `python -c pass` and `python -S -c
+        pass` (the interpreter without its site-packages' start-up files: in a checkout
+        installed for development, `python -c pass` also runs the editable install's
+        finder, which imports pathlib and more, ~25 ms that `pitreos` needs anyway);
+        medians of ``runs`` rounds, warm. Each round runs the four once, so that a slow
+        spell of the machine falls on all alike: run back to back, one command's eleven
+        runs could meet a moment the others did not."""
         url, catalog = self.fresh_store("startup")
         env = {**os.environ, "PITREOS_STORE": url, "PITREOS_CATALOG": catalog}
         subprocess.run([sys.executable, "-m", "pitreos", "init", "-q"], env=env, check=True)
-        commands = {"python": ("-c", "pass"), "version": ("-m", "pitreos", "--version"),
+        commands = {"python": ("-c", "pass"), "bare": ("-S", "-c", "pass"),
+                    "version": ("-m", "pitreos", "--version"),
                     "list": ("-m", "pitreos", "list")}
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(runs):
@@ -1054,10 +1058,11 @@ class Bench:
                 subprocess.run([sys.executable, *argv], env=env, check=True,
                                stdout=subprocess.DEVNULL)
                 times[name].append(time.monotonic() - started)
-        python, version, listing = (statistics.median(times[name]) for name in commands)
+        python, bare, version, listing = (statistics.median(times[name])
+                                          for name in commands)
         self.notes.append(f"start-up (target 0.150 s): pitreos --version {version:.3f} s, "
                           f"pitreos list on an empty catalog {listing:.3f} s; python -c pass "
-                          f"{python:.3f} s")
+                          f"{python:.3f} s, python -S -c pass {bare:.3f} s")
 
     def peers(self) -> None:
         """pitreos and every peer installed (restic, borg, casync) through the same steps
