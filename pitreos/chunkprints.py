@@ -5,10 +5,11 @@ A catalog sync inserts a node's backups oldest first, and an append-only log's l
 one backup is the previous backup's list plus what was appended (the previous last
 chunk, if it was partial, grew). The catalog then copies the repeated prefix's rows
 from the earlier file in one statement instead of looking up each chunk's blob
-(:class:`~pitreos.catalog.CopiedChunks`, as an incremental backup does): two
-manifests of a 1,000,000-chunk log synced in 26.9 s instead of 36.3 s, the second
-one's rows in ~1.5 s instead of ~11 s. The earlier list itself is gone by then:
-keeping it would hold ~350 MB more at that size, which is why only prints are kept.
+(:class:`~pitreos.catalog.CopiedChunks`, as an incremental backup does): three
+manifests of a 1,000,000-chunk log synced in 34.3-34.5 s instead of 48.6-49.8 s, each
+after the first in ~9 s instead of ~16 s (docs/performance.md, seventeenth pass). The
+earlier list itself is gone by then: keeping it would hold ~350 MB more at that size,
+which is why only prints are kept.
 
 A print covers both hashes of every chunk, at a fixed width, so equal prints are
 equal lists (up to a blake3 collision): a list whose sha1s repeat with another blake3

@@ -825,30 +825,50 @@ class Bench:
                              "decompress, hash and write the chunks that differ"))
 
     def catalog_sync(self, manifests: int = 100, chunks_each: int = 10_000) -> None:
-        """100 manifests holding 1,000,000 chunk references, synced into a new catalog."""
-        from pitreos import manifest as mf
+        """100 manifests holding 1,000,000 chunk references, synced into a new catalog;
+        then a node's series: 20 backups of one tag whose log grows, as many
+        references, each list repeating the last one's but for its partial last chunk
+        (the rows a sync copies: pitreos.chunkprints)."""
         from pitreos.hashing import ChunkDigest
 
-        url, catalog = self.fresh_store("sync")
-        store = self.work / "store-sync"
-        (store / "manifests").mkdir(parents=True)
         rng = __import__("random").Random(7)
         pool = [ChunkDigest(f"{rng.getrandbits(160):040x}", f"{rng.getrandbits(256):064x}")
                 for _ in range(chunks_each * 3)]
-        for m in range(manifests):
-            window = pool[m * 200: m * 200 + chunks_each]  # each shares 98% with the last
-            entry = mf.Entry(path="state/shared_memory.bin", type="file", mode=0o644,
-                             mtime_ns=0, size=chunks_each << 20,
-                             chunks=[mf.Chunk(i << 20, d) for i, d in enumerate(window)])
+        # each shares 98% with the last, shifted: no list repeats the one before
+        self._sync_row("sync", "state/shared_memory.bin",
+                       [(f"t{m}", pool[m * 200: m * 200 + chunks_each])
+                        for m in range(manifests)], "target: under 10 s")
+        grown = 64
+        series = 20
+        first = manifests * chunks_each // series - grown * (series - 1) // 2
+        log = pool * -(-(first + grown * series) // len(pool))
+        self._sync_row("sync-series", "blocks/blocks.log",
+                       [("node", [*log[:first + grown * m - 1], ChunkDigest(
+                           f"{m:040x}", f"{m:064x}")]) for m in range(series)],
+                       "a node's series: each backup copies the one before's rows")
+
+    def _sync_row(self, name: str, path: str,
+                  backups: list[tuple[str, list[Any]]], note: str) -> None:
+        """Manifests of one file each (tag, chunk digests), an hour apart, synced into
+        a new catalog."""
+        from pitreos import manifest as mf
+
+        url, catalog = self.fresh_store(name)
+        store = self.work / f"store-{name}"
+        (store / "manifests").mkdir(parents=True)
+        for m, (tag, digests) in enumerate(backups):
+            entry = mf.Entry(path=path, type="file", mode=0o644, mtime_ns=0,
+                             size=len(digests) << 20,
+                             chunks=[mf.Chunk(i << 20, d) for i, d in enumerate(digests)])
             created = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=m)
-            manifest = mf.Manifest(name=mf.backup_name(created, f"t{m}"), tag=f"t{m}",
+            manifest = mf.Manifest(name=mf.backup_name(created, tag), tag=tag,
                                    created=created, chunk_size=1 << 20, entries=[entry])
             (store / "manifests" / f"{manifest.name}.yaml").write_bytes(mf.dump(manifest))
         runs = self.repeat(lambda i: {"kind": "sync", "store": url, "catalog": catalog},
                            [store], before=lambda i: Path(catalog).unlink(missing_ok=True))
-        self.rows.append(Row(f"catalog sync: {manifests} manifests, "
-                             f"{manifests * chunks_each:,} chunk refs", runs, 0,
-                             note="target: under 10 s"))
+        refs = sum(len(digests) for _, digests in backups)
+        self.rows.append(Row(f"catalog sync: {len(backups)} manifests, {refs:,} chunk refs",
+                             runs, 0, note=note))
 
     def appendonly(self) -> None:
         """Incremental backup after appending 64 MiB to a 1 GiB and a 4 GiB log; restore
