@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import blake3
 
-from .catalog import CopiedChunks
+from .catalog import CopiedChunks, FileRecord
 from .manifest import Chunk, Manifest
 
 _NO_DATA = "-" * (40 + 64)  # a chunk without data, as wide as a digest's two hashes
@@ -74,6 +74,11 @@ def _repeated(earlier: ListPrint, of_prefix: Mapping[int, bytes]) -> int:
     return 0
 
 
+def _ends(count: int) -> set[int]:
+    """The lengths a list of ``count`` chunks is printed at: whole, and but its last."""
+    return {n for n in (count - 1, count) if n > 0}
+
+
 def _print_of(backup: str, chunks: Sequence[Chunk], prints: Mapping[int, bytes]) -> ListPrint:
     count = len(chunks)
     return ListPrint(backup, count, prints[count], prints.get(count - 1))
@@ -97,10 +102,9 @@ class RepeatedChunks:
             count = len(entry.chunks)
             key = (manifest.tag, entry.path, manifest.chunk_size)
             earlier = self._prints.get(key)
-            lengths = {count, count - 1} if keep else set()
-            if earlier is not None:
-                lengths |= {earlier.count, earlier.count - 1}
-            lengths = {n for n in lengths if 0 < n <= count}
+            lengths = (_ends(count) if keep else set()) | \
+                (_ends(earlier.count) if earlier is not None else set())
+            lengths = {n for n in lengths if n <= count}
             if not lengths:
                 continue
             of_prefix = prefix_prints(entry.chunks, lengths)
@@ -114,12 +118,12 @@ class RepeatedChunks:
         """Keep the prints of a backup now in the catalog: later ones compare with it."""
         self._prints.update(prints)
 
-    def remember_lists(self, backup: str, tag: str,
-                       lists: Iterable[tuple[str, int, Sequence[Chunk]]]) -> None:
-        """Print and keep the lists (path, chunk size, chunks) of a backup the catalog
-        held before: the first new backup of its tag compares with it."""
-        for path, chunk_size, chunks in lists:
-            count = len(chunks)
-            if count:
-                of_prefix = prefix_prints(chunks, {n for n in (count - 1, count) if n > 0})
-                self._prints[(tag, path, chunk_size)] = _print_of(backup, chunks, of_prefix)
+    def remember_files(self, tag: str, files: Mapping[str, FileRecord]) -> None:
+        """Print and keep the lists of a backup of ``tag`` that the catalog held before
+        (:meth:`~pitreos.catalog.Catalog.files_of`): the first new backup of the tag
+        compares with it."""
+        for path, record in files.items():
+            if record.chunks:
+                of_prefix = prefix_prints(record.chunks, _ends(len(record.chunks)))
+                self._prints[(tag, path, record.chunk_size)] = _print_of(
+                    record.backup, record.chunks, of_prefix)

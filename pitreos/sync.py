@@ -72,9 +72,10 @@ def sync_catalog(
     quarantined_sha1s: set[str] = set()
     repeated = RepeatedChunks()
     copied_rows = 0
-    # how many of the backups still to insert have each tag (a name ends in its tag):
-    # the lists of a backup that no later one of its tag can build on are not printed
-    later = Counter(name.partition("--")[2] for name in new)
+    held = in_catalog - set(gone)  # what the catalog held before this sync
+    # how many of the backups still to insert have each tag: the lists of a backup
+    # that no later one of its tag can build on are not printed
+    later = Counter(map(_tag_of, new))
     seeded: set[str] = set()
 
     def seed(tag: str, before: str) -> None:
@@ -83,23 +84,19 @@ def sync_catalog(
         that synced before), from its rows; they are read and printed, then dropped,
         before the next manifest is parsed, so that the two are never held at once."""
         seeded.add(tag)
-        earlier = next((r.name for r in catalog.backups(tag=tag)
-                        if r.name < before and r.name in in_catalog), None)
+        earlier = max((n for n in held if _tag_of(n) == tag and n < before), default=None)
         if earlier is not None:
-            repeated.remember_lists(earlier, tag, (
-                (path, record.chunk_size, record.chunks)
-                for path, record in catalog.files_of(earlier).items()))
+            repeated.remember_files(tag, catalog.files_of(earlier))
 
     # Fetching runs on threads; parsing (GIL-bound) on the main thread, between inserts.
 
-    def insert(result: Manifest | tuple[str, str], name: str) -> None:
+    def insert(result: Manifest | tuple[str, str], keep: bool) -> None:
         nonlocal copied_rows
-        later[name.partition("--")[2]] -= 1
         if isinstance(result, tuple):
             log.warning("catalog.manifest_unreadable", backup=result[0], error=result[1])
             unreadable.append(result[0])
             return
-        copied, prints = repeated.compare(result, keep=later[result.tag] > 0)
+        copied, prints = repeated.compare(result, keep=keep)
         try:
             chunks_copied = catalog.add_backup(result, count_references=False, copied=copied)
         except CollisionError as exc:
@@ -121,10 +118,12 @@ def sync_catalog(
     progress.start("catalog sync: read manifests", len(new), "manifests")
     try:
         for data, name in _fetched_in_order(repo, new, sizes, workers, ahead_bytes):
+            tag = _tag_of(name)
+            later[tag] -= 1
             if data is not None:  # None: deleted since the listing
-                if (tag := name.partition("--")[2]) not in seeded:
+                if tag not in seeded:
                     seed(tag, name)
-                insert(_parse_or_name(name, data), name)
+                insert(_parse_or_name(name, data), keep=later[tag] > 0)
             progress.advance(1)
     finally:
         progress.finish()
@@ -140,6 +139,13 @@ def sync_catalog(
                       unreadable=sorted(unreadable), missing_blobs=missing,
                       chunks_copied=copied_rows, quarantined=quarantined,
                       quarantined_sha1s=quarantined_sha1s)
+
+
+def _tag_of(name: str) -> str:
+    """The tag a backup's name ends in (``2026-11-26T02-00-00Z--standard``): which of
+    the backups to add and of those the catalog holds may build on each other. Only a
+    hint: a manifest whose own tag says otherwise is compared with nothing."""
+    return name.partition("--")[2]
 
 
 def _fetched_in_order(repo: Repository, names: list[str], sizes: dict[str, int | None],

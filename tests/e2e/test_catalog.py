@@ -242,8 +242,9 @@ def test_a_sync_copies_no_row_of_a_repeated_list_with_another_blake3(
     sizes = _store_manifests(ws, [5])
     earlier = ws.repo.read_manifest(next(iter(sizes)))
     chunks = list(earlier.entries[0].chunks)
-    sha1, _ = chunks[2].digest or ChunkDigest("", "")
-    chunks[2] = Chunk(chunks[2].start, ChunkDigest(sha1, "e" * 64))
+    repeated = chunks[2].digest
+    assert repeated is not None
+    chunks[2] = Chunk(chunks[2].start, ChunkDigest(repeated.sha1, "e" * 64))
     chunks.append(Chunk(5 * CHUNK, ChunkDigest("f" * 40, "f" * 64)))
     created = earlier.created + timedelta(hours=1)
     later = Manifest(name=backup_name(created, "t"), tag="t", created=created,
