@@ -3,14 +3,17 @@
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .catalog import Catalog
-from .chunkprints import RepeatedChunks
 from .errors import CollisionError, ManifestError
 from .log import get_logger
 from .manifest import Manifest
 from .progress import NoProgress, Progress
 from .repository import Repository, StoredBlob, parse_manifest
+
+if TYPE_CHECKING:
+    from .chunkprints import RepeatedChunks
 
 log = get_logger(__name__)
 
@@ -59,6 +62,7 @@ def sync_catalog(
     With ``list_blobs`` the store's blobs are listed too (one listing, no downloads), so
     the catalog stops claiming blobs the store no longer holds.
     """
+    progress = progress or NoProgress()
     sizes = repo.manifest_sizes()
     in_store = set(sizes)
     in_catalog = catalog.backup_names()
@@ -67,67 +71,9 @@ def sync_catalog(
     for name in gone:
         catalog.remove_backup(name)
         log.info("catalog.backup_dropped", backup=name)
-    unreadable: list[str] = []
-    quarantined: dict[str, str] = {}
-    quarantined_sha1s: set[str] = set()
-    repeated = RepeatedChunks()
-    copied_rows = 0
-    held = in_catalog - set(gone)  # what the catalog held before this sync
-    # how many of the backups still to insert have each tag: the lists of a backup
-    # that no later one of its tag can build on are not printed
-    later = Counter(map(_tag_of, new))
-    seeded: set[str] = set()
-
-    def seed(tag: str, before: str) -> None:
-        """Print the lists of the newest backup of ``tag`` older than ``before`` that the
-        catalog held before this sync (a sync adding the latest backups on a machine
-        that synced before), from its rows; they are read and printed, then dropped,
-        before the next manifest is parsed, so that the two are never held at once."""
-        seeded.add(tag)
-        earlier = max((n for n in held if _tag_of(n) == tag and n < before), default=None)
-        if earlier is not None:
-            repeated.remember_files(tag, catalog.files_of(earlier))
-
-    # Fetching runs on threads; parsing (GIL-bound) on the main thread, between inserts.
-
-    def insert(result: Manifest | tuple[str, str], keep: bool) -> None:
-        nonlocal copied_rows
-        if isinstance(result, tuple):
-            log.warning("catalog.manifest_unreadable", backup=result[0], error=result[1])
-            unreadable.append(result[0])
-            return
-        copied, prints = repeated.compare(result, keep=keep)
-        try:
-            chunks_copied = catalog.add_backup(result, count_references=False, copied=copied)
-        except CollisionError as exc:
-            # one bad manifest (a failed copy, a hand edit) must not lock the store out
-            log.warning("catalog.manifest_quarantined", backup=result.name, conflict=str(exc),
-                        hint="left out: the other backups work; 'pitreos verify' reports it")
-            quarantined[result.name] = str(exc)
-            quarantined_sha1s.update(d.sha1 for d in result.digests())
-            return
-        repeated.remember(prints)
-        copied_rows += chunks_copied
-        log.info("catalog.backup_added", backup=result.name, chunks_copied=chunks_copied)
-
-    # inserted in name order (oldest first), whatever order the fetches end in: of two
-    # manifests that conflict, the older one is kept, on every machine. A slow fetch
-    # holds back the ones after it, not memory: at most twice the workers, and
-    # ``ahead_bytes`` by their listed sizes, are fetched ahead of the one being inserted
-    progress = progress or NoProgress()
-    progress.start("catalog sync: read manifests", len(new), "manifests")
-    try:
-        for data, name in _fetched_in_order(repo, new, sizes, workers, ahead_bytes):
-            tag = _tag_of(name)
-            later[tag] -= 1
-            if data is not None:  # None: deleted since the listing
-                if tag not in seeded:
-                    seed(tag, name)
-                insert(_parse_or_name(name, data), keep=later[tag] > 0)
-            progress.advance(1)
-    finally:
-        progress.finish()
+    added = _Additions(catalog, held=in_catalog - set(gone))
     if new:
+        added.run(repo, new, sizes, workers, ahead_bytes, progress)
         catalog.recount_references()  # before the listing is applied: it trusts the counts
     missing = None
     if list_blobs:
@@ -135,10 +81,85 @@ def sync_catalog(
         if missing:
             log.warning("catalog.blobs_missing", count=missing, store=repo.url,
                         hint="run 'pitreos verify --all'")
-    return SyncReport(added=len(new) - len(unreadable) - len(quarantined), removed=len(gone),
-                      unreadable=sorted(unreadable), missing_blobs=missing,
-                      chunks_copied=copied_rows, quarantined=quarantined,
-                      quarantined_sha1s=quarantined_sha1s)
+    return SyncReport(added=len(new) - len(added.unreadable) - len(added.quarantined),
+                      removed=len(gone), unreadable=sorted(added.unreadable),
+                      missing_blobs=missing, chunks_copied=added.chunks_copied,
+                      quarantined=added.quarantined,
+                      quarantined_sha1s=added.quarantined_sha1s)
+
+
+class _Additions:
+    """The manifests a sync adds to the catalog, and what became of them."""
+
+    def __init__(self, catalog: Catalog, held: set[str]) -> None:
+        self.catalog = catalog
+        self.held = held  # what the catalog held before this sync
+        self.unreadable: list[str] = []
+        self.quarantined: dict[str, str] = {}  # name -> the conflict
+        self.quarantined_sha1s: set[str] = set()
+        self.chunks_copied = 0
+
+    def run(self, repo: Repository, new: list[str], sizes: dict[str, int | None],
+            workers: int, ahead_bytes: int, progress: Progress) -> None:
+        """Insert ``new`` in name order (oldest first), whatever order the fetches end
+        in: of two manifests that conflict, the older one is kept, on every machine. A
+        slow fetch holds back the ones after it, not memory: at most twice the workers,
+        and ``ahead_bytes`` by their listed sizes, are fetched ahead of the one being
+        inserted. Fetching runs on threads; parsing (GIL-bound) on the calling thread,
+        between inserts."""
+        # imported here: a sync that adds nothing (every `pitreos list` on a machine that
+        # is up to date) prints no list, and the module cost ~2.4 ms of that start
+        from .chunkprints import RepeatedChunks
+
+        repeated = RepeatedChunks()
+        # how many of the backups still to insert have each tag: the lists of a backup
+        # that no later one of its tag can build on are not printed
+        later = Counter(map(_tag_of, new))
+        seeded: set[str] = set()
+        progress.start("catalog sync: read manifests", len(new), "manifests")
+        try:
+            for data, name in _fetched_in_order(repo, new, sizes, workers, ahead_bytes):
+                tag = _tag_of(name)
+                later[tag] -= 1
+                if data is not None:  # None: deleted since the listing
+                    if tag not in seeded:
+                        seeded.add(tag)
+                        self._seed(repeated, tag, name)
+                    self._insert(repeated, _parse_or_name(name, data), keep=later[tag] > 0)
+                progress.advance(1)
+        finally:
+            progress.finish()
+
+    def _seed(self, repeated: "RepeatedChunks", tag: str, before: str) -> None:
+        """Print the lists of the newest backup of ``tag`` older than ``before`` that the
+        catalog held before this sync (a sync adding the latest backups on a machine
+        that synced before), from its rows; they are read and printed, then dropped,
+        before the next manifest is parsed, so that the two are never held at once."""
+        earlier = max((n for n in self.held if _tag_of(n) == tag and n < before),
+                      default=None)
+        if earlier is not None:
+            repeated.remember_files(tag, self.catalog.files_of(earlier))
+
+    def _insert(self, repeated: "RepeatedChunks", result: Manifest | tuple[str, str],
+                keep: bool) -> None:
+        if isinstance(result, tuple):
+            log.warning("catalog.manifest_unreadable", backup=result[0], error=result[1])
+            self.unreadable.append(result[0])
+            return
+        copied, prints = repeated.compare(result, keep=keep)
+        try:
+            chunks_copied = self.catalog.add_backup(result, count_references=False,
+                                                    copied=copied)
+        except CollisionError as exc:
+            # one bad manifest (a failed copy, a hand edit) must not lock the store out
+            log.warning("catalog.manifest_quarantined", backup=result.name, conflict=str(exc),
+                        hint="left out: the other backups work; 'pitreos verify' reports it")
+            self.quarantined[result.name] = str(exc)
+            self.quarantined_sha1s.update(d.sha1 for d in result.digests())
+            return
+        repeated.remember(prints)
+        self.chunks_copied += chunks_copied
+        log.info("catalog.backup_added", backup=result.name, chunks_copied=chunks_copied)
 
 
 def _tag_of(name: str) -> str:

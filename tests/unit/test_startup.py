@@ -19,7 +19,9 @@ NOT_AT_START = ("structlog", "rich", "yaml", "sqlite_utils", "tomllib", "difflib
                 "zstandard", "ctypes", "pitreos.stores.limit", "pitreos.stores.deadline",
                 "pitreos.stores.retry", "pitreos.stores.cache", "pitreos.metrics",
                 # what handles markers, or reads manifests on threads
-                "pitreos.locks", "pitreos.parallel", "concurrent.futures")
+                "pitreos.locks", "pitreos.parallel", "concurrent.futures",
+                # what prints the chunk lists of backups a sync adds
+                "pitreos.chunkprints")
 
 RUN_AND_REPORT = """
 import json, sys
