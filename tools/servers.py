@@ -92,6 +92,16 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
 
+    def died(self) -> str | None:
+        """Why the server is gone, with its log's end, or None while it runs: a server
+        that dies mid-session would otherwise show only as refused connections, and its
+        log goes with its directory when it is stopped."""
+        code = self.process.poll()
+        if code is None:
+            return None
+        log = self.log_path.read_text(errors="replace")[-2000:] if self.log_path else ""
+        return f"{self.name} server exited with {code}; its log ends: {log}"
+
     def stop(self, grace: float = 2.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds (weed may ignore SIGTERM)."""
         if self.process.poll() is None:
@@ -154,9 +164,22 @@ def start_gcs() -> Server:
                   log_path)
 
 
-def start_s3() -> Server:
+def start_s3(attempts: int = 3) -> Server:
     """SeaweedFS in one process (master, volume, filer, S3 gateway). Its gRPC ports are
-    the HTTP ports + 10000, so every HTTP port is chosen with that one free as well."""
+    the HTTP ports + 10000, so every HTTP port is chosen with that one free as well; the
+    ports are free when chosen, not held until SeaweedFS binds them, so a start whose
+    gateway cannot serve a bucket is stopped and tried again on other ports."""
+    failures: list[str] = []
+    for _ in range(attempts):
+        try:
+            return _start_s3_once()
+        except ServerError as exc:
+            failures.append(str(exc))
+    tries = "1 try" if attempts == 1 else f"{attempts} tries"
+    raise ServerError(f"seaweedfs did not start in {tries}; the last: {failures[-1]}")
+
+
+def _start_s3_once() -> Server:
     workdir = Path(tempfile.mkdtemp(prefix="pitreos-s3-"))
     ports = [_port_pair() for _ in range(4)]
     master, volume, filer, s3 = ports
@@ -174,12 +197,44 @@ def start_s3() -> Server:
         "-volume.max=0", "-master.volumeSizeLimitMB=64",
     ], workdir)
     endpoint = f"http://127.0.0.1:{s3}"
-    _wait_ready("seaweedfs", proc, log_path, lambda: _http_ok(f"{endpoint}/status",
-                                                             accept=(200, 403)), timeout=90)
-    return Server("s3", proc, endpoint, workdir, {
+    server = Server("s3", proc, endpoint, workdir, {
         "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
         "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1",
     }, log_path)
+    try:
+        # `/status` answers before the filer behind the gateway does (and answered once
+        # for a gateway that then refused every connection, its log lost with the
+        # session): ready is a bucket made, an object written and read back
+        _wait_ready("seaweedfs", proc, log_path, lambda: _s3_round_trip(endpoint),
+                    timeout=90)
+    except ServerError:
+        server.stop()
+        raise
+    return server
+
+
+def _s3_round_trip(endpoint: str) -> bool:
+    """Whether the gateway at ``endpoint`` makes a bucket, stores an object and gives it
+    back (and deletes both): what every S3 test does first."""
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY,
+        config=botocore.config.Config(connect_timeout=2, read_timeout=10,
+                                      retries={"max_attempts": 1}))
+    bucket = "pitreos-ready-check"
+    try:
+        client.create_bucket(Bucket=bucket)
+        client.put_object(Bucket=bucket, Key="probe", Body=b"ready")
+        body = client.get_object(Bucket=bucket, Key="probe")["Body"].read()
+        client.delete_object(Bucket=bucket, Key="probe")
+        client.delete_bucket(Bucket=bucket)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        return False
+    return bool(body == b"ready")
 
 
 def _port_pair() -> int:

@@ -80,6 +80,13 @@ def servers() -> Iterator[dict[str, Any]]:
             self[name] = started[name]
             return started[name]
 
+        def __getitem__(self, name: str) -> Any:
+            server = super().__getitem__(name)
+            died = server.died()
+            if died:  # the test fails with the server's log, not a refused connection
+                raise tools.ServerError(died)
+            return server
+
     yield Lazy()
     for server in started.values():
         server.stop()
