@@ -39,7 +39,7 @@ from .errors import (
 )
 from .hashing import ChunkDigest
 from .log import get_logger
-from .stores.base import ObjectInfo, Store, StoreProperties
+from .stores.base import DeletedKept, ObjectInfo, Store, StoreProperties
 from .stores.local import LocalStore
 
 if TYPE_CHECKING:
@@ -199,9 +199,10 @@ class Repository:
                                 f"{self.url}` to create one")
         return None
 
-    def deleted_kept_seconds(self) -> int | None:
-        """How long the store keeps (and bills) what is deleted: GCS soft delete."""
-        return self._store.deleted_kept_seconds()
+    def deleted_kept(self) -> DeletedKept | None:
+        """What the store keeps (and bills) of what is deleted (soft delete, versioning);
+        :class:`~pitreos.errors.StoreError` when it cannot tell."""
+        return self._store.deleted_kept()
 
     # Identity
     def describe(self) -> StoreDescription | None:

@@ -11,7 +11,7 @@ import click
 
 from .. import config as configuration
 from ..defaults import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
-from ..errors import NodeCheckFailed, PitreosError, UsageError
+from ..errors import NodeCheckFailed, PitreosError, StoreError, UsageError
 from .common import (
     GlobalOptionsGroup,
     Settings,
@@ -77,8 +77,9 @@ def gc(settings: Settings, keep_last: int | None, keep_hourly: int | None,
     remaining backup references.
 
     Per tag, a backup kept by any --keep-* rule stays. Safe while backups run on other
-    machines (see docs/gc.md), safe to interrupt and run again. On a GCS bucket with
-    soft delete, deleted blobs are billed for its retention period: gc warns."""
+    machines (see docs/gc.md), safe to interrupt and run again. Where the bucket keeps
+    deleted objects (GCS or Azure soft delete, S3 versioning), deleted blobs stay billed
+    until it lets them go: gc warns."""
     from ..gc import GCOptions, run_gc
     from ..gcdecision import RetentionPolicy
     from ..manifest import validate_tag
@@ -95,7 +96,12 @@ def gc(settings: Settings, keep_last: int | None, keep_hourly: int | None,
         options.workers = ws.workers
         with ws.exclusive("gc", None, wait_seconds(wait)):
             report = run_gc(ws.repo, ws.catalog, options)
-        kept_seconds = ws.repo.deleted_kept_seconds() if report.blobs_deleted else None
+        kept, unknown = None, None
+        if report.blobs_deleted:
+            try:
+                kept = ws.repo.deleted_kept()
+            except StoreError as exc:  # gc's work is done: a note, not its exit status
+                unknown = str(exc)
         run.values.update(last_run_blobs_deleted=report.blobs_deleted,
                           last_run_bytes_freed=report.bytes_freed,
                           last_run_backups_deleted=len(report.deleted_backups))
@@ -110,18 +116,23 @@ def gc(settings: Settings, keep_last: int | None, keep_hourly: int | None,
            blobs_deleted=report.blobs_deleted, bytes_freed=report.bytes_freed,
            blobs_too_young=report.blobs_too_young,
            blob_deletion_skipped=report.blob_deletion_skipped,
-           deleted_kept_seconds=kept_seconds)
+           deleted_kept_seconds=kept.seconds if kept else None,
+           deleted_kept_by=kept.by if kept else None)
     say(f"{verb} {len(report.deleted_backups)} backups and {report.blobs_deleted} blobs, "
         f"freeing {human(report.bytes_freed)} ({report.bytes_freed} bytes); "
         f"{report.blobs_too_young} unreferenced blobs "
         "younger than --grace kept")
     if report.blob_deletion_skipped:
         say(f"note: {report.blob_deletion_skipped}")
-    if kept_seconds:
-        click.echo(f"pitreos: warning: the bucket of {ws.repo.url} has soft delete on: the "
-                   f"{human(report.bytes_freed)} gc deleted stay billed for "
-                   f"{kept_seconds / 86400:.1f} more days (see 'soft delete' in "
-                   "docs/operations.md)", err=True)
+    if kept:
+        how_long = (f"for {kept.seconds / 86400:.1f} more days" if kept.seconds else
+                    "until they are removed by hand: no lifecycle rule expires them")
+        click.echo(f"pitreos: warning: the bucket of {ws.repo.url} keeps deleted objects "
+                   f"({kept.by}): the {human(report.bytes_freed)} gc deleted stay billed "
+                   f"{how_long} (see 'Deleted objects kept' in docs/operations.md)", err=True)
+    if unknown:
+        click.echo(f"pitreos: note: could not tell whether the bucket of {ws.repo.url} keeps "
+                   f"deleted objects (soft delete, versioning): {unknown}", err=True)
 
 
 @click.command()

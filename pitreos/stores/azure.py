@@ -8,11 +8,12 @@ for a public container). The SDK's own retries are off:
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import azure.core.exceptions as aexc
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from ..errors import (
     AccessDenied,
@@ -22,7 +23,7 @@ from ..errors import (
     TransientStoreError,
     UsageError,
 )
-from .base import ObjectInfo, ObjectStoreBase, StoreProperties
+from .base import DeletedKept, ObjectInfo, ObjectStoreBase, StoreProperties
 
 
 class AzureStore(ObjectStoreBase):
@@ -35,11 +36,16 @@ class AzureStore(ObjectStoreBase):
         account = os.environ.get("AZURE_STORAGE_ACCOUNT")
         if conn:
             self.client = ContainerClient.from_connection_string(conn, container, **options)
+            self.account: Callable[[], BlobServiceClient] = partial(
+                BlobServiceClient.from_connection_string, conn, **options)
         elif account:
             credential = os.environ.get("AZURE_STORAGE_KEY") or os.environ.get(
                 "AZURE_STORAGE_SAS_TOKEN")
             self.client = ContainerClient(f"https://{account}.blob.core.windows.net",
                                           container, credential=credential, **options)
+            self.account = partial(BlobServiceClient,
+                                   f"https://{account}.blob.core.windows.net",
+                                   credential=credential, **options)
         else:
             raise UsageError(f"store {url}: set AZURE_STORAGE_CONNECTION_STRING or "
                              "AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY or "
@@ -96,3 +102,12 @@ class AzureStore(ObjectStoreBase):
     def delete(self, key: str) -> None:
         with self.failures("delete", key), contextlib.suppress(aexc.ResourceNotFoundError):
             self.client.delete_blob(self.prefix + key)
+
+    def deleted_kept(self) -> DeletedKept | None:
+        """Blob soft delete, an account's setting: reading it takes the account's key
+        (or a SAS for the service), not a container's SAS."""
+        with self.failures("read the settings of", ""):
+            policy = self.account().get_service_properties()["delete_retention_policy"]
+        if not policy.enabled:
+            return None
+        return DeletedKept("soft delete", policy.days * 86400 if policy.days else None)

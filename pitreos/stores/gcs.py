@@ -28,7 +28,7 @@ from ..errors import (
     TransientStoreError,
 )
 from ..log import get_logger
-from .base import ObjectInfo, ObjectStoreBase, StoreProperties
+from .base import DeletedKept, ObjectInfo, ObjectStoreBase, StoreProperties
 from .gcsobjects import BucketObjects, HTTPStatusError
 from .httppool import CONNECT_SECONDS, READ_SECONDS, ChecksumMismatch
 
@@ -82,11 +82,11 @@ class GCSStore(ObjectStoreBase):
             list(self.client.list_blobs(self.bucket, prefix=self.prefix, max_results=1,
                                         timeout=TIMEOUT, retry=None))
 
-    def deleted_kept_seconds(self) -> int | None:
+    def deleted_kept(self) -> DeletedKept | None:
         with self.failures("read the settings of", ""):
             self.bucket.reload(timeout=TIMEOUT, retry=None)
         seconds = self.bucket.soft_delete_policy.retention_duration_seconds
-        return int(seconds) if seconds else None
+        return DeletedKept("soft delete", int(seconds)) if seconds else None
 
     def get(self, key: str) -> bytes:
         with self.failures("read", key):

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import BlobNotFound, StoreError, StoreNotFound
-from .base import ObjectInfo, StoreProperties
+from .base import DeletedKept, ObjectInfo, StoreProperties
 
 # CPU-bound: a request is a system call, not a round trip
 PROPERTIES = StoreProperties(remote=False)
@@ -42,7 +42,7 @@ class LocalStore:
             raise StoreNotFound(f"no pitreos store at {self.url} (no such directory): run "
                                 f"`pitreos init --store {self.url}` to create one")
 
-    def deleted_kept_seconds(self) -> int | None:
+    def deleted_kept(self) -> DeletedKept | None:
         return None
 
     def _path(self, key: str) -> Path:

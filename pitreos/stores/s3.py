@@ -11,7 +11,7 @@ addresses them; listing and the bucket check go through boto3. Neither retries:
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import boto3
 import botocore.config
@@ -28,7 +28,7 @@ from ..errors import (
     TransientStoreError,
 )
 from ..log import get_logger
-from .base import ObjectInfo, ObjectStoreBase, StoreProperties
+from .base import DeletedKept, ObjectInfo, ObjectStoreBase, StoreProperties
 from .httppool import ChecksumMismatch, pool_for
 from .s3objects import BucketObjects, ClientObjects, WrongRegion, signed_objects
 
@@ -163,6 +163,36 @@ class S3Store(ObjectStoreBase):
         name = self.prefix + key
         with self.failures("delete", key):
             self._objects(lambda objects: objects.delete(name))
+
+    def deleted_kept(self) -> DeletedKept | None:
+        """A versioned bucket keeps each deleted object as a noncurrent version, billed
+        until a lifecycle rule (NoncurrentVersionExpiration) that covers the store's
+        prefix expires it. A suspended bucket still keeps the versions of objects
+        written before it was suspended."""
+        with self.failures("read the settings of", ""):
+            status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            if status not in ("Enabled", "Suspended"):
+                return None
+            try:
+                rules = self.client.get_bucket_lifecycle_configuration(
+                    Bucket=self.bucket)["Rules"]
+            except bexc.ClientError as exc:
+                if _code(exc) != "NoSuchLifecycleConfiguration":
+                    raise
+                rules = []
+        days = [rule["NoncurrentVersionExpiration"]["NoncurrentDays"] for rule in rules
+                if rule.get("Status") == "Enabled" and self._covers(rule)
+                and "NoncurrentDays" in rule.get("NoncurrentVersionExpiration", {})]
+        by = "versioning" if status == "Enabled" else "versioning, suspended"
+        return DeletedKept(by, min(days) * 86400 if days else None)
+
+    def _covers(self, rule: dict[str, Any]) -> bool:
+        """Whether a lifecycle rule applies to every object of the store: a prefix
+        filter (or none), not one of tags or sizes."""
+        where = rule.get("Filter", {"Prefix": rule.get("Prefix", "")})
+        if set(where) - {"Prefix"}:
+            return False
+        return self.prefix.startswith(where.get("Prefix", ""))
 
 
 def _code(exc: bexc.ClientError) -> str:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from pitreos.sparse import allocated_bytes
 
 from .faults import ProxiedGCS
 from .helpers import CHUNK, SCHEMAS, Result, Runner, document, make_node, write_at
-from .servers import create_gcs_bucket
+from .servers import CREATORS, Backend, create_gcs_bucket
 
 # init
 
@@ -382,6 +383,89 @@ def test_gc_warns_of_gcs_soft_delete(run: Runner, tree: Path, tmp_path: Path,
     found = document(warned, "gc")
     assert found["blobs_deleted"] >= 1 and found["deleted_kept_seconds"] == 604800
     assert "soft delete" in warned.stderr and "7.0 more days" in warned.stderr
+
+
+def _keep_deleted_s3(server: Any, backend: Backend, days: int | None) -> Callable[[], None]:
+    """Versioning on the backend's bucket, with a lifecycle rule expiring noncurrent
+    versions after ``days`` (None: no rule); returns how to undo it (nothing: the bucket
+    is the test's own)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                          aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"])
+    bucket = backend.url.removeprefix("s3://").split("/")[0]
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    if days is not None:
+        client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={
+            "Rules": [{"ID": "old-versions", "Status": "Enabled", "Filter": {"Prefix": ""},
+                       "NoncurrentVersionExpiration": {"NoncurrentDays": days}}]})
+    return lambda: None
+
+
+def _keep_deleted_azure(server: Any, backend: Backend, days: int | None
+                        ) -> Callable[[], None]:
+    """Blob soft delete on the (test server's, shared) account; returns how to undo it."""
+    from azure.storage.blob import BlobServiceClient, RetentionPolicy
+
+    account = BlobServiceClient.from_connection_string(
+        server.env["AZURE_STORAGE_CONNECTION_STRING"])
+    account.set_service_properties(delete_retention_policy=RetentionPolicy(
+        enabled=True, days=days))
+    return lambda: account.set_service_properties(
+        delete_retention_policy=RetentionPolicy(enabled=False))
+
+
+@pytest.mark.parametrize(("kind", "days", "by", "how_long"), [
+    ("s3", 7, "versioning", "for 7.0 more days"),
+    ("s3", None, "versioning", "until they are removed by hand: no lifecycle rule"),
+    ("azure", 3, "soft delete", "for 3.0 more days"),
+])
+def test_gc_warns_of_s3_versioning_and_azure_soft_delete(
+        run: Runner, tree: Path, servers: dict[str, Any], kind: str, days: int | None,
+        by: str, how_long: str) -> None:
+    server = servers[kind]
+    backend = CREATORS[kind](server)
+    url, env = backend.url, backend.env
+
+    def gc_after_two_backups() -> tuple[Result, dict[str, Any]]:
+        for _ in range(2):
+            run("backup", str(tree), store=url, env=env).ok()
+            write_at(tree / "small.txt", 0, os.urandom(8))
+        result = run("gc", "--keep-last", "1", "--grace", "0s", "--json", store=url, env=env)
+        found = document(result.ok(), "gc")
+        assert found["blobs_deleted"] >= 1
+        return result, found
+
+    plain, found = gc_after_two_backups()
+    assert found["deleted_kept_by"] is None and found["deleted_kept_seconds"] is None
+    assert "keeps deleted objects" not in plain.stderr
+    undo = {"s3": _keep_deleted_s3, "azure": _keep_deleted_azure}[kind](server, backend, days)
+    try:
+        warned, found = gc_after_two_backups()
+    finally:
+        undo()
+    assert found["deleted_kept_by"] == by
+    assert found["deleted_kept_seconds"] == (days * 86400 if days else None)
+    assert f"keeps deleted objects ({by})" in warned.stderr and how_long in warned.stderr
+
+
+def test_gc_succeeds_when_the_bucket_settings_cannot_be_read(
+        run: Runner, tree: Path, gcs_behind_proxy: ProxiedGCS) -> None:
+    """Credentials that may delete objects but not read the bucket's settings (GCS's
+    Storage Object Admin lacks storage.buckets.get): gc does its work, and the check of
+    what the bucket keeps of deleted objects is a warning that could not be made."""
+    plan, url, env = gcs_behind_proxy.plan, gcs_behind_proxy.backend.url, gcs_behind_proxy.env
+    for _ in range(2):
+        run("backup", str(tree), store=url, env=env).ok()
+        write_at(tree / "small.txt", 0, os.urandom(8))
+    plan.fail_match, plan.fail_always, plan.fail_status = r"/b/[^/?]+/?(\?|$)", True, 403
+    result = run("gc", "--keep-last", "1", "--grace", "0s", "--json", store=url, env=env)
+    found = document(result.ok(), "gc")
+    assert found["blobs_deleted"] >= 1 and found["deleted_kept_seconds"] is None
+    assert "could not tell whether the bucket" in result.stderr
+    assert "access denied" in result.stderr
+    assert len(run("list", store=url, env=env).ok().stdout.splitlines()) == 1
 
 
 def test_a_store_made_before_init_keeps_working(run: Runner, tree: Path,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from pitreos.errors import BlobNotFound
-from pitreos.stores.base import ObjectInfo, StoreProperties
+from pitreos.stores.base import DeletedKept, ObjectInfo, StoreProperties
 
 
 class MemoryStore:
@@ -47,7 +47,7 @@ class MemoryStore:
         with self.lock:
             self.objects.pop(key, None)
 
-    def deleted_kept_seconds(self) -> int | None:
+    def deleted_kept(self) -> DeletedKept | None:
         return None
 
     def flush(self) -> None:
