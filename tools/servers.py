@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,11 +171,14 @@ def start_s3(attempts: int = 3) -> Server:
     ports are free when chosen, not held until SeaweedFS binds them, so a start whose
     gateway cannot serve a bucket is stopped and tried again on other ports."""
     failures: list[str] = []
-    for _ in range(attempts):
+    for attempt in range(1, attempts + 1):
         try:
             return _start_s3_once()
         except ServerError as exc:
             failures.append(str(exc))
+            if attempt < attempts:  # in pytest's warnings summary: how often it happens
+                warnings.warn(f"seaweedfs start {attempt} of {attempts} failed, trying "
+                              f"other ports: {exc}", RuntimeWarning, stacklevel=2)
     tries = "1 try" if attempts == 1 else f"{attempts} tries"
     raise ServerError(f"seaweedfs did not start in {tries}; the last: {failures[-1]}")
 
