@@ -64,25 +64,34 @@ def create_gcs_bucket(server: Any) -> Backend:
     return initialized(Backend("gcs", f"gs://{bucket}/backups", dict(server.env)))
 
 
-def create_s3_bucket(server: Any) -> Backend:
+def s3_client(server: Any) -> Any:
+    """A boto3 client of the S3 test server, as its tests' setup uses it."""
     import boto3
 
+    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                        aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"])
+
+
+def azure_account(server: Any) -> Any:
+    """The Azure test server's account (Azurite has one), for its tests' setup."""
+    from azure.storage.blob import BlobServiceClient
+
+    return BlobServiceClient.from_connection_string(
+        server.env["AZURE_STORAGE_CONNECTION_STRING"])
+
+
+def create_s3_bucket(server: Any) -> Backend:
     bucket = unique_bucket()
-    client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
-                          aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"])
-    client.create_bucket(Bucket=bucket)
+    s3_client(server).create_bucket(Bucket=bucket)
     return initialized(Backend(
         "s3", f"s3://{bucket}/backups?endpoint={server.endpoint}&path_style=1",
         dict(server.env)))
 
 
 def create_azure_container(server: Any) -> Backend:
-    from azure.storage.blob import BlobServiceClient
-
     container = unique_bucket()
-    conn = server.env["AZURE_STORAGE_CONNECTION_STRING"]
-    BlobServiceClient.from_connection_string(conn).create_container(container)
+    azure_account(server).create_container(container)
     return initialized(Backend("azure", f"azblob://{container}/backups", dict(server.env)))
 
 

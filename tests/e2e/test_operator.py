@@ -19,7 +19,7 @@ from pitreos.sparse import allocated_bytes
 
 from .faults import ProxiedGCS
 from .helpers import CHUNK, SCHEMAS, Result, Runner, document, make_node, write_at
-from .servers import CREATORS, Backend, create_gcs_bucket
+from .servers import CREATORS, Backend, azure_account, create_gcs_bucket, s3_client
 
 # init
 
@@ -389,11 +389,7 @@ def _keep_deleted_s3(server: Any, backend: Backend, days: int | None) -> Callabl
     """Versioning on the backend's bucket, with a lifecycle rule expiring noncurrent
     versions after ``days`` (None: no rule); returns how to undo it (nothing: the bucket
     is the test's own)."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
-                          aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"])
+    client = s3_client(server)
     bucket = backend.url.removeprefix("s3://").split("/")[0]
     client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     if days is not None:
@@ -406,10 +402,9 @@ def _keep_deleted_s3(server: Any, backend: Backend, days: int | None) -> Callabl
 def _keep_deleted_azure(server: Any, backend: Backend, days: int | None
                         ) -> Callable[[], None]:
     """Blob soft delete on the (test server's, shared) account; returns how to undo it."""
-    from azure.storage.blob import BlobServiceClient, RetentionPolicy
+    from azure.storage.blob import RetentionPolicy
 
-    account = BlobServiceClient.from_connection_string(
-        server.env["AZURE_STORAGE_CONNECTION_STRING"])
+    account = azure_account(server)
     account.set_service_properties(delete_retention_policy=RetentionPolicy(
         enabled=True, days=days))
     return lambda: account.set_service_properties(
