@@ -4,13 +4,14 @@
 # (restic) from $WHEELS/bin. Everything it prints goes to $OUT/log.txt, the result file
 # to $OUT. docs/performance.md, "Sixteen cores", says how the wheels were fetched.
 #
-#   OUT=DIR [WHEELS=.whl] [SCALE=small] [REPEAT=3] [BUDGET=500] [BENCH=0] [DIAG=1] \
-#     [DIAG_BEFORE=SECONDS] \
+#   OUT=DIR [WHEELS=.whl] [SCALE=small] [REPEAT=3] [CASES=core] [BUDGET=500] \
+#     [BENCH=0] [DIAG=1] [DIAG_BEFORE=SECONDS] \
 #     bash tools/bench-bare.sh
 #
-# BUDGET: seconds the bench may run (a lent machine's time is counted); BENCH=0: only
-# generate the data set; DIAG=1: then time the command-line backup and restore against
-# their own reported seconds, record them with py-spy, and run the limits alone.
+# CASES: the bench's --cases (core,appendonly adds target 6's rows); BUDGET: seconds the
+# bench may run (a lent machine's time is counted); BENCH=0: only generate the data set;
+# DIAG=1: then time the command-line backup and restore against their own reported
+# seconds, record them with py-spy, and run the limits alone.
 set -u
 PY=${PY:-python3}
 WHEELS=${WHEELS:-.whl}
@@ -52,7 +53,7 @@ collect() {
 SECONDS=0
 if [ "${BENCH:-1}" = 1 ]; then
   timeout "$BUDGET" $PY tools/bench.py --scale "${SCALE:-small}" --repeat "${REPEAT:-3}" $GIL \
-      --peers restic --workdir "$WORK"
+      --cases "${CASES:-core}" --peers restic --workdir "$WORK"
   echo "bench rc=$? after ${SECONDS}s"
   collect
 elif [ ! -e "$WORK/${SCALE:-small}/generated" ]; then
