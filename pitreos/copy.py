@@ -83,8 +83,10 @@ def copy_backup(manifest: mf.Manifest, source: Repository, dest: Repository,
             progress.advance(1)
     finally:
         progress.finish()
+        # every blob, copied now or found there (left by a copy that was cut short, and
+        # perhaps never synced), is durable before the manifest says so
+        dest.flush()
         if copied:
-            dest.flush()
             dest_catalog.add_blobs(copied)
     if not dest.write_manifest(manifest):
         raise PitreosError(f"store {dest.url} holds another backup named {manifest.name}: "

@@ -19,7 +19,7 @@ import contextlib
 import enum
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -259,9 +259,10 @@ class Repository:
         """Overwrite a damaged blob with a good one."""
         self._store.put(blob_key(sha1), blob, overwrite=True)
 
-    def flush(self) -> None:
-        """Make every blob put so far durable: before a catalog row or manifest says so."""
-        self._store.flush()
+    def flush(self, sha1s: Collection[str] | None = None) -> None:
+        """Make the blobs named durable (None: every object put so far, by any process):
+        before a catalog row or manifest says they are there."""
+        self._store.flush(None if sha1s is None else [blob_key(sha1) for sha1 in sha1s])
 
     def get_blob(self, sha1: str) -> bytes:
         return self._store.get(blob_key(sha1))
@@ -362,15 +363,15 @@ class Repository:
     def write_manifest(self, manifest: mf.Manifest) -> bool:
         """Publish a manifest unless another of that name exists; True when published.
 
-        Its blobs are made durable first, and it is durable when this returns: this is
-        the commit point of a backup. A conditional write retried after its first try
-        succeeded unseen answers "exists": the stored bytes are then read back, and
-        equal bytes are this very write. What follows (the index that stores without
-        listing read) is repaired by any later write, so its failure is a warning.
+        The caller has made its blobs durable (:meth:`flush`), and the manifest is
+        durable when this returns: this is the commit point of a backup. A conditional
+        write retried after its first try succeeded unseen answers "exists": the stored
+        bytes are then read back, and equal bytes are this very write. What follows (the
+        index that stores without listing read) is repaired by any later write, so its
+        failure is a warning.
         """
         data = mf.dump(manifest)
         key = manifest_key(manifest.name)
-        self._store.flush()
         if not self._store.put(key, data):
             try:
                 existing = self._store.get(key)
@@ -379,7 +380,7 @@ class Repository:
             if existing != data:
                 return False  # the name belongs to another backup
         try:
-            self._store.flush()
+            self._store.flush([key])
         except StoreError:
             # not known to be durable: take it back, so no listed manifest can vanish
             with contextlib.suppress(StoreError):

@@ -242,7 +242,8 @@ class Pipeline:
 
     def flush_blobs(self, force: bool = False) -> None:
         if self.new_blobs and (force or len(self.new_blobs) >= _CATALOG_BATCH):
-            self.repo.flush()  # the catalog never records a blob a crash could lose
+            # the catalog never records a blob a crash could lose
+            self.repo.flush([b.sha1 for b in self.new_blobs])
             crashpoints.point("backup.blobs_flushed")
             self.catalog.add_blobs(self.new_blobs)
             self.new_blobs = []

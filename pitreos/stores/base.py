@@ -8,7 +8,7 @@ that relies on earlier puts (a catalog row, a manifest).
 """
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,10 +85,11 @@ class Store(Protocol):
         :class:`~pitreos.errors.StoreError` when it cannot tell (credentials that may
         not read the bucket's settings)."""
 
-    def flush(self) -> None:
-        """Make every object put so far durable. An object store holds an object durably
-        once its put returns, so this does nothing there; a local directory syncs its
-        file system once instead of once per object."""
+    def flush(self, keys: Collection[str] | None = None) -> None:
+        """Make the objects put under ``keys`` durable; None: every object put so far,
+        by any process. An object store holds an object durably once its put returns, so
+        this does nothing there; a local directory syncs a few objects one by one and
+        many (or all) by syncing its file system once."""
 
 
 class ObjectStoreBase(abc.ABC):
@@ -129,7 +130,7 @@ class ObjectStoreBase(abc.ABC):
         except Exception as exc:
             raise self.translate(action, key, exc) from exc
 
-    def flush(self) -> None:
+    def flush(self, keys: Collection[str] | None = None) -> None:
         return None  # an object store holds an object durably once its put returns
 
     def deleted_kept(self) -> DeletedKept | None:
@@ -169,8 +170,8 @@ class StoreWrapper:
     def delete(self, key: str) -> None:
         self.inner.delete(key)
 
-    def flush(self) -> None:
-        self.inner.flush()
+    def flush(self, keys: Collection[str] | None = None) -> None:
+        self.inner.flush(keys)
 
     def deleted_kept(self) -> DeletedKept | None:
         return self.inner.deleted_kept()

@@ -11,7 +11,7 @@ conditional write that is retried after its first attempt succeeded unseen answe
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TypeVar
 
 from ..defaults import DEFAULT_RETRY_FOR
@@ -74,5 +74,5 @@ class RetryingStore(StoreWrapper):
     def delete(self, key: str) -> None:
         self._call(lambda: self.inner.delete(key))
 
-    def flush(self) -> None:
-        self._call(self.inner.flush)
+    def flush(self, keys: Collection[str] | None = None) -> None:
+        self._call(lambda: self.inner.flush(keys))

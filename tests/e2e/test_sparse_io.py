@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from pitreos.backup import BackupOptions, run_backup
 from pitreos.catalog import Catalog
 from pitreos.hashing import NewBlob
-from pitreos.repository import Repository
+from pitreos.repository import Repository, blob_key
 from pitreos.sparse import (
     BLOCK_SIZE,
     data_extents,
@@ -114,21 +115,26 @@ def test_nearby_extents_merge(tmp_path: Path) -> None:
 
 
 class FlushOrder(StoreWrapper):
-    """Wraps a store: records which puts each flush covered."""
+    """Wraps a store: records the puts, the keys the flushes made durable, and which of
+    them were durable when the first manifest was put."""
 
     def __init__(self, inner: Store) -> None:
         super().__init__(inner)
         self.put_keys: list[str] = []
-        self.flushed_upto = 0
+        self.flushed: set[str] = set()
+        self.flushed_before_manifest: set[str] | None = None
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
+        if key.startswith("manifests/") and self.flushed_before_manifest is None:
+            self.flushed_before_manifest = set(self.flushed)
         self.put_keys.append(key)
+        self.flushed.discard(key)
         return self.inner.put(key, data, overwrite=overwrite)
 
-    def flush(self) -> None:
-        upto = len(self.put_keys)
-        self.inner.flush()
-        self.flushed_upto = upto
+    def flush(self, keys: Collection[str] | None = None) -> None:
+        covered = set(self.put_keys) if keys is None else set(keys)
+        self.inner.flush(keys)
+        self.flushed |= covered
 
 
 def test_catalog_records_only_flushed_blobs(tmp_path: Path, tree: Path,
@@ -143,17 +149,19 @@ def test_catalog_records_only_flushed_blobs(tmp_path: Path, tree: Path,
     real_add_blobs = ws.catalog.add_blobs
 
     def add_blobs(blobs: list[NewBlob]) -> None:
-        flushed = set(store.put_keys[:store.flushed_upto])
         for blob in blobs:
-            assert f"blobs/{blob.sha1[:2]}/{blob.sha1}" in flushed, blob.sha1
+            assert blob_key(blob.sha1) in store.flushed, blob.sha1
             recorded.append(blob.sha1)
         real_add_blobs(blobs)
 
     monkeypatch.setattr(ws.catalog, "add_blobs", add_blobs)
     result = run_backup(tree, ws.repo, ws.catalog, BackupOptions(chunk_size=CHUNK, workers=4))
-    manifest_at = next(i for i, k in enumerate(store.put_keys) if k.startswith("manifests/"))
-    assert store.flushed_upto > manifest_at  # the manifest itself was flushed
-    assert all(k.startswith(("blobs/", "locks/")) for k in store.put_keys[:manifest_at])
+    manifest_key = next(k for k in store.put_keys if k.startswith("manifests/"))
+    assert manifest_key in store.flushed  # the manifest itself was flushed
+    referenced = {blob_key(c.digest.sha1) for e in result.manifest.entries
+                  for c in e.chunks if c.digest is not None}
+    assert referenced and store.flushed_before_manifest is not None
+    assert referenced <= store.flushed_before_manifest
     assert len(recorded) == result.stats.blobs_stored > 0
     ws.close()
 

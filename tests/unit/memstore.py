@@ -2,7 +2,7 @@
 contract suite in tests/e2e/test_store_contract.py)."""
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 
 from pitreos.errors import BlobNotFound
@@ -50,5 +50,5 @@ class MemoryStore:
     def deleted_kept(self) -> DeletedKept | None:
         return None
 
-    def flush(self) -> None:
+    def flush(self, keys: Collection[str] | None = None) -> None:
         return None
