@@ -88,8 +88,8 @@ class Store(Protocol):
     def flush(self, keys: Collection[str] | None = None) -> None:
         """Make the objects put under ``keys`` durable; None: every object put so far,
         by any process. An object store holds an object durably once its put returns, so
-        this does nothing there; a local directory syncs a few objects one by one and
-        many (or all) by syncing its file system once."""
+        this does nothing there; a local directory syncs its file system once, or a few
+        objects one by one while much else waits to be written there."""
 
 
 class ObjectStoreBase(abc.ABC):

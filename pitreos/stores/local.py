@@ -29,9 +29,9 @@ PROPERTIES = StoreProperties(remote=False)
 # 33-37 ms for the 64 blobs of an incremental backup, fsyncing them and their folders on
 # 8 threads 10-12 ms; with nothing else dirty, syncfs took 4-5 ms against 10-14 ms, and
 # for 256 blobs of 300 kB 32-36 ms against 62-69 ms (2 cores, this VM's virtual disk,
-# /tmp script; docs/performance.md, nineteenth pass). So a backup pays for what it
-# wrote, never for the gigabytes a running node may hold dirty on the same disk, and
-# syncfs stays where it is cheaper.
+# /tmp script; docs/performance.md, nineteenth pass). So a small backup pays for what
+# it wrote and at most OTHERS_DIRTY_MAX of others' writes, never for the gigabytes a
+# running node may hold dirty on the same disk, and syncfs stays where it is cheaper.
 FSYNC_EACH_MAX = 128
 OTHERS_DIRTY_MAX = 32 << 20
 _FSYNC_THREADS = 8
