@@ -86,7 +86,7 @@ def test_flush_and_properties(store: Store) -> None:
     store.put("blobs/ee/5", b"5")
     store.flush()
     store.put("blobs/ee/6", b"6")
-    store.flush(["blobs/ee/6", "blobs/ee/absent"])  # a key gone since its put is no error
+    store.flush(["blobs/ee/6", "blobs/ee/absent"])  # a named object that is gone: no error
     assert store.get("blobs/ee/6") == b"6"
     assert store.properties.listable and not store.properties.read_only
     assert store.properties.conditional_put
