@@ -181,7 +181,9 @@ class LocalStore:
     def flush(self, keys: Collection[str] | None = None) -> None:
         if keys is not None and len(keys) <= FSYNC_EACH_MAX:
             objects = {self._path(key): key for key in keys}
-            if not objects or _dirty_bytes() - sum(map(_size, objects)) > OTHERS_DIRTY_MAX:
+            if not objects:
+                return
+            if _dirty_bytes() - sum(map(_size, objects)) > OTHERS_DIRTY_MAX:
                 self._fsync_each(objects)
                 return
         self._sync_file_system()
@@ -192,8 +194,6 @@ class LocalStore:
         folders: set[Path] = set()
         for path, key in objects.items():
             folders.update(path.parents[:key.count("/") + 1])
-        if not objects:
-            return
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(_FSYNC_THREADS, len(objects))) as pool:

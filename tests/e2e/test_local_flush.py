@@ -10,12 +10,11 @@ import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pitreos import libc
-from pitreos.backup import BackupOptions, run_backup
+from pitreos.backup import BackupOptions, BackupResult, run_backup
 from pitreos.catalog import Catalog
 from pitreos.errors import StoreError
 from pitreos.repository import Repository, blob_key, manifest_key
@@ -130,7 +129,12 @@ def test_an_object_deleted_since_is_skipped_and_a_failure_names_the_object(
         store.flush([blob_key("ab" * 20), blob_key("ab" * 19 + "cd")])
 
 
-def _backup(ws: Workspace, src: Path, incremental: bool) -> Any:
+def _sha1s(backup: BackupResult) -> set[str]:
+    return {c.digest.sha1 for e in backup.manifest.entries for c in e.chunks
+            if c.digest is not None}
+
+
+def _backup(ws: Workspace, src: Path, incremental: bool) -> BackupResult:
     return run_backup(src, ws.repo, ws.catalog,
                       BackupOptions(chunk_size=CHUNK, workers=2, incremental=incremental))
 
@@ -159,9 +163,7 @@ def test_a_small_incremental_backup_syncs_only_what_it_wrote(
         ws.close()
     assert incremental.stats.blobs_stored == 3
     assert synced["syncfs"] == []
-    new = {c.digest.sha1 for c in incremental.manifest.entries[-1].chunks
-           if c.digest is not None} - {c.digest.sha1 for c in full.manifest.entries[-1].chunks
-                                       if c.digest is not None}
+    new = _sha1s(incremental) - _sha1s(full)
     store = tmp_path / "store"
     expected = {str(store / blob_key(sha1)) for sha1 in new}
     expected.add(str(store / manifest_key(incremental.manifest.name)))

@@ -368,20 +368,40 @@ def _soft_delete(method: str, path: str, body: bytes) -> bytes:
     return body
 
 
+def backups_changing_a_chunk(run: Runner, tree: Path, url: str, env: dict[str, str],
+                             count: int = 2) -> None:
+    """``count`` backups of ``tree``, a chunk changed after each: a gc that keeps only
+    the last one has a blob to delete."""
+    for _ in range(count):
+        run("backup", str(tree), store=url, env=env).ok()
+        write_at(tree / "small.txt", 0, os.urandom(8))
+
+
+def gc_keeping_the_last(run: Runner, url: str, env: dict[str, str]
+                        ) -> tuple[Result, dict[str, Any]]:
+    """``gc --keep-last 1 --grace 0s --json``, which must delete a blob; its output and
+    its document. It starts in the store's next whole second: S3 and Azure give times in
+    whole seconds, so a blob written in the second in which gc reads the store's clock
+    is not older than a grace of 0s, and is kept (seen when the backups and the gc ran
+    within one second)."""
+    time.sleep(1.01 - time.time() % 1)
+    result = run("gc", "--keep-last", "1", "--grace", "0s", "--json", store=url, env=env)
+    found = document(result.ok(), "gc")
+    assert found["blobs_deleted"] >= 1, json.dumps(found) + result.stderr
+    return result, found
+
+
 def test_gc_warns_of_gcs_soft_delete(run: Runner, tree: Path, tmp_path: Path,
                                      gcs_behind_proxy: ProxiedGCS
                                      ) -> None:
     plan, url, env = gcs_behind_proxy.plan, gcs_behind_proxy.backend.url, gcs_behind_proxy.env
-    for _ in range(2):
-        run("backup", str(tree), store=url, env=env).ok()
-        write_at(tree / "small.txt", 0, os.urandom(8))
-    plain = run("gc", "--keep-last", "1", "--grace", "0s", "--json", store=url, env=env)
-    assert document(plain.ok(), "gc")["deleted_kept_seconds"] is None
+    backups_changing_a_chunk(run, tree, url, env)
+    plain, found = gc_keeping_the_last(run, url, env)
+    assert found["deleted_kept_seconds"] is None
     assert "soft delete" not in plain.stderr
-    run("backup", str(tree), store=url, env=env).ok()
+    backups_changing_a_chunk(run, tree, url, env, count=1)
     plan.rewrite = _soft_delete
-    warned = run("gc", "--keep-last", "1", "--grace", "0s", "--json", store=url, env=env).ok()
-    found = document(warned, "gc")
+    warned, found = gc_keeping_the_last(run, url, env)
     assert found["blobs_deleted"] >= 1 and found["deleted_kept_seconds"] == 604800
     assert "soft delete" in warned.stderr and "7.0 more days" in warned.stderr
 
@@ -423,26 +443,14 @@ def test_gc_warns_of_s3_versioning_and_azure_soft_delete(
     server = servers[kind]
     backend = CREATORS[kind](server)
     url, env = backend.url, backend.env
-
-    def gc_after_two_backups() -> tuple[Result, dict[str, Any]]:
-        for _ in range(2):
-            run("backup", str(tree), store=url, env=env).ok()
-            write_at(tree / "small.txt", 0, os.urandom(8))
-        # S3 and Azure give times in whole seconds: a blob written in the second that gc
-        # reads the store's clock is not older than a grace of 0s, and is kept (seen
-        # when both backups and the gc ran within one second)
-        time.sleep(1.01 - time.time() % 1)
-        result = run("gc", "--keep-last", "1", "--grace", "0s", "--json", store=url, env=env)
-        found = document(result.ok(), "gc")
-        assert found["blobs_deleted"] >= 1, json.dumps(found) + result.stderr
-        return result, found
-
-    plain, found = gc_after_two_backups()
+    backups_changing_a_chunk(run, tree, url, env)
+    plain, found = gc_keeping_the_last(run, url, env)
     assert found["deleted_kept_by"] is None and found["deleted_kept_seconds"] is None
     assert "keeps deleted objects" not in plain.stderr
     undo = {"s3": _keep_deleted_s3, "azure": _keep_deleted_azure}[kind](server, backend, days)
     try:
-        warned, found = gc_after_two_backups()
+        backups_changing_a_chunk(run, tree, url, env)
+        warned, found = gc_keeping_the_last(run, url, env)
     finally:
         undo()
     assert found["deleted_kept_by"] == by
@@ -456,12 +464,9 @@ def test_gc_succeeds_when_the_bucket_settings_cannot_be_read(
     Storage Object Admin lacks storage.buckets.get): gc does its work, and the check of
     what the bucket keeps of deleted objects is a warning that could not be made."""
     plan, url, env = gcs_behind_proxy.plan, gcs_behind_proxy.backend.url, gcs_behind_proxy.env
-    for _ in range(2):
-        run("backup", str(tree), store=url, env=env).ok()
-        write_at(tree / "small.txt", 0, os.urandom(8))
+    backups_changing_a_chunk(run, tree, url, env)
     plan.fail_match, plan.fail_always, plan.fail_status = r"/b/[^/?]+/?(\?|$)", True, 403
-    result = run("gc", "--keep-last", "1", "--grace", "0s", "--json", store=url, env=env)
-    found = document(result.ok(), "gc")
+    result, found = gc_keeping_the_last(run, url, env)
     assert found["blobs_deleted"] >= 1 and found["deleted_kept_seconds"] is None
     assert "could not tell whether the bucket" in result.stderr
     assert "access denied" in result.stderr

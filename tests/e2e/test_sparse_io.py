@@ -158,6 +158,8 @@ def test_catalog_records_only_flushed_blobs(tmp_path: Path, tree: Path,
     result = run_backup(tree, ws.repo, ws.catalog, BackupOptions(chunk_size=CHUNK, workers=4))
     manifest_key = next(k for k in store.put_keys if k.startswith("manifests/"))
     assert manifest_key in store.flushed  # the manifest itself was flushed
+    before_manifest = store.put_keys[:store.put_keys.index(manifest_key)]
+    assert all(k.startswith(("blobs/", "locks/")) for k in before_manifest)
     referenced = {blob_key(c.digest.sha1) for e in result.manifest.entries
                   for c in e.chunks if c.digest is not None}
     assert referenced and store.flushed_before_manifest is not None
