@@ -103,6 +103,9 @@ def _translate(path: Path, exc: sqlite3.Error) -> CatalogError:
 MIGRATION_SET = "pitreos-catalog"  # the catalog's migrations in _sqlite_migrations
 _LISTING_BATCH = 10_000  # listed blobs inserted at a time: memory stays at one batch
 _SCRATCH_CACHE_KIB = 16 << 10
+# the blobs' ids in sha1 order, a scan of the sha1 index (LIMIT -1 keeps SQLite from
+# merging it into the query around it, which would choose its own order)
+_BLOBS_BY_SHA1 = "(SELECT id, sha1 FROM blobs ORDER BY sha1 LIMIT -1)"
 
 
 class ListedBlob(Protocol):
@@ -518,14 +521,27 @@ class Catalog:
         # the listing is staged outside the transaction: listing a remote store takes
         # minutes, and the catalog's write lock is held only to apply it
         self.stage_listing(listing)
+        # Each side is visited in an order that makes the other's pages come in order:
+        # the listing and the blobs' sha1 index side by side in sha1 order, the blobs'
+        # rows in id order. Joined directly, one side's probes came in random order, and
+        # past its page cache each probe was a read (a million blobs: 9.8 GB read back
+        # from the OS's cache, 4.0 s; in these orders 0.5 GB, 1.5 s).
         with self.transaction():
+            self._conn.execute("DROP TABLE IF EXISTS scratch.listed_ids")
+            self._conn.execute(  # LIMIT -1: the listing stays a scan of its index
+                "CREATE TABLE scratch.listed_ids AS SELECT b.id AS id, "
+                "l.stored_size AS stored_size FROM (SELECT sha1, stored_size FROM "
+                "scratch.listed ORDER BY sha1 LIMIT -1) AS l CROSS JOIN blobs b "
+                "ON b.sha1 = l.sha1 ORDER BY b.id"
+            )
             self._conn.execute(
                 "UPDATE blobs SET missing = damaged, stored_size = l.stored_size "
-                "FROM scratch.listed AS l WHERE blobs.sha1 = l.sha1"
+                "FROM scratch.listed_ids AS l WHERE blobs.id = l.id"
             )
-            self._conn.execute(  # a probe of the listing's index per blob, nothing built
-                "UPDATE blobs SET missing = 1 WHERE NOT EXISTS "
-                "(SELECT 1 FROM scratch.listed l WHERE l.sha1 = blobs.sha1)"
+            self._conn.execute("DROP TABLE scratch.listed_ids")
+            self._conn.execute(
+                f"UPDATE blobs SET missing = 1 WHERE id IN (SELECT b.id FROM {_BLOBS_BY_SHA1} "
+                "AS b WHERE NOT EXISTS (SELECT 1 FROM scratch.listed l WHERE l.sha1 = b.sha1))"
             )
             self._conn.execute("DELETE FROM blobs WHERE missing = 1 AND refcount = 0")
             row = self._conn.execute("SELECT count(*) FROM blobs WHERE missing = 1").fetchone()
@@ -536,15 +552,14 @@ class Catalog:
                             ) -> Iterator[list[tuple[str, int, datetime]]]:
         """Of the last listing, the blobs no backup references (``kept``: only these
         backups count, for a dry run that has not forgotten the others), as batches of
-        (sha1, stored size, modified). They are set apart first, so the caller may
+        (sha1, stored size, modified). They are copied apart first, so the caller may
         change the catalog (forget them) between batches."""
-        if kept is None:
-            query = ("SELECT l.sha1, l.stored_size, l.modified FROM scratch.listed l LEFT JOIN "
-                     "blobs b ON b.sha1 = l.sha1 WHERE coalesce(b.refcount, 0) = 0")
-        else:
-            query = ("SELECT l.sha1, l.stored_size, l.modified FROM scratch.listed l WHERE "
-                     "NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha1 = l.sha1 AND b.id IN "
-                     f"({self._referenced(kept)}))")
+        # a blob's id from the sha1 index, checked against the referenced ids: the
+        # listing comes (about) in sha1 order, so the index's pages do too, and the
+        # blobs' rows, in random order, are read only in a scan of their own
+        query = ("SELECT l.sha1, l.stored_size, l.modified FROM scratch.listed l WHERE "
+                 "NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha1 = l.sha1 AND b.id IN "
+                 f"({self._referenced(kept)}))")
         try:
             self._conn.execute("DROP TABLE IF EXISTS scratch.unreferenced")
             self._conn.execute(f"CREATE TABLE scratch.unreferenced AS {query}")
@@ -561,9 +576,15 @@ class Catalog:
     @_guarded
     def missing_listed(self, backups: Collection[str] | None = None) -> list[str]:
         """Blobs that ``backups`` (all when None) reference and the last listing lacks."""
+        # the blobs in sha1 order, so that the probes of the listing come in its index's
+        # order, and only those it lacks checked against the referenced ids: both checks
+        # on every blob, in the blobs' order, read 2.9 GB back from the OS's cache for a
+        # million blobs (1.3 s); this way 47 MB (0.3 s)
         return [sha1 for (sha1,) in self._conn.execute(
-            f"SELECT bl.sha1 FROM blobs bl WHERE bl.id IN ({self._referenced(backups)}) "
-            "AND NOT EXISTS (SELECT 1 FROM scratch.listed l WHERE l.sha1 = bl.sha1)")]
+            "SELECT unlisted.sha1 FROM (SELECT bl.id, bl.sha1 FROM "
+            f"{_BLOBS_BY_SHA1} AS bl WHERE NOT EXISTS (SELECT 1 FROM scratch.listed l "
+            "WHERE l.sha1 = bl.sha1) LIMIT -1) AS unlisted WHERE unlisted.id IN "
+            f"({self._referenced(backups)})")]
 
     # Queries
     @_guarded

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pitreos.catalog import Catalog
-from pitreos.hashing import NewBlob
+from pitreos.defaults import MIN_CHUNK_SIZE
+from pitreos.hashing import ChunkDigest, NewBlob
+from pitreos.manifest import Chunk, Entry, Manifest, backup_name
 
 URL = "file:///store"
 
@@ -47,4 +49,31 @@ def test_a_listing_replaces_the_one_before(tmp_path: Path) -> None:
     catalog.apply_listing(listed(5))
     catalog.apply_listing(listed(2))
     assert sum(len(b) for b in catalog.unreferenced_listed()) == 2
+    catalog.close()
+
+
+def _backup(hour: int, sha1s: list[str]) -> Manifest:
+    created = datetime(2026, 1, 1, hour, tzinfo=UTC)
+    chunks = [Chunk(i * MIN_CHUNK_SIZE, ChunkDigest(sha1, sha1[:32] * 2))
+              for i, sha1 in enumerate(sha1s)]
+    return Manifest(name=backup_name(created, "t"), tag="t", created=created,
+                    chunk_size=MIN_CHUNK_SIZE,
+                    entries=[Entry(path="f", type="file", mode=0o644, mtime_ns=0,
+                                   size=len(sha1s) * MIN_CHUNK_SIZE, chunks=chunks)])
+
+
+def test_missing_blobs_are_those_referenced_that_the_listing_lacks(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite", URL)
+    blobs = listed(8)
+    sha1s = [b.sha1 for b in blobs]
+    first, second = _backup(1, sha1s[0:4]), _backup(2, sha1s[3:6])
+    catalog.add_backup(first)
+    catalog.add_backup(second)
+    catalog.add_blobs([NewBlob(sha1s[7], "ab" * 32, 1, 10)])  # referenced by none
+    # the listing lacks blobs 1, 4, 5 (referenced) and 7 (not)
+    assert catalog.apply_listing(b for i, b in enumerate(blobs) if i not in (1, 4, 5, 7)) == 3
+    assert catalog.missing_listed() == [sha1s[1], sha1s[4], sha1s[5]]
+    assert catalog.missing_listed([first.name]) == [sha1s[1]]
+    assert catalog.missing_listed([second.name]) == [sha1s[4], sha1s[5]]
+    assert sorted(catalog.known_blobs(sha1s)) == sha1s[:6]  # 7 forgotten: missing, unused
     catalog.close()
