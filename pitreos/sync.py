@@ -22,6 +22,9 @@ log = get_logger(__name__)
 # workers (256 on an object store) of 100 MB manifests (a node of 1 TB) would be 25 GB.
 # Manifests of the benchmark's node (600 kB) still run 100 ahead.
 SYNC_AHEAD_BYTES = 64 << 20
+# The catalog commits the manifests a sync adds once they hold this many chunk rows
+# (Catalog.batch: a million blobs' sync, 33 s in a transaction a manifest, 12 s so)
+SYNC_ROWS_PER_COMMIT = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ def _parse_or_name(name: str, data: bytes) -> Manifest | tuple[str, str]:
 def sync_catalog(
     catalog: Catalog, repo: Repository, *, list_blobs: bool = False, workers: int = 8,
     progress: Progress | None = None, ahead_bytes: int = SYNC_AHEAD_BYTES,
+    rows_per_commit: int = SYNC_ROWS_PER_COMMIT,
 ) -> SyncReport:
     """Add manifests the catalog lacks, drop those gone from the store.
 
@@ -73,7 +77,7 @@ def sync_catalog(
         log.info("catalog.backup_dropped", backup=name)
     added = _Additions(catalog, held=in_catalog - set(gone))
     if new:
-        added.run(repo, new, sizes, workers, ahead_bytes, progress)
+        added.run(repo, new, sizes, workers, ahead_bytes, rows_per_commit, progress)
         catalog.recount_references()  # before the listing is applied: it trusts the counts
     missing = None
     if list_blobs:
@@ -100,13 +104,15 @@ class _Additions:
         self.chunks_copied = 0
 
     def run(self, repo: Repository, new: list[str], sizes: dict[str, int | None],
-            workers: int, ahead_bytes: int, progress: Progress) -> None:
+            workers: int, ahead_bytes: int, rows_per_commit: int,
+            progress: Progress) -> None:
         """Insert ``new`` in name order (oldest first), whatever order the fetches end
         in: of two manifests that conflict, the older one is kept, on every machine. A
         slow fetch holds back the ones after it, not memory: at most twice the workers,
         and ``ahead_bytes`` by their listed sizes, are fetched ahead of the one being
         inserted. Fetching runs on threads; parsing (GIL-bound) on the calling thread,
-        between inserts."""
+        between inserts. The catalog commits every ``rows_per_commit`` chunk rows (and
+        at the end): an interrupted sync keeps what it committed, each manifest whole."""
         # imported here: a sync that adds nothing (every `pitreos list` on a machine that
         # is up to date) prints no list, and the module cost ~2.4 ms of that start
         from .chunkprints import RepeatedChunks
@@ -118,15 +124,17 @@ class _Additions:
         seeded: set[str] = set()
         progress.start("catalog sync: read manifests", len(new), "manifests")
         try:
-            for data, name in _fetched_in_order(repo, new, sizes, workers, ahead_bytes):
-                tag = _tag_of(name)
-                later[tag] -= 1
-                if data is not None:  # None: deleted since the listing
-                    if tag not in seeded:
-                        seeded.add(tag)
-                        self._seed(repeated, tag, name)
-                    self._insert(repeated, _parse_or_name(name, data), keep=later[tag] > 0)
-                progress.advance(1)
+            with self.catalog.batch(rows_per_commit) as wrote:
+                for data, name in _fetched_in_order(repo, new, sizes, workers, ahead_bytes):
+                    tag = _tag_of(name)
+                    later[tag] -= 1
+                    if data is not None:  # None: deleted since the listing
+                        if tag not in seeded:
+                            seeded.add(tag)
+                            self._seed(repeated, tag, name)
+                        wrote(self._insert(repeated, _parse_or_name(name, data),
+                                           keep=later[tag] > 0))
+                    progress.advance(1)
         finally:
             progress.finish()
 
@@ -141,11 +149,12 @@ class _Additions:
             repeated.remember_files(tag, self.catalog.files_of(earlier))
 
     def _insert(self, repeated: "RepeatedChunks", result: Manifest | tuple[str, str],
-                keep: bool) -> None:
+                keep: bool) -> int:
+        """Add one manifest; returns the chunk rows it wrote."""
         if isinstance(result, tuple):
             log.warning("catalog.manifest_unreadable", backup=result[0], error=result[1])
             self.unreadable.append(result[0])
-            return
+            return 0
         copied, prints = repeated.compare(result, keep=keep)
         try:
             chunks_copied = self.catalog.add_backup(result, count_references=False,
@@ -156,10 +165,11 @@ class _Additions:
                         hint="left out: the other backups work; 'pitreos verify' reports it")
             self.quarantined[result.name] = str(exc)
             self.quarantined_sha1s.update(d.sha1 for d in result.digests())
-            return
+            return 0
         repeated.remember(prints)
         self.chunks_copied += chunks_copied
         log.info("catalog.backup_added", backup=result.name, chunks_copied=chunks_copied)
+        return sum(len(entry.chunks) for entry in result.entries)
 
 
 def _tag_of(name: str) -> str:

@@ -371,3 +371,63 @@ def test_manifests_fetched_ahead_stay_within_a_byte_budget(
     assert 2 * 240_000 < highest[0] <= largest  # it did run ahead, within the budget
     assert highest[0] <= budget or highest[0] == largest
     ws.close()
+
+
+def _conflicting(earlier: Manifest, after: timedelta) -> Manifest:
+    """A manifest ``after`` ``earlier`` listing its first blob with another blake3, and a
+    blob of its own."""
+    first = earlier.entries[0].chunks[0].digest
+    assert first is not None
+    chunks = [Chunk(0, ChunkDigest(first.sha1, "e" * 64)),
+              Chunk(CHUNK, ChunkDigest("d" * 40, "d" * 64))]
+    created = earlier.created + after
+    return Manifest(name=backup_name(created, "t"), tag="t", created=created,
+                    chunk_size=CHUNK, entries=[Entry(path="g", type="file", mode=0o644,
+                                                     mtime_ns=0, size=2 * CHUNK,
+                                                     chunks=chunks)])
+
+
+def test_a_sync_in_batches_holds_what_one_manifest_at_a_time_did(tmp_path: Path) -> None:
+    """Manifests are committed a batch at a time; a conflicting one inside a batch
+    leaves none of its rows (its own blob neither), and the ones after it are added."""
+    ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite",
+                        create=True)
+    names = sorted(_store_manifests(ws, [3] * 6))
+    bad = _conflicting(ws.repo.read_manifest(names[0]), timedelta(minutes=150))
+    assert ws.repo.write_manifest(bad)  # between the third and the fourth
+    dumps = []
+    for rows_per_commit in (1, 7, 1_000):  # each manifest alone; ~3 a batch; all in one
+        catalog = Catalog(tmp_path / f"by-{rows_per_commit}.sqlite", ws.repo.url)
+        report = sync_catalog(catalog, ws.repo, rows_per_commit=rows_per_commit)
+        assert report.added == 6 and list(report.quarantined) == [bad.name]
+        assert catalog.backup_names() == set(names)
+        assert catalog.known_blobs(["d" * 40]) == {}  # rolled back with its manifest
+        catalog.close()
+        dumps.append(dump_catalog(tmp_path / f"by-{rows_per_commit}.sqlite"))
+    assert dumps[0] == dumps[1] == dumps[2]
+    ws.close()
+
+
+def test_an_interrupted_sync_keeps_the_batches_it_committed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = Workspace.open((tmp_path / "store").as_uri(), catalog_path=tmp_path / "c.sqlite",
+                        create=True)
+    names = sorted(_store_manifests(ws, [3] * 6))
+    real_insert = Catalog.add_backup
+
+    def add_backup(catalog: Catalog, manifest: Manifest, **kwargs: bool) -> int:
+        if manifest.name == names[4]:
+            raise KeyboardInterrupt  # as a SIGINT would, half way through a batch
+        return real_insert(catalog, manifest, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Catalog, "add_backup", add_backup)
+    with pytest.raises(KeyboardInterrupt):
+        sync_catalog(ws.catalog, ws.repo, rows_per_commit=6)  # commits after 2 and 4
+    # what another process sees: the two batches committed, nothing of the third
+    other = Catalog(tmp_path / "c.sqlite", ws.repo.url)
+    assert other.backup_names() == set(names[:4])
+    other.close()
+    monkeypatch.setattr(Catalog, "add_backup", real_insert)
+    assert sync_catalog(ws.catalog, ws.repo).added == 2
+    assert ws.catalog.wrong_reference_counts() == 0
+    ws.close()
