@@ -114,20 +114,23 @@ def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
             report.blobs_deleted += len(decision.delete)
             report.bytes_freed += sum(b.stored_size for b in decision.delete)
             if not options.dry_run:
-                _delete_blobs(repo, catalog, [b.sha1 for b in decision.delete], options,
-                              guard)
+                catalog.set_aside(b.sha1 for b in decision.delete)
+        if not options.dry_run and report.blobs_deleted:
+            _delete_blobs(repo, catalog, options, guard)
     finally:
         options.progress.finish()
     return report
 
 
-def _delete_blobs(repo: Repository, catalog: Catalog, sha1s: list[str], options: GCOptions,
+def _delete_blobs(repo: Repository, catalog: Catalog, options: GCOptions,
                   guard: GCGuard) -> None:
-    for start in range(0, len(sha1s), _DELETE_BATCH):
+    """Delete the blobs set aside in the catalog: forgotten all at once first (the
+    catalog never claims a deleted blob), then deleted from the store in batches."""
+    guard.refresh()
+    catalog.forget_set_aside()
+    crashpoints.point("gc.blobs_forgotten")
+    for part in catalog.set_aside_batches(_DELETE_BATCH):
         guard.refresh()
-        part = sha1s[start:start + _DELETE_BATCH]
-        catalog.forget_blobs(part)  # first: the catalog never claims a deleted blob
-        crashpoints.point("gc.blobs_forgotten")
         for _ in imap_unordered(repo.delete_blob, part, workers=options.workers):
             crashpoints.point("gc.blob_deleted")
             options.progress.advance(1)

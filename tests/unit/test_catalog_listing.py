@@ -35,8 +35,14 @@ def test_unreferenced_blobs_come_in_batches_that_survive_forgetting(tmp_path: Pa
     for batch in catalog.unreferenced_listed(batch=3):
         assert len(batch) <= 3
         seen += [sha1 for sha1, _, _ in batch]
-        catalog.forget_blobs([sha1 for sha1, _, _ in batch])  # as gc does between batches
+        catalog.set_aside(sha1 for sha1, _, _ in batch[:2])  # as gc does between batches
     assert sorted(seen) == [b.sha1 for b in blobs]
+    catalog.forget_set_aside()
+    kept = [sha1 for i, sha1 in enumerate(seen) if i % 3 == 2]  # the third of each batch
+    assert sorted(catalog.known_blobs([b.sha1 for b in blobs])) == sorted(kept)
+    assert sorted(sha1 for part in catalog.set_aside_batches(3) for sha1 in part) == \
+        sorted(set(seen) - set(kept))
+    assert list(catalog.set_aside_batches(3)) == []  # read back once
     assert all(size == 10 + int(sha1, 16) for sha1, size, _ in
                next(iter(catalog.unreferenced_listed())))
     # the scratch file was unlinked as soon as it was attached: nothing beside the catalog
