@@ -85,10 +85,12 @@ class Metered(Generic[A]):
 
 
 def imap_unordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int,
-                   window: int | None = None, processes: bool = False) -> Iterator[R]:
+                   window: int | None = None, processes: bool = False,
+                   on_wait: Callable[[], None] | None = None) -> Iterator[R]:
     """``fn`` over ``items`` on a pool of its own: :meth:`WorkerPool.imap_unordered`."""
     with WorkerPool(workers) as pool:
-        yield from pool.imap_unordered(fn, items, window=window, processes=processes)
+        yield from pool.imap_unordered(fn, items, window=window, processes=processes,
+                                       on_wait=on_wait)
 
 
 class WorkerPool:
@@ -131,7 +133,8 @@ class WorkerPool:
         return self._processes
 
     def imap_unordered(self, fn: Callable[[A], R], items: Iterable[A], *,
-                       window: int | None = None, processes: bool = False
+                       window: int | None = None, processes: bool = False,
+                       on_wait: Callable[[], None] | None = None
                        ) -> Generator[R, None, None]:
         """``fn`` over ``items`` on the threads (or the worker processes of
         :mod:`pitreos.processpool`, when ``processes``: ``fn`` and the items are then
@@ -150,9 +153,13 @@ class WorkerPool:
         When the caller stops early or a task raises (Ctrl-C included), no task of this
         map is left to start and the running ones are waited for, so no thread or
         process writes after the caller has given up.
+
+        ``on_wait`` (threads only) is called when no task has finished and the caller
+        would wait for one: a caller holding a lock lets go of it before the wait.
         """
         limit = max(self.workers, window or self.workers * 2)
         if processes and _main_importable():
+            assert on_wait is None, "on_wait is for threads"
             yield from self._process_pool().map_unordered(fn, items, limit)
             return
         if self._threads is None:
@@ -169,6 +176,8 @@ class WorkerPool:
                     in_flight += 1
                 if not in_flight:
                     return
+                if on_wait is not None and finished.empty():
+                    on_wait()
                 future = finished.get()
                 in_flight -= 1
                 yield future.result()
@@ -257,7 +266,8 @@ def _main_importable() -> bool:
 
 
 def imap_ordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int,
-                 weigh: Callable[[A], int] | None = None, budget: int = 0) -> Iterator[R]:
+                 weigh: Callable[[A], int] | None = None, budget: int = 0,
+                 on_wait: Callable[[], None] | None = None) -> Iterator[R]:
     """``fn`` over ``items`` on ``workers`` threads, results in the order of ``items``
     (for streams written front to back: ``dump``, ``export``, ``catalog sync``). At most
     twice the workers are in flight or finished and waiting for an earlier one: a slow
@@ -266,7 +276,9 @@ def imap_ordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int,
     With ``weigh`` (what an item's result will hold, known before it runs: a size from
     a listing), the items in flight, waiting, or just yielded and not yet let go of by
     the caller also weigh at most ``budget`` together, but for one alone that weighs
-    more: a window of 256 manifests of 100 MB each is 25 GB."""
+    more: a window of 256 manifests of 100 MB each is 25 GB.
+
+    ``on_wait``: see :meth:`WorkerPool.imap_unordered`."""
 
     def numbered(pair: tuple[int, A]) -> tuple[int, R]:
         return pair[0], fn(pair[1])
@@ -295,7 +307,7 @@ def imap_ordered(fn: Callable[[A], R], items: Iterable[A], *, workers: int,
     admit()
     waiting: dict[int, R] = {}
     position = 0
-    for index, result in imap_unordered(numbered, feed, workers=workers):
+    for index, result in imap_unordered(numbered, feed, workers=workers, on_wait=on_wait):
         waiting[index] = result
         while position in waiting:
             yield waiting.pop(position)

@@ -1,7 +1,7 @@
 """Bringing the catalog level with the store."""
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -124,16 +124,19 @@ class _Additions:
         seeded: set[str] = set()
         progress.start("catalog sync: read manifests", len(new), "manifests")
         try:
-            with self.catalog.batch(rows_per_commit) as wrote:
-                for data, name in _fetched_in_order(repo, new, sizes, workers, ahead_bytes):
+            with self.catalog.batch(rows_per_commit) as batch:
+                # committed before each wait for a fetch: another pitreos on this machine
+                # (a backup publishing) never waits for this sync's network
+                for data, name in _fetched_in_order(repo, new, sizes, workers, ahead_bytes,
+                                                    on_wait=batch.commit):
                     tag = _tag_of(name)
                     later[tag] -= 1
                     if data is not None:  # None: deleted since the listing
                         if tag not in seeded:
                             seeded.add(tag)
                             self._seed(repeated, tag, name)
-                        wrote(self._insert(repeated, _parse_or_name(name, data),
-                                           keep=later[tag] > 0))
+                        batch.wrote(self._insert(repeated, _parse_or_name(name, data),
+                                                 keep=later[tag] > 0))
                     progress.advance(1)
         finally:
             progress.finish()
@@ -180,15 +183,18 @@ def _tag_of(name: str) -> str:
 
 
 def _fetched_in_order(repo: Repository, names: list[str], sizes: dict[str, int | None],
-                      workers: int, ahead_bytes: int) -> Iterator[tuple[bytes | None, str]]:
-    """Each manifest of ``names`` with its name, in their order, fetched on threads."""
+                      workers: int, ahead_bytes: int, on_wait: Callable[[], None]
+                      ) -> Iterator[tuple[bytes | None, str]]:
+    """Each manifest of ``names`` with its name, in their order, fetched on threads
+    (``on_wait``: see :func:`pitreos.parallel.imap_ordered`)."""
     if not names:
         return iter(())
     # imported here: `pitreos list` with nothing new to read saved ~4 ms of its start
     from .parallel import imap_ordered
 
     fetched = imap_ordered(repo.manifest_bytes, names, workers=workers,
-                           weigh=lambda name: sizes[name] or 0, budget=ahead_bytes)
+                           weigh=lambda name: sizes[name] or 0, budget=ahead_bytes,
+                           on_wait=on_wait)
     return zip(fetched, names, strict=True)
 
 

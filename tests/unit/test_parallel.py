@@ -227,3 +227,16 @@ def test_below_four_cores_only_new_bytes_send_a_backup_to_processes() -> None:
     # under the threshold: threads on any core count
     assert not backup_in_processes(cores=16, to_read=10 * mib, new=10 * mib,
                                    threshold=256 * mib)
+
+
+def test_on_wait_is_called_before_the_caller_waits() -> None:
+    """A task that can finish only once the caller waits for it (a sync's fetch, while
+    the catalog's lock must be let go of first)."""
+    released = threading.Event()
+
+    def task(item: int) -> bool:
+        return released.wait(timeout=5)  # False: on_wait never came
+
+    assert list(imap_unordered(task, [1], workers=2, on_wait=released.set)) == [True]
+    released.clear()
+    assert list(imap_ordered(task, [1, 2], workers=2, on_wait=released.set)) == [True, True]
