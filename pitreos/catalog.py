@@ -314,7 +314,7 @@ class Catalog:
         self._conn.execute("COMMIT")
 
     @contextmanager
-    def batch(self, rows_per_commit: int) -> Iterator["CatalogBatch"]:
+    def batch(self, rows_per_commit: int) -> Iterator[CatalogBatch]:
         """Many changes in few transactions, each change still all or nothing (see
         :meth:`transaction`); what is committed stays if the batch is interrupted. The
         caller tells the batch how many rows each change wrote, and it commits past
