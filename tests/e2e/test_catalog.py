@@ -426,10 +426,11 @@ def test_an_interrupted_sync_keeps_the_batches_it_committed(
     # what another process sees: fewer than 6 rows were pending (the batch also commits
     # whenever the next fetch has not come yet), so at most one manifest of 3 is lost
     other = Catalog(tmp_path / "c.sqlite", ws.repo.url)
-    assert set(names[:3]) <= other.backup_names() <= set(names[:4])
+    kept = other.backup_names()
+    assert set(names[:3]) <= kept <= set(names[:4])
     other.close()
     monkeypatch.setattr(Catalog, "add_backup", real_insert)
-    assert sync_catalog(ws.catalog, ws.repo).added == 2
+    assert sync_catalog(ws.catalog, ws.repo).added == len(names) - len(kept)
     assert ws.catalog.wrong_reference_counts() == 0
     ws.close()
 
