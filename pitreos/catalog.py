@@ -294,24 +294,20 @@ class Catalog:
         """All or nothing; inside a :meth:`batch`, a savepoint of the batch's
         transaction, which the first change after each of its commits begins."""
         if self._batching and not self._conn.in_transaction:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE")  # the batch's: it commits it
         if self._conn.in_transaction:
-            self._conn.execute("SAVEPOINT part")
-            try:
-                yield
-            except BaseException:
-                self._conn.execute("ROLLBACK TO part")
-                self._conn.execute("RELEASE part")
-                raise
-            self._conn.execute("RELEASE part")
-            return
-        self._conn.execute("BEGIN IMMEDIATE")
+            begin, end = "SAVEPOINT part", "RELEASE part"
+            undo: tuple[str, ...] = ("ROLLBACK TO part", "RELEASE part")
+        else:
+            begin, end, undo = "BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)
+        self._conn.execute(begin)
         try:
             yield
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            for statement in undo:
+                self._conn.execute(statement)
             raise
-        self._conn.execute("COMMIT")
+        self._conn.execute(end)
 
     @contextmanager
     def batch(self, rows_per_commit: int) -> Iterator[CatalogBatch]:
@@ -328,13 +324,13 @@ class Catalog:
         self._batching = True
         try:
             yield batch
+            batch.commit()
         except BaseException:
-            self._batching = False
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             raise
-        self._batching = False
-        batch.commit()
+        finally:
+            self._batching = False
 
     def _commit(self) -> None:
         if self._conn.in_transaction:
@@ -628,6 +624,7 @@ class Catalog:
                  f"({self._referenced(kept)}))")
         try:
             self._conn.execute("DROP TABLE IF EXISTS scratch.set_aside")  # of a listing before
+            self._conn.execute("CREATE TABLE scratch.set_aside (sha1 TEXT)")
             self._conn.execute("DROP TABLE IF EXISTS scratch.unreferenced")
             self._conn.execute(f"CREATE TABLE scratch.unreferenced AS {query}")
             last = 0
@@ -781,9 +778,8 @@ class Catalog:
     # 9.2 s and wrote 4.2 GB on it; in one statement 1.5 s and 0.4 GB.
     @_guarded
     def set_aside(self, sha1s: Iterable[str]) -> None:
-        """Add blobs to those the next :meth:`forget_set_aside` forgets (scratch
-        database: an unreferenced listing must be held, see :meth:`stage_listing`)."""
-        self._set_aside_table()
+        """Add blobs to those the next :meth:`forget_set_aside` forgets: blobs of the
+        last :meth:`unreferenced_listed`, whose table (in the scratch database) it made."""
         self._conn.execute("BEGIN")  # the scratch database's alone, as in stage_listing
         try:
             self._conn.executemany("INSERT INTO scratch.set_aside VALUES (?)",
@@ -798,7 +794,6 @@ class Catalog:
         """Drop the rows of the blobs set aside (those nothing references) before the
         store deletes them, so the catalog never claims a blob the store may no longer
         hold."""
-        self._set_aside_table()
         with self.transaction():
             self._conn.execute("DELETE FROM blobs WHERE refcount = 0 AND sha1 IN "
                                "(SELECT sha1 FROM scratch.set_aside)")
@@ -807,7 +802,6 @@ class Catalog:
         """The blobs set aside, ``batch`` at a time; then none are."""
         last = 0
         try:
-            self._set_aside_table()
             while rows := self._conn.execute(
                     "SELECT rowid, sha1 FROM scratch.set_aside WHERE rowid > ? ORDER BY rowid "
                     "LIMIT ?", (last, batch)).fetchall():
@@ -816,9 +810,6 @@ class Catalog:
             self._conn.execute("DELETE FROM scratch.set_aside")
         except sqlite3.Error as exc:
             raise _translate(self.path, exc) from exc
-
-    def _set_aside_table(self) -> None:
-        self._conn.execute("CREATE TABLE IF NOT EXISTS scratch.set_aside (sha1 TEXT)")
 
     @_guarded
     def tag_stats(self) -> dict[str, dict[str, int]]:

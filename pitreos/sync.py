@@ -111,8 +111,9 @@ class _Additions:
         slow fetch holds back the ones after it, not memory: at most twice the workers,
         and ``ahead_bytes`` by their listed sizes, are fetched ahead of the one being
         inserted. Fetching runs on threads; parsing (GIL-bound) on the calling thread,
-        between inserts. The catalog commits every ``rows_per_commit`` chunk rows (and
-        at the end): an interrupted sync keeps what it committed, each manifest whole."""
+        between inserts. The catalog commits every ``rows_per_commit`` chunk rows, before
+        each wait for a fetch, and at the end: an interrupted sync keeps what it
+        committed, each manifest whole."""
         # imported here: a sync that adds nothing (every `pitreos list` on a machine that
         # is up to date) prints no list, and the module cost ~2.4 ms of that start
         from .chunkprints import RepeatedChunks
@@ -153,7 +154,8 @@ class _Additions:
 
     def _insert(self, repeated: "RepeatedChunks", result: Manifest | tuple[str, str],
                 keep: bool) -> int:
-        """Add one manifest; returns the chunk rows it wrote."""
+        """Add one manifest; returns how many chunks it lists (about the rows it wrote:
+        empty chunks have none), the measure of a batch."""
         if isinstance(result, tuple):
             log.warning("catalog.manifest_unreadable", backup=result[0], error=result[1])
             self.unreadable.append(result[0])

@@ -194,12 +194,12 @@ class LocalStore:
         folders: set[Path] = set()
         for path, key in objects.items():
             folders.update(path.parents[:key.count("/") + 1])
-        from concurrent.futures import ThreadPoolExecutor
+        from ..parallel import imap_unordered
 
-        with ThreadPoolExecutor(min(_FSYNC_THREADS, len(objects))) as pool:
-            # the objects first: a crash in between leaves no synced name of unsynced data
-            list(pool.map(self._fsync, objects))
-            list(pool.map(self._fsync, folders))
+        # the objects first: a crash in between leaves no synced name of unsynced data
+        for paths in (objects, folders):
+            for _ in imap_unordered(self._fsync, paths, workers=_FSYNC_THREADS):
+                pass
 
     def _fsync(self, path: Path) -> None:
         try:
