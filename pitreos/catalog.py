@@ -377,6 +377,14 @@ class Catalog:
         return {r[0] for r in self._conn.execute("SELECT name FROM backups")}
 
     @_guarded
+    def name_taken(self, name: str) -> bool:
+        """Whether a backup has this name, or had it before it left the store."""
+        row = self._conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM backups WHERE name = ?) OR "
+            "EXISTS (SELECT 1 FROM retired_names WHERE name = ?)", (name, name)).fetchone()
+        return bool(row[0])
+
+    @_guarded
     def add_backup(self, manifest: mf.Manifest, *, count_references: bool = True,
                    copied: Mapping[str, CopiedChunks] | None = None) -> int:
         """Mirror a manifest that is in the store, and count its references (a bulk sync
@@ -511,9 +519,11 @@ class Catalog:
 
     @_guarded
     def remove_backup(self, name: str) -> None:
-        """Forget a backup whose manifest left the store; its blobs lose references."""
+        """Forget a backup whose manifest left the store; its blobs lose references,
+        and its name is retired (:meth:`name_taken`)."""
         with self.transaction():
             self._delete_backup(name)
+            self._conn.execute("INSERT OR IGNORE INTO retired_names VALUES (?)", (name,))
 
     def _delete_backup(self, name: str) -> None:
         row = self._conn.execute("SELECT id FROM backups WHERE name = ?", (name,)).fetchone()

@@ -82,17 +82,17 @@ def _publish(repo: Repository, catalog: Catalog, options: BackupOptions,
     """Write the manifest under a name no backup ever had, and mirror it in the catalog.
 
     ``created`` keeps sub-second precision to order backups made in the same second;
-    the name has whole seconds, moved on by one while a backup of that name exists.
+    the name has whole seconds, moved on by one while a backup of that name exists or
+    existed (a name never means two backups, even after gc: ``Catalog.name_taken``).
     """
     created = datetime.now(UTC)
     name_time = created.replace(microsecond=0)
-    taken = catalog.backup_names()  # a name never means two backups, even after gc
     for _ in range(_NAME_ATTEMPTS):
         manifest = mf.Manifest(
             name=mf.backup_name(name_time, options.tag), tag=options.tag, created=created,
             chunk_size=options.chunk_size, entries=plan.entries, meta=dict(plan.meta),
         )
-        if manifest.name not in taken and repo.write_manifest(manifest):
+        if not catalog.name_taken(manifest.name) and repo.write_manifest(manifest):
             # published: the backup is complete whatever follows; the catalog is a
             # cache that the next sync brings level
             crashpoints.point("backup.manifest_written")

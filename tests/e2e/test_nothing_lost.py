@@ -166,6 +166,27 @@ def test_failed_backup_then_gc_elsewhere_then_retry(cli: Runner, store: Backend,
     assert_restores(cli, name, tree, tmp_path / "dest")
 
 
+def test_a_name_gc_removed_never_names_another_backup(cli: Runner, store: Backend,
+                                                       tree: Path, tmp_path: Path) -> None:
+    """Names have whole seconds: a backup taken in the second of one that gc removed
+    (a fast cron, or a clock set back) would take its name, and the name would mean two
+    backups to a script or to a catalog that saw the first. Machine B learns of the gc
+    by its sync."""
+    frozen = faketime_env("2026-11-28 12:00:00")  # every process in the same second
+    machine_b = tmp_path / "b.sqlite"
+    first = backup(cli, tree, env=frozen)
+    second = backup(cli, tree, env=frozen)
+    assert first < second
+    cli("catalog", "sync", catalog=machine_b).ok()
+    cli("gc", "--keep-last", "1", "--grace", "0s").ok()
+    third = backup(cli, tree, env=frozen)
+    cli("catalog", "sync", catalog=machine_b).ok()
+    fourth = backup(cli, tree, env=frozen, catalog=machine_b)
+    assert len({first, second, third, fourth}) == 4
+    listed = {line.split()[0] for line in cli("list").ok().stdout.splitlines()}
+    assert listed == {second, third, fourth}
+
+
 # 3. the store wiped (or the bucket recreated), the catalog kept
 
 def test_store_wiped_catalog_kept(cli: Runner, store: Backend, tree: Path,
