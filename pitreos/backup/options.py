@@ -33,6 +33,7 @@ class BackupStats:
     files: int = 0
     files_unchanged: int = 0
     files_appended: int = 0  # append-only files of which only the tail was read
+    files_racy: int = 0  # read, and modified too recently to be trusted next time
     blobs_stored_again: int = 0  # reused blobs an overlapping gc deleted
     chunks: int = 0
     chunks_empty: int = 0

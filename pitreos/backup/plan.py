@@ -5,6 +5,7 @@ holes are never read. The pipeline then reads what is left.
 """
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,14 @@ from .jobs import FileJob, open_source
 from .options import BackupOptions, BackupStats
 
 log = get_logger(__name__)
+
+# A file system keeps a file's mtime for a tick: a write in the tick in which the backup
+# read the file leaves size and mtime as the backup recorded them. Ticks are a few ms on
+# ext4, xfs, btrfs and tmpfs (the kernel's coarse clock), 1 s on ext3 and many NFS
+# servers, 2 s on FAT. A file whose mtime is within this of the scan's start (or later)
+# is recorded without its inode, so the next incremental backup reads it again, as git
+# treats an index entry as racy (and borg leaves such a file out of its files cache).
+RACY_WINDOW_NS = 2_000_000_000
 
 
 @dataclass
@@ -74,6 +83,7 @@ def _plan(source: Path, catalog: Catalog, options: BackupOptions,
           stats: BackupStats) -> BackupPlan:
     check_source(source, options)
     path_filter, meta, node = _node_checks(source, options)
+    scan_started_ns = time.time_ns()  # before any stat: every read comes after it
     scanned = scan(source, path_filter)
     for pattern in path_filter.unused([e.path for e in scanned.entries], scanned.excluded):
         log.warning("backup.glob_matches_nothing", glob=pattern)
@@ -82,7 +92,8 @@ def _plan(source: Path, catalog: Catalog, options: BackupOptions,
         if blocks and "snapshot_block" not in options.meta:
             meta["snapshot_block"] = str(max(blocks))
     previous = _previous_files(catalog, options.tag) if options.incremental else {}
-    planner = _Planner(options, stats, catalog.missing_blobs(), node)
+    planner = _Planner(options, stats, catalog.missing_blobs(), node,
+                       racy_from_ns=scan_started_ns - RACY_WINDOW_NS)
     entries: list[mf.Entry] = []
     jobs: list[FileJob] = []
     for src in scanned.entries:
@@ -169,11 +180,22 @@ class _Planner:
     stats: BackupStats
     missing_blobs: set[str]
     node: bool = False
+    racy_from_ns: int = 0  # files with an mtime from here on are read again next time
     copied: dict[str, CopiedChunks] = field(default_factory=dict)
 
     def plan_file(self, src: SourceEntry, entry: mf.Entry,
                   previous: FileRecord | None) -> FileJob | None:
         """Reuse an unchanged file's chunks, or open it and list the chunks to read."""
+        job = self._reuse_or_read(src, entry, previous)
+        if job is not None and entry.mtime_ns >= self.racy_from_ns:
+            entry.inode = None  # racy (RACY_WINDOW_NS): never taken as unchanged
+            self.stats.files_racy += 1
+            log.debug("backup.file_read_again_next_time", path=entry.path,
+                      reason="modified within 2 s of the scan")
+        return job
+
+    def _reuse_or_read(self, src: SourceEntry, entry: mf.Entry,
+                       previous: FileRecord | None) -> FileJob | None:
         self.stats.files += 1
         size, step = entry.size, self.options.chunk_size
         count = -(-size // step)
@@ -190,7 +212,7 @@ class _Planner:
                 "previous backup (pitreos restore --include), or move it away; no backup "
                 "was written")
         if (previous is not None and previous.size == size and previous.chunk_size == step
-                and previous.mtime_ns == entry.mtime_ns
+                and previous.mtime_ns == entry.mtime_ns and previous.inode is not None
                 and (immutable or previous.inode == entry.inode)
                 and not self._lacks_blobs(previous)):
             entry.chunks = previous.chunks

@@ -73,6 +73,7 @@ def run_backup(source: Path, repo: Repository, catalog: Catalog, options: Backup
     stats.seconds = time.monotonic() - started
     log.info("backup.done", backup=manifest.name, files=stats.files, read=stats.bytes_read,
              stored=stats.bytes_stored, new_blobs=stats.blobs_stored,
+             files_read_again_next_time=stats.files_racy,
              seconds=round(stats.seconds, 3))
     return BackupResult(manifest, stats)
 

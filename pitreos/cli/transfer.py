@@ -138,6 +138,7 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
             run.values["head_block"] = head
     result(backup=done.manifest.name, meta=typed_meta(done.manifest.meta), files=s.files,
            files_unchanged=s.files_unchanged, files_appended=s.files_appended,
+           files_read_again_next_time=s.files_racy,
            chunks=s.chunks, blobs_stored=s.blobs_stored, bytes_read=s.bytes_read,
            bytes_stored=s.bytes_stored, read_bytes_per_second=per_second(s.bytes_read,
                                                                          s.seconds),

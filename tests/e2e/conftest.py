@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from .faults import FaultPlan, ProxiedGCS, address, start_proxy
-from .helpers import CHUNK, Result, Runner, make_sparse
+from .helpers import CHUNK, Result, Runner, make_sparse, written_long_ago
 from .servers import CREATORS, Backend, create_gcs_bucket, initialized, load_tool
 
 
@@ -63,7 +63,7 @@ def tree(tmp_path: Path) -> Path:
     os.chmod(root / "empty_dir", 0o750)
     (root / "state/link").symlink_to("shared_memory.bin")
     (root / "dangling").symlink_to("/nonexistent/target")
-    return root
+    return written_long_ago(root)
 
 
 

@@ -5,6 +5,7 @@ import os
 import signal
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,17 @@ import referencing
 from pitreos.sparse import allocated_bytes
 
 CHUNK = 64 * 1024  # small chunks, so small files span many
+
+
+def written_long_ago(root: Path) -> Path:
+    """Date ``root`` (and all under it) an hour back, as a node's files are when a
+    backup finds them: a file modified within 2 s of a backup's scan is read again by the
+    next backup (pitreos.backup.plan.RACY_WINDOW_NS), which tests of what an incremental
+    backup skips must not meet by accident."""
+    then = time.time_ns() - 3600 * 10**9
+    for path in [root, *(root.rglob("*") if root.is_dir() else [])]:
+        os.utime(path, ns=(then, then), follow_symlinks=False)
+    return root
 
 
 def big_source(tmp_path: Path, mib: int) -> Path:

@@ -15,7 +15,14 @@ import pytest
 
 from pitreos.sparse import allocated_bytes
 
-from .helpers import Runner, assert_same_tree, document, snapshot, write_at
+from .helpers import (
+    Runner,
+    assert_same_tree,
+    document,
+    snapshot,
+    write_at,
+    written_long_ago,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import gen_data
@@ -28,7 +35,7 @@ SNAPSHOTS = (1040, 1090)
 def spring(tmp_path: Path) -> Path:
     root = tmp_path / "node"
     gen_data.write_spring_node(root, random.Random(3), first_block=1001, snapshots=SNAPSHOTS)
-    return root
+    return written_long_ago(root)
 
 
 def backup(run: Runner, src: Path, *args: str) -> str:
@@ -107,6 +114,7 @@ def test_retained_state_history_files_are_immutable_too(run: Runner, spring: Pat
 
 def test_a_pruned_log_backs_up_and_checks(run: Runner, spring: Path, tmp_path: Path) -> None:
     gen_data.append_blocks(spring / "blocks", 2 << 20)  # a log of 2.3 MiB
+    written_long_ago(spring)
     head = meta_of(run, backup(run, spring, "--incremental"))["block"]
     blocks = (spring / "blocks/blocks.index").stat().st_size // 8
     gen_data.prune_blocks(spring / "blocks", keep=blocks * 3 // 4)  # the first quarter goes

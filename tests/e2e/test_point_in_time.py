@@ -12,7 +12,15 @@ import pytest
 from pitreos.backup import BackupOptions, run_backup
 from pitreos.workspace import Workspace
 
-from .helpers import CHUNK, Runner, assert_same_tree, snapshot, sparse_copy, write_at
+from .helpers import (
+    CHUNK,
+    Runner,
+    assert_same_tree,
+    snapshot,
+    sparse_copy,
+    write_at,
+    written_long_ago,
+)
 from .test_core import backup, restore_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
@@ -24,7 +32,7 @@ def node(tmp_path: Path) -> Path:
     """A tiny node directory from the benchmark's generator (real header formats)."""
     root = tmp_path / "node"
     gen_data.generate(root, gen_data.Scale(8 << 20, 2 << 20, 2 << 20))
-    return root
+    return written_long_ago(root)
 
 
 def head_of(root: Path) -> int:
