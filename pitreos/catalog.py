@@ -74,6 +74,7 @@ class FileRecord:
     size: int
     mtime_ns: int
     inode: int | None
+    ctime_ns: int | None  # None: the backup (of an older pitreos) did not record it
     chunk_size: int
     chunks: list[mf.Chunk]
 
@@ -421,11 +422,12 @@ class Catalog:
         for entry in m.entries:
             cur = self._conn.execute(
                 "INSERT INTO files (backup_id, path, type, size, mode, mtime_ns, inode, "
-                "target, data_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "target, data_size, ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (backup_id, _name_in_db(entry.path), entry.type, entry.size, entry.mode,
                  _clamp_i64(entry.mtime_ns), _u64_as_i64(entry.inode),
                  None if entry.target is None else _name_in_db(entry.target),
-                 data_sizes.get(entry.path, 0)),
+                 data_sizes.get(entry.path, 0),
+                 None if entry.ctime_ns is None else _clamp_i64(entry.ctime_ns)),
             )
             file_id = cur.lastrowid
             assert file_id is not None
@@ -702,13 +704,14 @@ class Catalog:
         # with a dict of digests per file and a Chunk() a chunk; a node's log of a
         # million chunks pays this on every incremental backup
         rows = self._conn.execute(
-            "SELECT f.id, f.path, f.size, f.mtime_ns, f.inode, b.chunk_size FROM files f "
+            "SELECT f.id, f.path, f.size, f.mtime_ns, f.inode, f.ctime_ns, b.chunk_size "
+            "FROM files f "
             "JOIN backups b ON b.id = f.backup_id WHERE b.name = ? AND f.type = 'file'",
             (backup_name,),
         ).fetchall()
         digests: dict[int, list[ChunkDigest | None]] = {
             file_id: [None] * -(-size // chunk_size)
-            for file_id, _, size, _, _, chunk_size in rows}
+            for file_id, _, size, _, _, _, chunk_size in rows}
         new = tuple.__new__
         for file_id, idx, sha1, b3 in self._conn.execute(
             "SELECT c.file_id, c.idx, bl.sha1, bl.blake3 FROM chunks c "
@@ -723,15 +726,15 @@ class Catalog:
                     "run 'pitreos catalog sync --rebuild'")
             digests[file_id][idx] = new(ChunkDigest, (sha1, b3))
         records: dict[str, FileRecord] = {}
-        for file_id, path, size, mtime_ns, stored_inode, chunk_size in rows:
+        for file_id, path, size, mtime_ns, stored_inode, ctime_ns, chunk_size in rows:
             inode = None if stored_inode is None else stored_inode % (1 << 64)
             of_file = digests[file_id]
             starts = range(0, len(of_file) * chunk_size, chunk_size)
             chunks = list(map(new, itertools.repeat(mf.Chunk),
                               zip(starts, of_file, strict=True)))
             name = _name_from_db(path)
-            records[name] = FileRecord(backup_name, name, size, mtime_ns, inode, chunk_size,
-                                       chunks)
+            records[name] = FileRecord(backup_name, name, size, mtime_ns, inode, ctime_ns,
+                                       chunk_size, chunks)
         return records
 
     @_guarded

@@ -56,6 +56,7 @@ class Entry:
     size: int = 0
     target: str | None = None
     inode: int | None = None
+    ctime_ns: int | None = None  # with inode, only for incremental backups' change checks
     appendonly: bool = False  # only ever appended to: restore trusts a matching prefix
     chunks: list[Chunk] = field(default_factory=list)
 
@@ -206,6 +207,8 @@ def dump(manifest: Manifest) -> bytes:
             item["size"] = e.size
             if e.inode is not None:
                 item["inode"] = e.inode
+            if e.ctime_ns is not None:
+                item["ctime"] = format_time_ns(e.ctime_ns)
             if e.appendonly:
                 item["appendonly"] = True
             if e.chunks:  # one literal block a file: one YAML node, not one per chunk
@@ -398,6 +401,8 @@ def _entry(item: Any, where: str, chunk_size: int) -> Entry:
         entry.size = _whole(_field(item, "size", at), at, "size", 0, MAX_FILE_SIZE)
         inode = item.get("inode")
         entry.inode = None if inode is None else _whole(inode, at, "inode", 0, _U64_MAX)
+        ctime = item.get("ctime")
+        entry.ctime_ns = None if ctime is None else parse_time_ns(_text(ctime, at, "ctime"), at)
         appendonly = item.get("appendonly", False)
         if not isinstance(appendonly, bool):
             raise ManifestError(f"{at}: field 'appendonly' must be true or false")

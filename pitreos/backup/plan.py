@@ -170,6 +170,7 @@ def _entry_for(src: SourceEntry, appendonly: tuple[str, ...]) -> mf.Entry:
     elif src.type == "file":
         entry.size = st.st_size
         entry.inode = st.st_ino
+        entry.ctime_ns = st.st_ctime_ns
         entry.appendonly = any(glob_match(src.path, p) for p in appendonly)
     return entry
 
@@ -213,7 +214,8 @@ class _Planner:
                 "was written")
         if (previous is not None and previous.size == size and previous.chunk_size == step
                 and previous.mtime_ns == entry.mtime_ns and previous.inode is not None
-                and (immutable or previous.inode == entry.inode)
+                and (immutable or (previous.inode == entry.inode
+                                   and previous.ctime_ns in (None, entry.ctime_ns)))
                 and not self._lacks_blobs(previous)):
             entry.chunks = previous.chunks
             self._copied(previous, range(count))

@@ -91,9 +91,10 @@ def backup(settings: Settings, directory: Path, tag: str, meta: tuple[str, ...],
     """Back up DIRECTORY. Prints the new backup's name on stdout.
 
     Every data chunk is read and hashed; only blobs the store lacks are sent. With
-    --incremental, files whose size, mtime and inode match the newest backup of the same
-    tag are not read again, and append-only files whose prefix is unchanged have only
-    their new tail read. The store must exist ('pitreos init'), except the default one."""
+    --incremental, files whose size, mtime, ctime and inode match the newest backup of
+    the same tag are not read again (unless modified within 2 s of that backup's scan),
+    and append-only files whose prefix is unchanged have only their new tail read. The
+    store must exist ('pitreos init'), except the default one."""
     settings.start_worker_server()
     from .. import hooks
     from ..backup import BackupOptions, run_backup

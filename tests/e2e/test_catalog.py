@@ -156,12 +156,13 @@ def test_a_version_1_catalog_is_upgraded_in_place(tree: Path, tmp_path: Path) ->
     db.execute("DROP TABLE _sqlite_migrations")
     db.execute("ALTER TABLE blobs DROP COLUMN damaged")  # added by migration 0003
     db.execute("DROP TABLE retired_names")  # added by migration 0004
+    db.execute("ALTER TABLE files DROP COLUMN ctime_ns")  # added by migration 0005
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
     Workspace.open(url, catalog_path=tmp_path / "c.sqlite").close()
     db = sqlite3.connect(tmp_path / "c.sqlite")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 'blobs_missing'").fetchone()
     db.close()
     assert dump_catalog(tmp_path / "c.sqlite") == before

@@ -193,21 +193,26 @@ def test_a_file_written_again_in_the_tick_it_was_read_is_read_again(
     """A file system keeps a file's mtime for a tick (a few ms here; a second or two on
     some): a write in the tick in which a backup read the file leaves its size and mtime
     as the backup saw them, and the next incremental backup kept the old chunks. A file
-    modified within 2 s before the scan is read again by the next backup; an older one
-    is still trusted."""
+    modified within 2 s before the scan is read again by the next backup; so is one that
+    a tool wrote in place and gave its old mtime back (its ctime moved); an older file
+    left alone is still trusted."""
     src = tmp_path / "src"
     src.mkdir()
-    busy, quiet = src / "busy.db", src / "quiet.db"
-    for path in (busy, quiet):
+    busy, quiet, rewritten = src / "busy.db", src / "quiet.db", src / "rewritten.img"
+    for path in (busy, quiet, rewritten):
         path.write_bytes(os.urandom(3 * CHUNK))
     hour_ago = time.time_ns() - 3600 * 10**9
-    os.utime(quiet, ns=(hour_ago, hour_ago))
+    for path in (quiet, rewritten):
+        os.utime(path, ns=(hour_ago, hour_ago))
     first = json.loads(cli("backup", str(src), "--chunk-size", str(CHUNK), "--incremental",
                            "--json").ok().stdout)
     assert first["files_read_again_next_time"] == 1  # busy.db
-    seen = busy.stat().st_mtime_ns
-    write_at(busy, CHUNK, os.urandom(CHUNK))  # the write in the tick the backup read it
-    os.utime(busy, ns=(seen, seen))  # the mtime the tick kept (set here to be certain)
+    for path in (busy, rewritten):
+        seen = path.stat().st_mtime_ns
+        write_at(path, CHUNK, os.urandom(CHUNK))
+        # busy.db: the mtime the tick kept (set here to be certain); rewritten.img: the
+        # tool's doing (rsync --inplace --times, a restore of another tool)
+        os.utime(path, ns=(seen, seen))
     second = cli("backup", str(src), "--chunk-size", str(CHUNK), "--incremental").ok()
     assert "(1 unchanged" in second.stderr  # quiet.db alone
     assert_restores(cli, second.stdout.strip(), src, tmp_path / "dest")

@@ -38,6 +38,7 @@ from .helpers import (
     make_sparse,
     sparse_copy,
     write_at,
+    written_long_ago,
 )
 
 ALWAYS = 0  # process_min_bytes: worker processes for any amount of work
@@ -52,7 +53,7 @@ def _source(root: Path) -> Path:
     make_sparse(root / "data/big.bin", 1100 * CHUNK, runs)
     make_sparse(root / "data/zeros.bin", 5 * CHUNK, [(CHUNK, bytes(CHUNK))])
     (root / "data/small.txt").write_text("small\n")
-    return root
+    return written_long_ago(root)
 
 
 def _workspace(tmp: Path, name: str) -> Workspace:

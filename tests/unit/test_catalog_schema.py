@@ -29,7 +29,7 @@ def test_a_new_catalog_records_every_migration(tmp_path: Path) -> None:
     Catalog(tmp_path / "c.sqlite", URL).close()
     names = [name for name, _ in migration_steps()]
     assert names == ["0001_tables", "0002_blobs_missing_index", "0003_blobs_damaged",
-                     "0004_retired_names"]
+                     "0004_retired_names", "0005_files_ctime"]
     assert applied(tmp_path / "c.sqlite") == names
     Catalog(tmp_path / "c.sqlite", URL).close()  # opening again applies nothing twice
     assert applied(tmp_path / "c.sqlite") == names

@@ -24,6 +24,7 @@ BAD = {
     "int-tag": "does not parse",
     "inode-huge": "field 'inode' is 100000000000000000000000000",
     "mtime-year-9999": "beyond what a file system can hold",
+    "ctime-a-number": "field 'ctime' must be text",
     "meta-nested": "field 'meta' must map names to plain values",
     "files-not-a-list": "field 'files' must be a list",
     "marker-entry": "reserved for the marker",

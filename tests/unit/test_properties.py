@@ -38,6 +38,7 @@ def entries(draw: st.DrawFn) -> list[mf.Entry]:
         if kind == "file":
             entry.size = draw(st.integers(0, 5 * chunk_size))
             entry.inode = draw(st.none() | st.integers(0, 2**63))
+            entry.ctime_ns = draw(st.none() | st.integers(-(2**63), 2**64 - 1))
             count = -(-entry.size // chunk_size)
             entry.chunks = [
                 mf.Chunk(i * chunk_size, draw(st.none() | st.builds(ChunkDigest, sha1s, blake3s)))
@@ -127,6 +128,8 @@ def _reference_dump(m: mf.Manifest) -> bytes:
             row["size"] = e.size
             if e.inode is not None:
                 row["inode"] = e.inode
+            if e.ctime_ns is not None:
+                row["ctime"] = mf.format_time_ns(e.ctime_ns)
             if e.appendonly:
                 row["appendonly"] = True
             if e.chunks:
