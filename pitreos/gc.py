@@ -75,6 +75,7 @@ def _collect(repo: Repository, catalog: Catalog, options: GCOptions,
     report.deleted_backups = doomed
     remaining = [r.name for r in records if r.name not in doomed]
     if not options.dry_run:
+        repo.retire_names(doomed)  # first: no backup elsewhere takes a name that goes
         for name in doomed:
             catalog.remove_backup(name)  # the catalog first: it never claims a gone manifest
             crashpoints.point("gc.backup_forgotten")

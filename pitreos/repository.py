@@ -52,6 +52,7 @@ MANIFEST_SUFFIX = ".yaml"
 INDEX_KEY = "index/manifests.txt"
 LOCK_PREFIX = "locks/"
 CLOCK_PREFIX = "clock/"  # short-lived objects that read the store's clock
+RETIRED_PREFIX = "retired/"  # an empty object per name of a backup gc deleted
 STORE_ID_KEY = "pitreos-store.json"
 STORE_FORMAT = 1
 _INTEGRITY_ATTEMPTS = 3
@@ -64,6 +65,10 @@ def blob_key(sha1: str) -> str:
 
 def manifest_key(name: str) -> str:
     return f"{MANIFEST_PREFIX}{name}{MANIFEST_SUFFIX}"
+
+
+def retired_key(name: str) -> str:
+    return f"{RETIRED_PREFIX}{name}"
 
 
 def marker_key(marker: locks.Marker) -> str:
@@ -394,9 +399,23 @@ class Repository:
                         "rewrites the index")
         return True
 
+    def retire_names(self, names: Collection[str]) -> None:
+        """Record, durably, that these backup names are never to be given again: before
+        their manifests are deleted (:meth:`delete_manifest`), so that a backup in any
+        process, whatever its catalog knows, sees the name as taken (:meth:`name_retired`)."""
+        keys = [retired_key(name) for name in names]
+        for key in keys:
+            self._store.put(key, b"", overwrite=True)
+        self._store.flush(keys)
+
+    def name_retired(self, name: str) -> bool:
+        """Whether a backup of this name was deleted by gc (:meth:`retire_names`)."""
+        return self._store.exists(retired_key(name))
+
     def delete_manifest(self, name: str, *, update_index: bool = True) -> None:
-        """Delete a backup's manifest; ``update_index=False`` leaves the index to one
-        :meth:`update_index` after a batch of deletions (each rewrite lists them all)."""
+        """Delete a backup's manifest, whose name the caller retired first;
+        ``update_index=False`` leaves the index to one :meth:`update_index` after a batch
+        of deletions (each rewrite lists them all)."""
         self._store.delete(manifest_key(name))
         if update_index:
             self.update_index()

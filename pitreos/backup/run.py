@@ -84,7 +84,8 @@ def _publish(repo: Repository, catalog: Catalog, options: BackupOptions,
 
     ``created`` keeps sub-second precision to order backups made in the same second;
     the name has whole seconds, moved on by one while a backup of that name exists or
-    existed (a name never means two backups, even after gc: ``Catalog.name_taken``).
+    existed (a name never means two backups, even after gc: the catalog remembers the
+    names that left the store, and the store those that gc deleted).
     """
     created = datetime.now(UTC)
     name_time = created.replace(microsecond=0)
@@ -93,7 +94,8 @@ def _publish(repo: Repository, catalog: Catalog, options: BackupOptions,
             name=mf.backup_name(name_time, options.tag), tag=options.tag, created=created,
             chunk_size=options.chunk_size, entries=plan.entries, meta=dict(plan.meta),
         )
-        if not catalog.name_taken(manifest.name) and repo.write_manifest(manifest):
+        if (not catalog.name_taken(manifest.name) and not repo.name_retired(manifest.name)
+                and repo.write_manifest(manifest)):
             # published: the backup is complete whatever follows; the catalog is a
             # cache that the next sync brings level
             crashpoints.point("backup.manifest_written")

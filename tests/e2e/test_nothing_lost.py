@@ -172,9 +172,10 @@ def test_a_name_gc_removed_never_names_another_backup(cli: Runner, store: Backen
     """Names have whole seconds: a backup taken in the second of one that gc removed
     (a fast cron, or a clock set back) would take its name, and the name would mean two
     backups to a script or to a catalog that saw the first. Machine B learns of the gc
-    by its sync."""
+    by its sync; machine C's catalog, made after the gc, never knew the name: the store
+    records it."""
     frozen = faketime_env("2026-11-28 12:00:00")  # every process in the same second
-    machine_b = tmp_path / "b.sqlite"
+    machine_b, machine_c = tmp_path / "b.sqlite", tmp_path / "c.sqlite"
     first = backup(cli, tree, env=frozen)
     second = backup(cli, tree, env=frozen)
     assert first < second
@@ -183,9 +184,10 @@ def test_a_name_gc_removed_never_names_another_backup(cli: Runner, store: Backen
     third = backup(cli, tree, env=frozen)
     cli("catalog", "sync", catalog=machine_b).ok()
     fourth = backup(cli, tree, env=frozen, catalog=machine_b)
-    assert len({first, second, third, fourth}) == 4
+    fifth = backup(cli, tree, env=frozen, catalog=machine_c)
+    assert len({first, second, third, fourth, fifth}) == 5
     listed = {line.split()[0] for line in cli("list").ok().stdout.splitlines()}
-    assert listed == {second, third, fourth}
+    assert listed == {second, third, fourth, fifth}
 
 
 def test_a_file_written_again_in_the_tick_it_was_read_is_read_again(
