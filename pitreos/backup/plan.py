@@ -32,8 +32,8 @@ log = get_logger(__name__)
 # read the file leaves size and mtime as the backup recorded them. Ticks are a few ms on
 # ext4, xfs, btrfs and tmpfs (the kernel's coarse clock), 1 s on ext3 and many NFS
 # servers, 2 s on FAT. A file whose mtime is within this of the scan's start (or later)
-# is recorded without its inode, so the next incremental backup reads it again, as git
-# treats an index entry as racy (and borg leaves such a file out of its files cache).
+# is recorded without its inode, so the next incremental backup reads it again (git
+# treats an index entry written in the tick of its file's mtime as "racily clean").
 RACY_WINDOW_NS = 2_000_000_000
 
 
