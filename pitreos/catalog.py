@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import platformdirs
 
@@ -570,17 +570,34 @@ class Catalog:
         self._conn.execute("CREATE TABLE scratch.listed (sha1 TEXT, stored_size INTEGER, "
                            "modified REAL)")
         rows = ((b.sha1, b.stored_size, b.modified.timestamp()) for b in listing)
-        # one transaction of the scratch database alone (deferred: the catalog is not
-        # locked): committing each batch rewrote the whole table (7.9 GB for a million)
-        self._conn.execute("BEGIN")
-        try:
+        # one transaction: committing each batch rewrote the whole table (7.9 GB for a
+        # million)
+        with self._scratch_transaction():
             while batch := list(itertools.islice(rows, _LISTING_BATCH)):
                 self._conn.executemany("INSERT INTO scratch.listed VALUES (?, ?, ?)", batch)
+        self._conn.execute("CREATE UNIQUE INDEX scratch.listed_sha1 ON listed (sha1)")
+
+    @contextmanager
+    def _scratch_transaction(self) -> Iterator[None]:
+        """A transaction of the scratch database alone (deferred: it locks nothing of
+        the catalog)."""
+        self._conn.execute("BEGIN")
+        try:
+            yield
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
-        self._conn.execute("CREATE UNIQUE INDEX scratch.listed_sha1 ON listed (sha1)")
+
+    def _scratch_pages(self, select: str, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of ``select`` (``SELECT rowid, ... FROM scratch.table``), ``batch``
+        at a time in rowid order, each page read afresh: the caller may change the
+        catalog between pages."""
+        last = 0
+        while rows := self._conn.execute(f"{select} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                                          (last, batch)).fetchall():
+            last = rows[-1][0]
+            yield rows
 
     @_guarded
     def apply_listing(self, listing: Iterable[ListedBlob]) -> int:
@@ -639,11 +656,9 @@ class Catalog:
             self._conn.execute("CREATE TABLE scratch.set_aside (sha1 TEXT)")
             self._conn.execute("DROP TABLE IF EXISTS scratch.unreferenced")
             self._conn.execute(f"CREATE TABLE scratch.unreferenced AS {query}")
-            last = 0
-            while rows := self._conn.execute(
-                    "SELECT rowid, sha1, stored_size, modified FROM scratch.unreferenced "
-                    "WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch)).fetchall():
-                last = rows[-1][0]
+            for rows in self._scratch_pages(
+                    "SELECT rowid, sha1, stored_size, modified FROM scratch.unreferenced",
+                    batch):
                 yield [(sha1, size, datetime.fromtimestamp(modified, UTC))
                        for _, sha1, size, modified in rows]
         except sqlite3.Error as exc:
@@ -793,14 +808,9 @@ class Catalog:
     def set_aside(self, sha1s: Iterable[str]) -> None:
         """Add blobs to those the next :meth:`forget_set_aside` forgets: blobs of the
         last :meth:`unreferenced_listed`, whose table (in the scratch database) it made."""
-        self._conn.execute("BEGIN")  # the scratch database's alone, as in stage_listing
-        try:
+        with self._scratch_transaction():
             self._conn.executemany("INSERT INTO scratch.set_aside VALUES (?)",
                                    ((sha1,) for sha1 in sha1s))
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
 
     @_guarded
     def forget_set_aside(self) -> None:
@@ -813,12 +823,9 @@ class Catalog:
 
     def set_aside_batches(self, batch: int) -> Iterator[list[str]]:
         """The blobs set aside, ``batch`` at a time; then none are."""
-        last = 0
         try:
-            while rows := self._conn.execute(
-                    "SELECT rowid, sha1 FROM scratch.set_aside WHERE rowid > ? ORDER BY rowid "
-                    "LIMIT ?", (last, batch)).fetchall():
-                last = rows[-1][0]
+            for rows in self._scratch_pages("SELECT rowid, sha1 FROM scratch.set_aside",
+                                            batch):
                 yield [sha1 for _, sha1 in rows]
             self._conn.execute("DELETE FROM scratch.set_aside")
         except sqlite3.Error as exc:

@@ -92,8 +92,8 @@ def _plan(source: Path, catalog: Catalog, options: BackupOptions,
         if blocks and "snapshot_block" not in options.meta:
             meta["snapshot_block"] = str(max(blocks))
     previous = _previous_files(catalog, options.tag) if options.incremental else {}
-    planner = _Planner(options, stats, catalog.missing_blobs(), node,
-                       racy_from_ns=scan_started_ns - RACY_WINDOW_NS)
+    planner = _Planner(options, stats, catalog.missing_blobs(),
+                       racy_from_ns=scan_started_ns - RACY_WINDOW_NS, node=node)
     entries: list[mf.Entry] = []
     jobs: list[FileJob] = []
     for src in scanned.entries:
@@ -180,8 +180,8 @@ class _Planner:
     options: BackupOptions
     stats: BackupStats
     missing_blobs: set[str]
+    racy_from_ns: int  # files with an mtime from here on are read again next time
     node: bool = False
-    racy_from_ns: int = 0  # files with an mtime from here on are read again next time
     copied: dict[str, CopiedChunks] = field(default_factory=dict)
 
     def plan_file(self, src: SourceEntry, entry: mf.Entry,

@@ -49,6 +49,7 @@ from .helpers import (
     sparse_copy,
     stop_signals_at_default,
     write_at,
+    written_long_ago,
 )
 from .servers import Backend, initialized
 
@@ -203,9 +204,8 @@ def test_a_file_written_again_in_the_tick_it_was_read_is_read_again(
     busy, quiet, rewritten = src / "busy.db", src / "quiet.db", src / "rewritten.img"
     for path in (busy, quiet, rewritten):
         path.write_bytes(os.urandom(3 * CHUNK))
-    hour_ago = time.time_ns() - 3600 * 10**9
     for path in (quiet, rewritten):
-        os.utime(path, ns=(hour_ago, hour_ago))
+        written_long_ago(path)
     first = json.loads(cli("backup", str(src), "--chunk-size", str(CHUNK), "--incremental",
                            "--json").ok().stdout)
     assert first["files_read_again_next_time"] == 1  # busy.db
